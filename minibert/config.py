@@ -1,0 +1,128 @@
+"""BertConfig: every size and switch of the model in one dataclass.
+
+Field names are Hugging Face's (`hidden_size`, `num_attention_heads`, ...), so a `config.json` written by
+`transformers` maps one-to-one. minibert's own switches (`attn_impl`, `norm_first`, `sparse_prediction`, `unpad`) come last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+# minibert's fields that Hugging Face's BertConfig does not have.
+MINIBERT_FIELDS = ("attn_impl", "norm_first", "sparse_prediction", "unpad")
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int = 30522                 # V: rows of the word-embedding matrix W
+    hidden_size: int = 768                  # C: width of every token vector
+    num_hidden_layers: int = 12             # L: encoder blocks
+    num_attention_heads: int = 12           # H: heads; head size D = C / H
+    intermediate_size: int = 3072           # I: width of the feed-forward layer (4C in BERT)
+    hidden_act: str = "gelu"                # feed-forward activation; "gelu" is the exact erf form, as in BERT
+    hidden_dropout_prob: float = 0.1        # dropout after embeddings, attention output and feed-forward
+    attention_probs_dropout_prob: float = 0.1  # dropout on the attention probabilities
+    max_position_embeddings: int = 512      # longest sequence the position table covers
+    type_vocab_size: int = 2                # segment ids: 0 for sentence A, 1 for sentence B
+    initializer_range: float = 0.02         # std of the normal initialisation of every weight matrix
+    layer_norm_eps: float = 1e-12           # BERT's LayerNorm epsilon (PyTorch's default is 1e-5)
+    pad_token_id: int = 0                   # id of [PAD]; its word-embedding row starts at zero
+    position_embedding_type: str = "absolute"  # "absolute" (learned, BERT) or "sinusoidal" (fixed, original Transformer)
+    classifier_dropout: float | None = None  # dropout before the classifier; None means hidden_dropout_prob
+    num_labels: int = 2                     # classifier outputs; 1 means regression (MSE loss)
+    id2label: dict[int, str] | None = None  # class names, saved with a fine-tuned model
+    # --- minibert's own switches ---
+    attn_impl: str = "sdpa"                 # "math": the hand-written formula; "sdpa": torch's fused kernel
+    norm_first: bool = False                # False: BERT's post-LN blocks; True: pre-LN (plus a final LayerNorm)
+    sparse_prediction: bool = False         # MLM: project to the vocabulary only at labelled positions
+    unpad: bool = False                     # run per-token work only on real (non-padding) tokens
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise InputError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.attn_impl not in ("math", "sdpa"):
+            raise InputError(f"attn_impl must be 'math' or 'sdpa', not {self.attn_impl!r}")
+        if self.position_embedding_type not in ("absolute", "sinusoidal"):
+            raise InputError(
+                f"position_embedding_type must be 'absolute' or 'sinusoidal', not {self.position_embedding_type!r}"
+            )
+        if self.id2label is not None:  # JSON turns int keys into strings
+            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+
+    @property
+    def head_size(self) -> int:
+        """D = C / H."""
+        return self.hidden_size // self.num_attention_heads
+
+    # --- JSON ---
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BertConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InputError(f"unknown config field(s) {unknown}; known fields are {sorted(known)}")
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "BertConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: config file not found")
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}: not valid JSON ({e})") from None
+        return cls.from_dict(d)
+
+    # --- Hugging Face ---
+    @classmethod
+    def from_hf_config(cls, hf: dict) -> "BertConfig":
+        """Build from a Hugging Face `config.json` dict (or `transformers.BertConfig.to_dict()`); unknown keys are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)} - set(MINIBERT_FIELDS)
+        d = {k: v for k, v in hf.items() if k in known}
+        if d.get("position_embedding_type", "absolute") != "absolute":
+            raise InputError(f"position_embedding_type {d['position_embedding_type']!r} is not supported; use 'absolute'")
+        if "id2label" in d and d["id2label"] is not None:
+            d["num_labels"] = len(d["id2label"])
+        return cls(**d)
+
+    def to_hf_config(self) -> dict:
+        """A dict that `transformers.BertConfig(**d)` accepts; fails for what Hugging Face's BERT cannot express."""
+        if self.norm_first:
+            raise InputError("a pre-LN model (norm_first=True) has no Hugging Face BERT equivalent")
+        if self.position_embedding_type != "absolute":
+            raise InputError("sinusoidal positions have no Hugging Face BERT equivalent")
+        d = {k: v for k, v in self.to_dict().items() if k not in MINIBERT_FIELDS}
+        if d["id2label"] is None:
+            d["id2label"] = {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        d["label2id"] = {v: k for k, v in d["id2label"].items()}
+        d["model_type"] = "bert"
+        return d
+
+
+# Sizes by name. "base" is BERT-base; "tiny" and "small" are sized for CPUs and tests.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, intermediate_size=512),
+    "small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024),
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+}
+
+
+def preset(name: str, **overrides) -> BertConfig:
+    """A config by preset name, with any field overridden."""
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return BertConfig(**{**PRESETS[name], **overrides})

@@ -1,0 +1,1 @@
+"""Pretraining and fine-tuning data and loops: corpora, token packing, masking."""
