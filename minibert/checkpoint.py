@@ -15,11 +15,10 @@ from torch import nn
 
 from .config import BertConfig
 from .errors import InputError
-from .hf import LoadReport, load_state_dict_checked
+from .hf import TIED_KEYS, LoadReport, load_state_dict_checked
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-TIED = ("cls.predictions.decoder.weight",)  # stored once, as the word embeddings
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -50,7 +49,7 @@ def save_pretrained(model: nn.Module, directory: str | Path) -> None:
     model = unwrap(model)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in TIED}
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in TIED_KEYS}
     atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     atomic_write(directory / CONFIG_NAME, lambda p: model.config.save(p))
 

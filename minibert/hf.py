@@ -26,6 +26,8 @@ from .model import BertModel
 MODEL_CLASSES = {c.__name__: c for c in (BertModel, BertForMaskedLM, BertForSequenceClassification)}
 # Weights a target may lack in the checkpoint: a task head starts from BERT's initialisation.
 HEAD_PREFIXES = ("bert.pooler.", "pooler.", "classifier.", "cls.")
+# Stored once: the decoder weight is the word-embedding matrix, the decoder bias is `cls.predictions.bias`.
+TIED_KEYS = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 # Old TensorFlow-era names.
 LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
 
@@ -145,7 +147,7 @@ def save_hf(model: nn.Module, path: str | Path) -> None:
     state = {
         k: v.detach().contiguous().cpu()
         for k, v in model.state_dict().items()
-        if k not in ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+        if k not in TIED_KEYS
     }
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
