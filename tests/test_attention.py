@@ -1,0 +1,127 @@
+"""Property-based tests of multi-head attention: the formula softmax(QK^T/sqrt(D) + M)V and its two implementations."""
+
+import math
+
+import numpy as np
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minibert import BertConfig
+from minibert.attention import BertSelfAttention, additive_mask, attention_math, attention_sdpa
+from minibert.encoder import BertEncoder
+
+
+@st.composite
+def attention_inputs(draw, dtype=torch.float32):
+    B = draw(st.integers(1, 3))
+    T = draw(st.integers(1, 9))
+    H = draw(st.integers(1, 4))
+    D = draw(st.integers(1, 8))
+    seed = draw(st.integers(0, 2**16))
+    lengths = draw(st.lists(st.integers(1, T), min_size=B, max_size=B))
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(B, H, T, D, generator=g, dtype=dtype) for _ in range(3))
+    attention_mask = (torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]).long()  # (B, T)
+    return q, k, v, attention_mask
+
+
+def numpy_attention(q, k, v, attention_mask):
+    """An independent float64 NumPy statement of the formula, with -inf on padded keys."""
+    q, k, v = (x.detach().double().numpy() for x in (q, k, v))
+    scores = q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1])
+    scores = np.where(attention_mask.numpy()[:, None, None, :] == 1, scores, -np.inf)
+    scores = scores - scores.max(-1, keepdims=True)
+    p = np.exp(scores)
+    p = p / p.sum(-1, keepdims=True)
+    return p @ v, p
+
+
+@given(attention_inputs())
+def test_shapes_rows_sum_to_one_and_pads_get_zero_weight(inputs):
+    q, k, v, am = inputs
+    context, probs = attention_math(q, k, v, additive_mask(am, q.dtype))
+    B, H, T, D = q.shape
+    assert context.shape == (B, H, T, D)
+    assert probs.shape == (B, H, T, T)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(B, H, T))
+    pad_keys = (am == 0)[:, None, None, :].expand(B, H, T, T)
+    assert torch.all(probs[pad_keys] == 0)  # exactly zero, not merely small
+
+
+@given(attention_inputs())
+def test_math_and_sdpa_agree(inputs):
+    q, k, v, am = inputs
+    mask = additive_mask(am, q.dtype)
+    torch.testing.assert_close(attention_sdpa(q, k, v, mask)[0], attention_math(q, k, v, mask)[0], atol=1e-5, rtol=1e-4)
+
+
+@given(attention_inputs())
+def test_both_agree_with_float64_numpy(inputs):
+    q, k, v, am = inputs
+    ref_context, ref_probs = numpy_attention(q, k, v, am)
+    mask = additive_mask(am, q.dtype)
+    context, probs = attention_math(q, k, v, mask)
+    np.testing.assert_allclose(probs.numpy(), ref_probs, atol=1e-5)
+    np.testing.assert_allclose(context.numpy(), ref_context, atol=1e-5)
+    np.testing.assert_allclose(attention_sdpa(q, k, v, mask)[0].numpy(), ref_context, atol=1e-5)
+
+
+@given(attention_inputs(), st.integers(1, 4))
+def test_appending_padding_leaves_real_tokens_unchanged(inputs, extra):
+    q, k, v, am = inputs
+    B, H, T, D = q.shape
+    out, _ = attention_math(q, k, v, additive_mask(am, q.dtype))
+
+    def pad(x):
+        return torch.cat([x, torch.randn(B, H, extra, D)], dim=2)  # garbage at the new positions
+
+    am2 = torch.cat([am, torch.zeros(B, extra, dtype=am.dtype)], dim=1)
+    for impl in (attention_math, attention_sdpa):
+        out2, _ = impl(pad(q), pad(k), pad(v), additive_mask(am2, q.dtype))
+        real = am.bool()[:, None, :, None].expand(B, H, T, D)
+        torch.testing.assert_close(out2[:, :, :T][real], out[real], atol=1e-5, rtol=1e-4)
+
+
+@given(st.integers(1, 8), st.integers(0, 2**16), st.sampled_from(["math", "sdpa"]))
+def test_without_positions_permuting_tokens_permutes_outputs(T, seed, impl):
+    """Attention and the encoder blocks have no notion of order: only position embeddings break the symmetry."""
+    torch.manual_seed(seed)
+    config = BertConfig(hidden_size=16, num_attention_heads=4, intermediate_size=32, num_hidden_layers=2,
+                        hidden_dropout_prob=0, attention_probs_dropout_prob=0, attn_impl=impl)
+    encoder = BertEncoder(config).eval()
+    x = torch.randn(2, T, 16)
+    perm = torch.randperm(T)
+    with torch.no_grad():
+        torch.testing.assert_close(encoder(x[:, perm]).last, encoder(x).last[:, perm], atol=1e-5, rtol=1e-4)
+
+
+def test_gradcheck_float64():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 5, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    am = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    mask = additive_mask(am, torch.float64)
+    assert torch.autograd.gradcheck(lambda q, k, v: attention_math(q, k, v, mask)[0], (q, k, v))
+    assert torch.autograd.gradcheck(lambda q, k, v: attention_sdpa(q, k, v, mask)[0], (q, k, v))
+
+
+def test_self_attention_module_math_equals_sdpa():
+    torch.manual_seed(0)
+    cfg = dict(hidden_size=24, num_attention_heads=3, attention_probs_dropout_prob=0.0)
+    a = BertSelfAttention(BertConfig(attn_impl="math", **cfg)).eval()
+    b = BertSelfAttention(BertConfig(attn_impl="sdpa", **cfg)).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 6, 24)
+    mask = additive_mask(torch.tensor([[1, 1, 1, 1, 0, 0], [1] * 6]), x.dtype)
+    torch.testing.assert_close(a(x, mask)[0], b(x, mask)[0], atol=1e-5, rtol=1e-4)
+
+
+def test_unscaled_scores_saturate_softmax():
+    """Why 1/sqrt(D): for unit-variance q, k the variance of q·k is D, so unscaled softmax rows turn nearly one-hot."""
+    g = torch.Generator().manual_seed(0)
+    D = 256
+    q, k = torch.randn(1, 1, 64, D, generator=g), torch.randn(1, 1, 64, D, generator=g)
+    raw = q @ k.transpose(-2, -1)
+    assert 0.8 * D < raw.var().item() < 1.2 * D
+    assert (raw / math.sqrt(D)).softmax(-1).max(-1).values.mean() < 0.3
+    assert raw.softmax(-1).max(-1).values.mean() > 0.6
