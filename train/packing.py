@@ -24,6 +24,7 @@ from minibert.errors import InputError
 
 _FORMAT_VERSION = 1
 _ENCODE_BATCH = 2048  # texts per encode_plain call: big enough for the C++ batch path, small enough for memory
+_FILL_ROWS = 16384  # blocks filled per gather in pack_blocks
 
 
 class TokenizedCorpus(NamedTuple):
@@ -143,50 +144,42 @@ def pack_blocks(ids: np.ndarray, doc_offsets: np.ndarray, block_size: int, cls_i
     """
     if block_size < 3:
         raise InputError(f"block size {block_size} is too small; a block needs [CLS], a token and [SEP] (3 or more)")
-    ids = np.asarray(ids)
     doc_offsets = np.asarray(doc_offsets, dtype=np.int64)
-    starts, ends = doc_offsets[:-1], doc_offsets[1:]
-    lengths = ends - starts
-    keep = lengths > 0
-    starts, lengths = starts[keep], lengths[keep]
-    n_tokens = int(lengths.sum())
+    ids = np.asarray(ids[doc_offsets[0] : doc_offsets[-1]])  # the documents are contiguous in the stream
     dtype = ids.dtype if np.issubdtype(ids.dtype, np.integer) else np.dtype(np.int64)
+    ends = np.unique(doc_offsets[1:] - doc_offsets[0])  # unique: an empty document adds no boundary
+    ends = ends[ends > 0]
+    n_tokens = len(ids)
 
-    # Build the stream d1 [SEP] d2 [SEP] ... with one vectorised scatter: document i's tokens move right by i
-    # (one [SEP] before it per earlier document), and its [SEP] lands right after them.
-    n_docs = len(lengths)
-    stream = np.empty(n_tokens + n_docs, dtype=dtype)  # (S,)
-    is_doc_end = np.zeros(n_tokens + n_docs, dtype=bool)  # (S,) whether a stream position is a document's [SEP]
-    doc_of_token = np.repeat(np.arange(n_docs), lengths)  # (n_tokens,)
-    source = np.repeat(starts, lengths) + (np.arange(n_tokens) - np.repeat(np.cumsum(lengths) - lengths, lengths))
-    stream[np.arange(n_tokens) + doc_of_token] = ids[source]
-    sep_positions = np.cumsum(lengths) + np.arange(n_docs)
-    stream[sep_positions] = sep_id
-    is_doc_end[sep_positions] = True
+    # The stream d1 [SEP] d2 [SEP] ...: one [SEP] inserted after each document's last token.
+    stream = np.insert(ids, ends, sep_id).astype(dtype, copy=False)  # (S,) with S = n_tokens + n_docs
+    is_doc_end = np.zeros(len(stream), dtype=bool)  # (S,) whether a stream position is a document's [SEP]
+    is_doc_end[ends + np.arange(len(ends))] = True
 
-    # The cut points depend on the data (T - 1 or T - 2 stream tokens per block), so blocks are found in a loop
-    # over blocks; each step is a constant amount of work.
+    # The cut points depend on the data (T - 1 or T - 2 stream tokens per block), so they are found in a loop
+    # over blocks (not tokens); each step is a constant amount of work.
     room = block_size - 1  # positions after [CLS]
-    cuts = []
+    block_starts, closed_early = [], []
     position = 0
     while position + room <= len(stream):
-        if is_doc_end[position + room - 1]:
-            cuts.append((position, room, False))
-            position += room
-        else:
-            cuts.append((position, room - 1, True))
-            position += room - 1
-    if not cuts:
+        ends_on_doc = bool(is_doc_end[position + room - 1])
+        block_starts.append(position)
+        closed_early.append(not ends_on_doc)
+        position += room if ends_on_doc else room - 1
+    if not block_starts:
         raise InputError(
             f"corpus has {n_tokens} tokens, fewer than one block of {block_size}; "
             "add text or lower --max-seq-length"
         )
-    blocks = np.empty((len(cuts), block_size), dtype=dtype)  # (N, T)
+    starts = np.asarray(block_starts, dtype=np.int64)  # (N,)
+    blocks = np.empty((len(starts), block_size), dtype=dtype)  # (N, T)
     blocks[:, 0] = cls_id
-    for row, (start, width, closing_sep) in enumerate(cuts):
-        blocks[row, 1 : 1 + width] = stream[start : start + width]
-        if closing_sep:
-            blocks[row, -1] = sep_id
+    for row in range(0, len(starts), _FILL_ROWS):
+        # Gathered in row chunks so the int64 index array stays small next to the blocks themselves.
+        chunk = starts[row : row + _FILL_ROWS]
+        blocks[row : row + len(chunk), 1:] = stream[chunk[:, None] + np.arange(room)]  # (n, T-1)
+    # A block that took only T-2 stream tokens ends with its own [SEP] over the one token it did not take.
+    blocks[np.asarray(closed_early, dtype=bool), -1] = sep_id
     return blocks
 
 
