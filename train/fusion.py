@@ -1,0 +1,158 @@
+"""The classification head around BertForSequenceClassification: pooling choices and layer fusion, and the file
+format of a fine-tuned run.
+
+Shapes: B batch, T tokens, C hidden size, L encoder blocks, K classes.
+
+    h        = last block's output (B, T, C)                                  or, with layer fusion,
+    h        = gamma · Σ_{j=0..L} softmax(w)_j · h_j                          (ELMo's scalar mix; h_0 = embeddings)
+    pooled   = tanh(h[:, 0] W_p + b_p)                       pooling "pooler" (BERT's own pooler, HF-compatible)
+             = h[:, 0]                                       pooling "cls"
+             = Σ_t mask_t h_t / Σ_t mask_t                   pooling "mean" (real tokens only)
+    logits   = Dropout(pooled) W_c + b_c                     (B, K)
+
+The pooler and the classifier are those of `BertForSequenceClassification` (`bert.pooler`, `classifier`), so with
+pooling "pooler" and no fusion the model is exactly BERT's classifier and exports to Hugging Face unchanged. The
+only extra weights are the L+1 mixing logits w and the scale gamma of layer fusion.
+
+A fine-tuned run directory holds:
+    config.json, model.safetensors   BertForSequenceClassification (`minibert.checkpoint.save_pretrained`), with
+                                     `id2label` in the config
+    head.safetensors                 only with layer fusion: `mix.weights` (L+1,) and `mix.gamma` (1,)
+    finetune.json                    {"pooling", "layer_fusion", "strategy", "max_length", "text_pair", ...}
+    labels.json                      {"id2label": {"0": name, ...}, "label2id": {name: 0, ...}}
+    tokenizer/                       the tokenizer the model was trained with
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minibert import BertForSequenceClassification
+from minibert.checkpoint import atomic_write, load_pretrained, save_pretrained
+from minibert.errors import InputError
+
+POOLINGS = ("pooler", "cls", "mean")
+HEAD_NAME = "head.safetensors"
+FINETUNE_NAME = "finetune.json"
+LABELS_NAME = "labels.json"
+FORMAT_VERSION = 1
+
+
+class ScalarMix(nn.Module):
+    """h = gamma · Σ_j softmax(w)_j h_j over the L+1 hidden states (Peters et al., 2018).
+
+    w starts at zero (an equal mix) and gamma at one. The softmax keeps the mixing weights positive and summing to
+    one, so gamma alone sets the scale of the result.
+    """
+
+    def __init__(self, num_states: int):
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(num_states))  # w: (L+1,)
+        self.gamma = nn.Parameter(torch.ones(1))
+
+    def mixing_weights(self) -> torch.Tensor:
+        return self.weights.softmax(dim=0)  # (L+1,), sums to 1
+
+    def forward(self, states: list[torch.Tensor]) -> torch.Tensor:
+        stacked = torch.stack(states, dim=0)  # (L+1, B, T, C)
+        s = self.mixing_weights().to(stacked.dtype)
+        return self.gamma * torch.einsum("j,jbtc->btc", s, stacked)  # (B, T, C)
+
+
+def mean_pool(h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Σ_t mask_t h_t / Σ_t mask_t: (B, T, C), (B, T) -> (B, C)."""
+    m = attention_mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+
+class SequenceClassifier(nn.Module):
+    """BertForSequenceClassification (`self.model`) with a choice of pooling and optional layer fusion."""
+
+    def __init__(self, model: BertForSequenceClassification, pooling: str = "pooler", layer_fusion: bool = False):
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+        self.model = model
+        self.config = model.config
+        self.pooling = pooling
+        self.layer_fusion = layer_fusion
+        self.mix = ScalarMix(model.config.num_hidden_layers + 1) if layer_fusion else None
+        self.frozen: list[nn.Module] = []  # modules kept in eval mode while training (see train())
+
+    @property
+    def is_plain_bert(self) -> bool:
+        """True when this is exactly Hugging Face's BertForSequenceClassification (exportable)."""
+        return self.pooling == "pooler" and not self.layer_fusion
+
+    def train(self, mode: bool = True):
+        """Frozen modules stay in eval mode (no dropout): a frozen encoder is a fixed feature extractor."""
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        """(B, T) ids -> (B, K) logits."""
+        bert = self.model.bert
+        out = bert(input_ids, attention_mask, token_type_ids, output_hidden_states=self.layer_fusion)
+        if self.layer_fusion:
+            h = self.mix(out.hidden_states)  # L+1 x (B, T, C) -> (B, T, C)
+            pooled = bert.pooler(h) if self.pooling == "pooler" else None
+        else:
+            h = out.last_hidden_state  # (B, T, C)
+            pooled = out.pooler_output if self.pooling == "pooler" else None
+        if self.pooling == "cls":
+            pooled = h[:, 0]  # (B, C)
+        elif self.pooling == "mean":
+            mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+            pooled = mean_pool(h, mask)  # (B, C)
+        return self.model.classifier(self.model.dropout(pooled))  # (B, C) -> (B, K)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels)
+
+
+# -- the run directory --------------------------------------------------------------------------------------
+
+
+def save_classifier(classifier: SequenceClassifier, directory: str | Path, tok, meta: dict) -> None:
+    """Write the fine-tuned model, its head, its tokenizer and its labels to `directory` (see the module doc)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    save_pretrained(classifier.model, directory)
+    if classifier.mix is not None:
+        state = {f"mix.{k}": v.detach().contiguous().cpu() for k, v in classifier.mix.state_dict().items()}
+        atomic_write(directory / HEAD_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    info = {"format_version": FORMAT_VERSION, "pooling": classifier.pooling, "layer_fusion": classifier.layer_fusion,
+            **meta}
+    (directory / FINETUNE_NAME).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    id2label = classifier.config.id2label or {i: str(i) for i in range(classifier.config.num_labels)}
+    labels = {"id2label": {str(k): v for k, v in id2label.items()}, "label2id": {v: k for k, v in id2label.items()}}
+    (directory / LABELS_NAME).write_text(json.dumps(labels, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tok.save(directory / "tokenizer")
+
+
+def load_classifier(directory: str | Path) -> tuple[SequenceClassifier, dict]:
+    """The SequenceClassifier of a fine-tuned run directory (in eval mode) and its finetune.json."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    if not (directory / FINETUNE_NAME).is_file():
+        seeds = sorted(p.name for p in directory.glob("seed-*") if (p / FINETUNE_NAME).is_file())
+        hint = f"; it holds one run per seed: {', '.join(seeds)}" if seeds else ""
+        raise InputError(f"{directory}: no {FINETUNE_NAME}; is this a directory written by train.finetune?{hint}")
+    meta = json.loads((directory / FINETUNE_NAME).read_text(encoding="utf-8"))
+    model, _ = load_pretrained(directory, BertForSequenceClassification)
+    classifier = SequenceClassifier(model, meta.get("pooling", "pooler"), bool(meta.get("layer_fusion", False)))
+    if classifier.mix is not None:
+        if not (directory / HEAD_NAME).is_file():
+            raise InputError(f"{directory}: layer fusion needs {HEAD_NAME}, which is missing")
+        state = load_file(str(directory / HEAD_NAME))
+        classifier.mix.load_state_dict({k.removeprefix("mix."): v for k, v in state.items()})
+    return classifier.eval(), meta

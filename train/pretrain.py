@@ -1,0 +1,573 @@
+"""`python -m train.pretrain`: masked-language-model pretraining, on one CPU or many GPUs, resumable exactly.
+
+With no arguments it trains a SentencePiece tokenizer and a small BERT on the built-in Chinese corpus (People's
+Daily, January 1998, plus the training split of the product reviews) for about ten minutes, and leaves a run
+directory that `python -m train.finetune` picks up:
+
+    runs/pretrain-YYYYmmdd-HHMMSS/
+        config.json, model.safetensors   the latest weights (Hugging Face key names)
+        tokenizer/                        the tokenizer the ids came from
+        checkpoints/step_NNNNNN/          the last K full checkpoints (weights + optimiser, RNG and data state)
+        data/                             the tokenized corpus, cached so a restart does not re-tokenize
+        metrics.jsonl, loss.png, args.json
+
+Distributed: `torchrun --nproc_per_node N -m train.pretrain ...` (NCCL on GPUs, gloo on CPUs). `--batch-size` is
+the global batch: every rank masks the same global batch with the same generator and takes its own slice, so
+the results do not depend on how the batch is split over ranks and micro-batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from minibert import BertConfig, BertForMaskedLM, InputError, preset
+from minibert.checkpoint import atomic_write, save_pretrained, unwrap
+from minibert.heads import IGNORE_INDEX
+from train.cli import parse_into
+from train.masking import mask_tokens
+from train.optim import lr_at, make_adamw, set_lr
+from train.packing import pack_blocks, split_blocks, tokenize_to_cache
+
+
+def opt(default, help, **kw):
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class PretrainArgs:
+    # data
+    corpus: list[str] | None = opt(None, "text files, directories of them, or JSONL files with a 'text' field; "
+                                         "default: the built-in Chinese corpus (People's Daily 1998 + training-split reviews)",
+                                   metavar="PATH")
+    out: str | None = opt(None, "run directory; default runs/pretrain-<date>-<time>")
+    resume: bool = opt(False, "continue the run in --out from its latest checkpoint")
+    force: bool = opt(False, "delete an existing run in --out and start over")
+    tokenizer: str | None = opt(None, "an existing tokenizer directory; default: train one on the corpus")
+    vocab_size: int = opt(8000, "vocabulary size of a newly trained tokenizer")
+    tokenizer_model: str = opt("unigram", "SentencePiece model type of a newly trained tokenizer",
+                               choices=["unigram", "bpe", "char"])
+    max_seq_length: int = opt(128, "tokens per packed block, [CLS] and [SEP]s included")
+    eval_fraction: float = opt(0.01, "fraction of the blocks held out for evaluation")
+    # model
+    preset: str = opt("small", "model size", choices=["tiny", "small", "base"])
+    config: str | None = opt(None, "JSON file of BertConfig fields, applied over the preset")
+    set: list[str] = opt([], "config overrides, e.g. --set num_hidden_layers=6 norm_first=true", metavar="KEY=VALUE")
+    # optimisation
+    batch_size: int = opt(64, "global batch: sequences per optimiser step, over all ranks and micro-batches")
+    micro_batch_size: int | None = opt(None, "sequences per forward pass and rank; default: the whole share")
+    lr: float = opt(1e-3, "peak learning rate")
+    warmup_steps: int = opt(100, "linear warmup steps")
+    schedule: str = opt("linear", "decay after warmup", choices=["linear", "cosine", "constant"])
+    weight_decay: float = opt(0.01, "AdamW weight decay on tensors of rank >= 2")
+    grad_clip: float = opt(1.0, "clip the global gradient norm to this (0 = off)")
+    mlm_probability: float = opt(0.15, "fraction of tokens to predict")
+    whole_word_mask: bool = opt(False, "mask whole words (using the tokenizer's word starts)")
+    sparse_prediction: bool = opt(True, "project to the vocabulary only at masked positions")
+    # budget and bookkeeping
+    max_steps: int | None = opt(None, "optimiser steps; default: as many as --max-time allows (measured after a few steps)")
+    max_time: float | None = opt(10.0, "training time budget in minutes (whichever of this and --max-steps comes first)")
+    stop_at_step: int | None = opt(None, "end the run after this step with a checkpoint, as if interrupted (--resume continues)")
+    eval_every: int = opt(200, "evaluate every N steps")
+    eval_batches: int = opt(20, "at most this many batches of held-out blocks per evaluation")
+    log_every: int = opt(10, "append the training loss to metrics.jsonl every N steps")
+    save_every: int = opt(500, "checkpoint every N steps (and at the end)")
+    keep_last: int = opt(2, "full checkpoints to keep")
+    seed: int = opt(0, "seed of the initialisation, data order and masking")
+    device: str = opt("auto", "cpu, cuda, cuda:N, or auto")
+    compile: bool = opt(False, "torch.compile the model")
+    progress: bool = opt(True, "show a progress bar")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# set-up helpers
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device_arg: str) -> tuple[Dist, torch.device]:
+    d = Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+    want_cuda = device_arg.startswith("cuda") or (device_arg == "auto" and torch.cuda.is_available())
+    if want_cuda and not torch.cuda.is_available():
+        raise InputError(f"--device {device_arg}: CUDA is not available on this machine; use --device cpu")
+    device = torch.device(f"cuda:{d.local_rank}" if want_cuda and d.world > 1 else ("cuda" if want_cuda else "cpu"))
+    if device_arg.startswith("cuda:"):
+        device = torch.device(device_arg)
+    if d.world > 1:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return d, device
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`key=value` strings -> typed BertConfig fields (bool, int, float or str, by the field's default)."""
+    fields = {f.name: f for f in dataclasses.fields(BertConfig)}
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or key not in fields:
+            raise InputError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
+        default = fields[key].default
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise InputError(f"--set {pair!r}: {key} takes true or false")
+            out[key] = value.lower() in ("true", "1")
+        elif isinstance(default, int):
+            out[key] = int(value)
+        elif isinstance(default, float) or default is None:
+            out[key] = float(value) if key.endswith(("prob", "dropout", "range", "eps")) else value
+        else:
+            out[key] = value
+    return out
+
+
+def model_config(args: PretrainArgs, vocab_size: int) -> BertConfig:
+    """The preset, then --config, then --set; pretraining defaults: no dropout (a short run on plenty of data
+    under-fits, so dropout only slows learning), sparse prediction on."""
+    fields = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    if args.config:
+        fields.update(BertConfig.load(args.config).to_dict())
+    fields.update(parse_overrides(args.set))
+    fields.update(vocab_size=vocab_size, sparse_prediction=args.sparse_prediction)
+    fields.setdefault("max_position_embeddings", max(512, args.max_seq_length))
+    if fields["max_position_embeddings"] < args.max_seq_length:
+        raise InputError(f"--max-seq-length {args.max_seq_length} exceeds max_position_embeddings "
+                         f"{fields['max_position_embeddings']}")
+    return preset(args.preset, **fields) if not args.config else BertConfig(**fields)
+
+
+def load_corpus(args: PretrainArgs) -> list[str]:
+    if args.corpus:
+        from train.corpus import read_texts
+
+        return read_texts(args.corpus)
+    from train.builtin_data import builtin_pretraining_texts
+
+    return builtin_pretraining_texts()
+
+
+def get_tokenizer(args: PretrainArgs, out: Path, texts: list[str], d: Dist):
+    import tokenizer as tok_pkg
+
+    tok_dir = out / "tokenizer"
+    if (tok_dir / "tokenizer_config.json").is_file():
+        return tok_pkg.load(tok_dir)
+    if args.tokenizer:
+        tok = tok_pkg.load(args.tokenizer)
+        if d.main:
+            tok.save(tok_dir)
+        return tok
+    if d.main:
+        print(f"training a {args.tokenizer_model} SentencePiece tokenizer ({args.vocab_size} pieces) ...", flush=True)
+        tok_pkg.SentencePieceTokenizer.train(texts, args.vocab_size, tok_dir, model_type=args.tokenizer_model)
+    if d.world > 1:
+        dist.barrier()
+    return tok_pkg.load(tok_dir)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = sorted((out / "checkpoints").glob("step_*"))
+    return found[-1] if found else None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the data stream
+
+
+class BlockStream:
+    """Global batches of block indices in a seeded order, epoch after epoch; its position is two integers."""
+
+    def __init__(self, n_blocks: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n_blocks, batch_size, seed
+        self.epoch, self.pos = 0, 0
+        self._order = self._permutation()
+
+    def _permutation(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+
+    def next_batch(self) -> np.ndarray:
+        take = []
+        while len(take) < self.batch_size:
+            if self.pos == self.n:
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._order = self._permutation()
+            k = min(self.batch_size - len(take), self.n - self.pos)
+            take.append(self._order[self.pos : self.pos + k])
+            self.pos += k
+        return np.concatenate(take)
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self.pos = state["epoch"], state["pos"]
+        self._order = self._permutation()
+
+
+def masked_batch(blocks: np.ndarray, idx: np.ndarray, tok, args: PretrainArgs, gen: torch.Generator, word_start):
+    input_ids = torch.from_numpy(blocks[idx].astype(np.int64))  # (B, T)
+    return mask_tokens(input_ids, vocab_size=tok.vocab_size, special_ids=tok.special_ids,
+                       mask_token_id=tok.mask_token_id, mlm_probability=args.mlm_probability, generator=gen,
+                       word_start=word_start)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# evaluation, checkpoints, plots
+
+
+@torch.no_grad()
+def evaluate(model, eval_blocks, tok, args, device, d: Dist, amp) -> dict:
+    """Held-out MLM loss, accuracy of the masked predictions and perplexity exp(loss), on fixed masks."""
+    model.eval()
+    gen = torch.Generator().manual_seed(1234)  # the same masks at every evaluation
+    B = args.micro_batch_size or args.batch_size
+    n = min(len(eval_blocks), B * args.eval_batches)
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, count
+    for start in range(0, n, B):
+        ids, labels = masked_batch(eval_blocks, np.arange(start, min(n, start + B)), tok, args, gen, None)
+        rows = slice(d.rank, None, d.world)  # every rank a share of the batch
+        ids, labels = ids[rows].to(device), labels[rows].to(device)
+        if len(ids) == 0:
+            continue
+        with amp:
+            out = model(ids, labels=labels)
+        logits = out.logits.float()
+        target = labels[labels != IGNORE_INDEX]
+        if logits.dim() == 3:
+            logits = logits[labels != IGNORE_INDEX]
+        totals += torch.stack([F.cross_entropy(logits, target, reduction="sum").double(),
+                               (logits.argmax(-1) == target).sum().double(), torch.tensor(float(len(target)), device=device, dtype=torch.float64)])
+    if d.world > 1:
+        dist.all_reduce(totals)
+    model.train()
+    loss = (totals[0] / totals[2]).item()
+    return {"eval_loss": loss, "eval_accuracy": (totals[1] / totals[2]).item(), "eval_perplexity": math.exp(min(loss, 50))}
+
+
+def save_checkpoint(out: Path, model, optimizer, state: dict, keep_last: int) -> Path:
+    """Write checkpoints/step_N atomically (a temporary directory renamed into place), update the run's top-level
+    weights, and delete all but the last `keep_last` checkpoints."""
+    ckpt_root = out / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    final = ckpt_root / f"step_{state['step']:06d}"
+    tmp = ckpt_root / f".tmp-step_{state['step']:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_pretrained(model, tmp)
+    torch.save({**state, "optimizer": optimizer.state_dict()}, tmp / "state.pt")
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)  # the checkpoint appears whole or not at all
+    save_pretrained(model, out)  # consumers read the run's top level
+    for old in sorted(ckpt_root.glob("step_*"))[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def append_metrics(path: Path, record: dict) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def truncate_metrics(path: Path, after_step: int) -> None:
+    """On resume, drop the lines logged after the checkpoint: they are about to be logged again."""
+    if path.is_file():
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        keep = [ln for ln in lines if json.loads(ln).get("step", 0) <= after_step]
+        atomic_write(path, lambda p: p.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8"))
+
+
+def plot_losses(metrics_path: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(ln) for ln in metrics_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), label="training loss", alpha=0.7)
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="held-out loss")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("MLM cross-entropy (nats)")
+    ax.set_title("minibert pretraining")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the loop
+
+
+def prepare_out_dir(args: PretrainArgs, d: Dist) -> Path:
+    out = Path(args.out or f"runs/pretrain-{datetime.now():%Y%m%d-%H%M%S}")
+    has_run = (out / "checkpoints").is_dir() or (out / "model.safetensors").is_file() or (out / "metrics.jsonl").is_file()
+    if args.resume and args.force:
+        raise InputError("--resume and --force contradict each other: choose one")
+    if args.resume and latest_checkpoint(out) is None:
+        raise InputError(f"--resume: {out} holds no checkpoint to resume from")
+    if has_run and not (args.resume or args.force):
+        raise InputError(f"{out} already holds a run; pass --resume to continue it or --force to start over")
+    if d.main and args.force and has_run:
+        shutil.rmtree(out)
+    if d.world > 1:
+        dist.barrier()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_into(PretrainArgs, argv, __doc__.split("\n\n")[0], "python -m train.pretrain")
+    try:
+        return run(args)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args: PretrainArgs) -> int:
+    if args.batch_size < 1 or args.max_seq_length < 8:
+        raise InputError("--batch-size must be >= 1 and --max-seq-length >= 8")
+    if args.max_steps is None and args.max_time is None:
+        raise InputError("give a budget: --max-steps, --max-time, or both")
+    d, device = setup_distributed(args.device)
+    out = prepare_out_dir(args, d)
+    ckpt = latest_checkpoint(out) if args.resume else None
+    t_setup = time.perf_counter()
+
+    # 1. Corpus -> tokenizer -> cached ids -> packed blocks, a fixed slice held out.
+    texts = load_corpus(args)
+    tok = get_tokenizer(args, out, texts, d)
+    pieces = "\n".join(tok.id_to_token(i) for i in range(tok.vocab_size))
+    fingerprint = f"{tok.kind}:{hashlib.sha256(pieces.encode()).hexdigest()[:16]}"
+    if d.main:
+        corpus = tokenize_to_cache(texts, tok, out / "data", tokenizer_fingerprint=fingerprint)
+    if d.world > 1:
+        dist.barrier()
+    corpus = tokenize_to_cache(texts, tok, out / "data", tokenizer_fingerprint=fingerprint)
+    blocks = pack_blocks(corpus.ids, corpus.offsets, args.max_seq_length, tok.cls_token_id, tok.sep_token_id)
+    train_blocks, eval_blocks = split_blocks(blocks, args.eval_fraction, args.seed)
+    word_start = torch.from_numpy(tok.word_start) if args.whole_word_mask else None
+
+    # 2. Model, optimiser, the state a checkpoint restores.
+    config = BertConfig.load(ckpt / "config.json") if ckpt else model_config(args, tok.vocab_size)
+    if config.vocab_size != tok.vocab_size:
+        raise InputError(f"the tokenizer has {tok.vocab_size} tokens but the model expects {config.vocab_size}; "
+                         "use the tokenizer the model was trained with")
+    torch.manual_seed(args.seed)
+    model = BertForMaskedLM(config).to(device)
+    optimizer = make_adamw(model, args.lr, args.weight_decay)
+    stream = BlockStream(len(train_blocks), args.batch_size, args.seed)
+    mask_gen = torch.Generator().manual_seed(args.seed)
+    step, total_steps, train_seconds = 0, args.max_steps, 0.0
+    if ckpt:
+        from minibert.checkpoint import load_pretrained
+
+        model.load_state_dict(load_pretrained(ckpt, BertForMaskedLM)[0].state_dict())
+        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        stream.restore(state["stream"])
+        mask_gen.set_state(state["mask_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        step, total_steps, train_seconds = state["step"], state["total_steps"], state["train_seconds"]
+        if d.main:
+            truncate_metrics(out / "metrics.jsonl", step)
+    if d.main:
+        (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2) + "\n", encoding="utf-8")
+
+    # 3. Speed: bf16 autocast, TF32, fused AdamW on CUDA; torch.compile on request; DDP across ranks.
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    train_model = torch.compile(model) if args.compile else model
+    if d.world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[device.index] if device.type == "cuda" else None)
+    share = args.batch_size // d.world
+    micro = args.micro_batch_size or share
+    if args.batch_size % d.world or share % micro:
+        raise InputError(f"--batch-size {args.batch_size} must split evenly over {d.world} rank(s) "
+                         f"and micro-batches of {micro}")
+    accum = share // micro
+
+    if d.main:
+        n_params = unwrap(model).bert.num_parameters()
+        print(f"run {out} | {len(texts):,} texts -> {len(blocks):,} blocks of {args.max_seq_length} "
+              f"({len(train_blocks):,} train, {len(eval_blocks):,} held out) | vocab {tok.vocab_size:,} | "
+              f"encoder {n_params / 1e6:.2f}M parameters | {d.world} rank(s) on {device} | "
+              f"set-up {time.perf_counter() - t_setup:.0f}s", flush=True)
+    metrics_path = out / "metrics.jsonl"
+    tokens_per_step = args.batch_size * args.max_seq_length
+    budget = None if args.max_time is None else args.max_time * 60.0
+
+    def log(record):
+        if d.main:
+            append_metrics(metrics_path, record)
+
+    def checkpoint():
+        state = {"step": step, "total_steps": total_steps, "train_seconds": train_seconds,
+                 "stream": stream.state(), "mask_rng": mask_gen.get_state(), "torch_rng": torch.get_rng_state(),
+                 "args": dataclasses.asdict(args)}
+        if d.main:
+            save_checkpoint(out, model, optimizer, state, args.keep_last)
+        if d.world > 1:
+            dist.barrier()
+
+    # An evaluation before the first step gives the starting point and, for a time budget, its cost.
+    t0 = time.perf_counter()
+    if step == 0:
+        first = evaluate(model, eval_blocks, tok, args, device, d, amp)
+        log({"step": 0, **first})
+    eval_seconds = time.perf_counter() - t0
+    calibrate_at = step + 10 if total_steps is None else None
+    calib_start = None
+    bar = tqdm(total=total_steps, initial=step, disable=not (d.main and args.progress), unit="step",
+               dynamic_ncols=True, desc="pretraining")
+    status, last_eval, window_tokens, window_start = "done", None, 0, time.perf_counter()
+    try:
+        while total_steps is None or step < total_steps:
+            t_step = time.perf_counter()
+            # 4. The global batch, masked identically on every rank; this rank's rows, in micro-batches.
+            lr = lr_at(step, peak_lr=args.lr, warmup_steps=args.warmup_steps,
+                       total_steps=total_steps or 10**9, schedule=args.schedule)
+            set_lr(optimizer, lr)
+            ids, labels = masked_batch(train_blocks, stream.next_batch(), tok, args, mask_gen, word_start)
+            ids, labels = ids[d.rank * share:(d.rank + 1) * share], labels[d.rank * share:(d.rank + 1) * share]
+            n_masked_global = int((labels != IGNORE_INDEX).sum()) if d.world == 1 else None
+            if d.world > 1:  # the denominator is the whole global batch's masked count
+                count = torch.tensor([int((labels != IGNORE_INDEX).sum())], device=device)
+                dist.all_reduce(count)
+                n_masked_global = int(count.item())
+            # 5. Forward and backward per micro-batch. Each micro-batch's summed loss is divided by the masked
+            #    tokens of the whole global batch, so accumulation gives the same gradient as one big batch;
+            #    DDP averages over ranks, hence the factor world.
+            loss_sum = 0.0
+            for m in range(accum):
+                rows = slice(m * micro, (m + 1) * micro)
+                x, y = ids[rows].to(device, non_blocking=True), labels[rows].to(device, non_blocking=True)
+                n_masked = int((y != IGNORE_INDEX).sum())
+                sync = nullcontext() if (d.world == 1 or m == accum - 1) else train_model.no_sync()
+                with sync, amp:
+                    out_ = train_model(x, labels=y)
+                    loss = out_.loss * (n_masked * d.world / n_masked_global)
+                loss.backward()
+                loss_sum += out_.loss.detach() * n_masked
+            # 6. Clip, step, zero.
+            if args.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = loss_sum / (n_masked_global / d.world)
+            if d.world > 1:
+                dist.all_reduce(step_loss)
+                step_loss = step_loss / d.world
+            step_loss = float(step_loss)
+            if not math.isfinite(step_loss):
+                status = f"stopped: the loss became {step_loss} at step {step + 1}; the last good checkpoint is kept"
+                break
+            step += 1
+            train_seconds += time.perf_counter() - t_step
+            window_tokens += tokens_per_step
+            # 7. A time budget becomes a step budget after a few measured steps (so a resumed run is exact).
+            if calibrate_at is not None and step == calibrate_at - 5:
+                calib_start = (step, train_seconds)
+            if calibrate_at is not None and step == calibrate_at:
+                per_step = (train_seconds - calib_start[1]) / (step - calib_start[0])
+                per_step += eval_seconds / args.eval_every  # evaluations share the budget
+                total_steps = step + max(1, int((budget - train_seconds - eval_seconds) / per_step))
+                if args.max_steps is not None:
+                    total_steps = min(total_steps, args.max_steps)
+                total_steps = max(total_steps, step)
+                bar.total = total_steps
+                bar.refresh()
+                calibrate_at = None
+            # 8. Log, evaluate, checkpoint.
+            if step % args.log_every == 0 or step == total_steps:
+                now = time.perf_counter()
+                tps = window_tokens / max(now - window_start, 1e-9)
+                window_tokens, window_start = 0, now
+                log({"step": step, "loss": step_loss, "lr": lr, "tokens_per_s": tps, "time_s": train_seconds})
+                bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{tps:,.0f}", refresh=False)
+            bar.update(1)
+            if step % args.eval_every == 0 or step == total_steps:
+                t0 = time.perf_counter()
+                last_eval = evaluate(model, eval_blocks, tok, args, device, d, amp)
+                eval_seconds = time.perf_counter() - t0
+                train_seconds += eval_seconds
+                log({"step": step, **last_eval})
+                if d.main:
+                    bar.write(f"step {step}: held-out loss {last_eval['eval_loss']:.3f}, "
+                              f"accuracy {last_eval['eval_accuracy']:.1%}, perplexity {last_eval['eval_perplexity']:.1f}")
+            if step % args.save_every == 0 or step == total_steps:
+                checkpoint()
+            if args.stop_at_step is not None and step >= args.stop_at_step:
+                if step % args.save_every:
+                    checkpoint()
+                status = f"paused at step {step}; continue with --resume"
+                break
+            if budget is not None and train_seconds >= budget and step < (total_steps or 0):
+                checkpoint()
+                status = f"stopped by --max-time after {step} steps"
+                break
+    except KeyboardInterrupt:
+        checkpoint()
+        status = f"interrupted at step {step}; checkpoint saved, continue with --resume"
+    finally:
+        bar.close()
+
+    if d.main:
+        plot_losses(metrics_path, out / "loss.png")
+        records = [json.loads(ln) for ln in metrics_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        evals = [r for r in records if "eval_loss" in r]
+        print(f"\n{status}")
+        print(f"  steps {step:,} | tokens {step * tokens_per_step:,} | training time {train_seconds / 60:.1f} min "
+              f"| {step * tokens_per_step / max(train_seconds, 1e-9):,.0f} tokens/s")
+        if evals:
+            print(f"  held-out MLM loss {evals[0]['eval_loss']:.3f} -> {evals[-1]['eval_loss']:.3f}, "
+                  f"masked-token accuracy {evals[0]['eval_accuracy']:.1%} -> {evals[-1]['eval_accuracy']:.1%}, "
+                  f"perplexity {evals[0]['eval_perplexity']:.0f} -> {evals[-1]['eval_perplexity']:.1f}")
+        print(f"  run directory {out} (model.safetensors, tokenizer/, metrics.jsonl, loss.png)")
+        print(f"  next: python -m train.finetune --init {out}")
+    if d.world > 1:
+        dist.destroy_process_group()
+    if status.startswith("stopped: the loss"):
+        return 1
+    return 130 if status.startswith("interrupted") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
