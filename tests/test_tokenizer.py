@@ -121,7 +121,7 @@ def test_the_sample_is_capped(tmp_path):
 
 @pytest.mark.parametrize("model_type", ["bpe", "char", "word"])
 def test_other_model_types(model_type):
-    tok, _ = tokenizer.train_with_stats(make_corpus(200), 60, model_type=model_type, character_coverage=1.0,
+    tok, _ = tokenizer.train_with_stats(make_corpus(200), 120, model_type=model_type, character_coverage=1.0,
                                         num_threads=1)
     assert [tok.id_to_token(i) for i in range(5)] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     assert tok.decode(tok.encode("中国 hello").input_ids, skip_special_tokens=True) == "中国 hello"
@@ -292,7 +292,7 @@ def test_load_rejects_a_foreign_model(tmp_path):
     import sentencepiece as spm
 
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(make_corpus(100)), model_writer=model, vocab_size=60,
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(make_corpus(100)), model_writer=model, vocab_size=150,
                                    minloglevel=2, num_threads=1)
     (tmp_path / "spm.model").write_bytes(model.getvalue())
     with pytest.raises(InputError, match=r"\[PAD\] at id 0"):
@@ -302,80 +302,117 @@ def test_load_rejects_a_foreign_model(tmp_path):
 # -- command line ----------------------------------------------------------------------------------------------
 
 
-def run_cli(*args: str | Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tokenizer.train", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+def start_cli(*args: str | Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tokenizer.train", *map(str, args)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+BAD_FILES = {
+    "missing": (None, "does not exist"),
+    "empty": (b"", "is empty"),
+    "not-utf8": ("第一行\n第二行\n".encode() + "第三行".encode("gbk") + b"\n", "line 3"),
+}
 
 
 @pytest.fixture(scope="module")
-def corpus_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cli") / "corpus.txt"
-    path.write_text("\n".join(make_corpus(200, seed=4)) + "\n", encoding="utf-8")
-    return path
+def cli(tmp_path_factory):
+    """Runs of `python -m tokenizer.train`: independent ones side by side (each pays the interpreter start-up)."""
+    root = tmp_path_factory.mktemp("cli")
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(make_corpus(200, seed=4)) + "\n", encoding="utf-8")
+    common = ["--vocab-size", "150", "--num-threads", "1", "--character-coverage", "1.0"]
+    out = root / "tok"
+    started = {"train": start_cli("--input", corpus, "--out", out, *common)}
+    for name, (content, _) in BAD_FILES.items():
+        path = root / name / "corpus.txt"
+        path.parent.mkdir()
+        if content is not None:
+            path.write_bytes(content)
+        started[name] = start_cli("--input", path, "--out", root / name / "tok", *common)
+    runs = {name: finish(p) for name, p in started.items()}
+    runs["again"] = finish(start_cli("--input", corpus, "--out", out, "--vocab-size", "120"))
+    runs["out_after_again"] = {p.name: p.read_bytes() for p in out.iterdir()}
+    runs["forced"] = finish(start_cli("--input", corpus, "--out", out, "--vocab-size", "120", "--force",
+                                      "--num-threads", "1"))
+    return root, runs
 
 
-def test_cli_trains_and_reports(corpus_file, tmp_path):
-    out = tmp_path / "tok"
-    result = run_cli("--input", corpus_file, "--vocab-size", "150", "--out", out, "--num-threads", "1",
-                     "--character-coverage", "1.0")
+def test_cli_trains_and_reports(cli):
+    root, runs = cli
+    result = runs["train"]
     assert result.returncode == 0, result.stderr
     assert "vocabulary 150 tokens" in result.stderr and "characters per token" in result.stderr
     assert "LOG(INFO)" not in result.stderr and "trainer_interface" not in result.stderr
-    assert tokenizer.load(out).vocab_size == 150
 
 
-def test_cli_refuses_to_overwrite_without_force(corpus_file, tmp_path):
-    out = tmp_path / "tok"
-    assert run_cli("--input", corpus_file, "--vocab-size", "150", "--out", out, "--num-threads", "1").returncode == 0
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
-    result = run_cli("--input", corpus_file, "--vocab-size", "120", "--out", out, "--num-threads", "1")
+@pytest.mark.parametrize("name", list(BAD_FILES))
+def test_cli_bad_input_files(cli, name):
+    root, runs = cli
+    result = runs[name]
     assert result.returncode == 2
-    assert result.stderr.startswith("error: ") and str(out) in result.stderr and "--force" in result.stderr
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    forced = run_cli("--input", corpus_file, "--vocab-size", "120", "--out", out, "--num-threads", "1", "--force")
-    assert forced.returncode == 0, forced.stderr
-    assert tokenizer.load(out).vocab_size == 120
+    path = root / name / "corpus.txt"
+    assert result.stderr.startswith("error: ") and str(path) in result.stderr
+    assert BAD_FILES[name][1] in result.stderr and "Traceback" not in result.stderr
+    assert not (root / name / "tok").exists()
 
 
-@pytest.mark.parametrize(
-    "content, expected",
-    [
-        (None, "does not exist"),
-        (b"", "is empty"),
-        (b"\n  \n\t\n", "is empty"),
-        ("第一行\n第二行\n".encode() + "第三行".encode("gbk") + b"\n", "line 3"),
-    ],
-    ids=["missing", "empty", "blank", "not-utf8"],
-)
-def test_cli_bad_input_files(tmp_path, content, expected):
-    path = tmp_path / "corpus.txt"
-    if content is not None:
-        path.write_bytes(content)
-    out = tmp_path / "tok"
-    result = run_cli("--input", path, "--vocab-size", "100", "--out", out)
+def test_cli_refuses_to_overwrite_without_force(cli):
+    root, runs = cli
+    result = runs["again"]
     assert result.returncode == 2
-    assert result.stderr.startswith("error: ") and str(path) in result.stderr and expected in result.stderr
-    assert "Traceback" not in result.stderr
-    assert not out.exists()
+    assert result.stderr.startswith("error: ") and str(root / "tok") in result.stderr and "--force" in result.stderr
+    # Nothing was touched: the files are still those of the first (vocabulary 150) run.
+    assert SentencePieceTokenizer(runs["out_after_again"]["spm.model"]).vocab_size == 150
+    assert runs["forced"].returncode == 0, runs["forced"].stderr
+    assert tokenizer.load(root / "tok").vocab_size == 120
 
 
-def test_cli_directory_without_text_files(tmp_path):
+def run_main(capsys, *args: str | Path) -> tuple[int, str, str]:
+    from tokenizer.train import main
+
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_blank_file_and_directory_without_text_files(tmp_path, capsys):
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n\t\n", encoding="utf-8")
+    code, _, err = run_main(capsys, "--input", blank, "--out", tmp_path / "tok")
+    assert code == 2 and err.startswith("error: ") and str(blank) in err and "is empty" in err
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "notes.md").write_text("hello\n", encoding="utf-8")
-    result = run_cli("--input", tmp_path / "data", "--out", tmp_path / "tok")
-    assert result.returncode == 2 and "no .txt files" in result.stderr
+    code, _, err = run_main(capsys, "--input", tmp_path / "data", "--out", tmp_path / "tok")
+    assert code == 2 and "no .txt files" in err and not (tmp_path / "tok").exists()
 
 
-def test_cli_vocab_size_too_large(corpus_file, tmp_path):
-    result = run_cli("--input", corpus_file, "--vocab-size", "20000", "--out", tmp_path / "tok")
-    assert result.returncode == 2
-    assert str(corpus_file) in result.stderr and "Lower --vocab-size" in result.stderr
+def test_cli_vocab_size_too_large(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(make_corpus(50)), encoding="utf-8")
+    code, _, err = run_main(capsys, "--input", corpus, "--vocab-size", "20000", "--out", tmp_path / "tok",
+                            "--num-threads", "1")
+    assert code == 2 and str(corpus) in err and "Lower --vocab-size" in err
 
 
-def test_cli_help_explains_every_option():
-    result = run_cli("--help")
-    assert result.returncode == 0
+def test_cli_help_explains_every_option(capsys):
+    from tokenizer.train import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
     for option in ("--input", "--out", "--vocab-size", "--model-type", "--character-coverage", "--byte-fallback",
                    "--input-sentence-size", "--num-threads", "--seed", "--force", "--no-progress"):
-        assert option in result.stdout
-    assert "default: 8000" in result.stdout and "default: unigram" in result.stdout
+        assert option in text
+    assert "default: 8000" in text and "default: unigram" in text and "default: 0.9995" in text
+
+
+def test_package_attribute_train_stays_callable():
+    import tokenizer.train  # noqa: F401  (rebinds the package attribute to the module)
+
+    assert callable(tokenizer.train)

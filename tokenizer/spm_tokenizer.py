@@ -18,6 +18,7 @@ from .config import SPECIAL_TOKENS, read_config, write_config
 MODEL_NAME = "spm.model"
 WORD_BOUNDARY = "\u2581"  # "▁", SentencePiece's marker for a preceding space
 SPECIAL_IDS = {name: i for i, name in enumerate(SPECIAL_TOKENS)}  # pad=0 unk=1 cls=2 sep=3 mask=4
+SMALL_BATCH = 64  # fewer texts than this are encoded one by one
 
 
 def _default_threads() -> int:
@@ -59,9 +60,11 @@ class SentencePieceTokenizer(Tokenizer):
         return cls(path.read_bytes(), num_threads, source=str(path))
 
     @classmethod
-    def train(cls, inputs, vocab_size: int = 8000, out_dir: str | Path | None = None, **options) -> SentencePieceTokenizer:
+    def train(
+        cls, inputs, vocab_size: int = 8000, out_dir: str | Path | None = None, **options
+    ) -> SentencePieceTokenizer:
         """Train a model on `inputs` (paths, or an iterable of sentences); see `tokenizer.trainer.train`."""
-        from .trainer import train
+        from .trainer import train  # here, not at the top: the trainer module imports this one
 
         return train(inputs, vocab_size, out_dir, **options)
 
@@ -120,8 +123,9 @@ class SentencePieceTokenizer(Tokenizer):
 
     def encode_plain(self, texts: Sequence[str]) -> list[list[int]]:
         texts = list(texts)
-        if not texts:
-            return []
+        # A batch call starts worker threads, which costs about as much as encoding a few dozen short texts.
+        if len(texts) < SMALL_BATCH:
+            return [self._sp.encode(text, out_type=int) for text in texts]
         return self._sp.encode(texts, out_type=int, num_threads=self.num_threads)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:

@@ -2,13 +2,15 @@
 
     python -m tokenizer.train --input corpus.txt more_texts/ --vocab-size 8000 --out runs/tok
 
-(The function for use from Python is `tokenizer.train`, defined in `tokenizer.trainer`.)
+(The function for use from Python is `tokenizer.train`, defined in `tokenizer.trainer`; this module is callable
+as that function too.)
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import types
 from pathlib import Path
 
 from minibert.errors import InputError
@@ -77,6 +79,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     return 0
 
+
+class _CallableModule(types.ModuleType):
+    """Importing this module rebinds the package attribute `tokenizer.train` from the function to the module;
+    making the module callable keeps `tokenizer.train(...)` working either way."""
+
+    def __call__(self, *args, **kwargs):
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -81,8 +81,8 @@ def _explain(err: RuntimeError, corpus: Corpus, vocab_size: int) -> InputError:
                           f"{too_high.group(1)} or less, or train on more text.")
     too_low = re.search(r"smaller than required_chars\. \d+ vs (\d+)", message)
     if too_low:
-        return InputError(f"{corpus.source} needs {too_low.group(1)} tokens for its characters and the special "
-                          f"tokens (and the 256 byte tokens with --byte-fallback), more than --vocab-size "
+        return InputError(f"the characters of {corpus.source} and the special tokens (and the 256 byte tokens "
+                          f"with --byte-fallback) need {too_low.group(1)} tokens, more than --vocab-size "
                           f"{vocab_size}. Raise --vocab-size or lower --character-coverage.")
     detail = message.split("] ")[-1].strip() or message
     return InputError(f"SentencePiece could not train on {corpus.source}: {detail}")
@@ -113,6 +113,9 @@ def train_with_stats(
     # SentencePiece silently drops lines longer than max_sentence_length (in bytes); allow the longest we have.
     longest_bytes = 4 * max(map(len, corpus.sentences))
     spm.set_random_generator_seed(seed)
+    # Unigram training prunes the seed vocabulary by this factor per round. SentencePiece's 0.75 takes twice as
+    # many rounds as 0.5 and, on 1.8M characters of Chinese, gains only 0.2% in characters per token.
+    algorithm_options = {"shrinking_factor": 0.5} if model_type == "unigram" else {}
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -134,6 +137,7 @@ def train_with_stats(
             max_sentence_length=max(4192, longest_bytes),
             num_threads=threads,
             minloglevel=2,  # errors only: the trainer otherwise logs hundreds of lines to stderr
+            **algorithm_options,
         )
     except RuntimeError as err:
         raise _explain(err, corpus, vocab_size) from None
