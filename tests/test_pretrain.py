@@ -187,3 +187,9 @@ def test_two_processes_under_torchrun_match_one_process(tmp_path, corpus):
         for key in ("loss", "eval_loss", "eval_accuracy"):
             if key in x:
                 assert y[key] == pytest.approx(x[key], rel=1e-4), (x, y)
+
+
+def test_auto_tokenizer_type_follows_the_script():
+    assert pretrain.auto_model_type(["今天天气很好，我们去公园。"] * 10) == "char"
+    assert pretrain.auto_model_type(["The weather is fine today."] * 10) == "unigram"
+    assert pretrain.auto_model_type(["很好 good 非常 nice"] * 10) == "char"

@@ -109,8 +109,9 @@ class Options:
                                "biases, LayerNorm or the fusion weights)")
     layer_lr_decay: float = _opt(1.0, "layer-wise learning-rate decay: the head gets --lr, the top block lr*d, the "
                                  "next lr*d^2, ..., the embeddings lr*d^(L+1). 1.0 = off", metavar="D")
-    dropout: float | None = _opt(None, "dropout probability in the encoder (hidden and attention) and before the "
-                                 "classifier. Default: the pretrained config's values", metavar="P")
+    dropout: float | None = _opt(0.1, "dropout probability in the encoder (hidden and attention) and before the "
+                                 "classifier; BERT's 0.1 by default (pretraining runs without dropout). Pass a "
+                                 "negative value to keep the pretrained config's values", metavar="P")
     max_grad_norm: float = _opt(1.0, "clip the gradient norm to this (0 = no clipping)")
     token_dropout: float = _opt(0.0, "augmentation: delete each non-special training token with probability P "
                                 "(deleted, not replaced by [UNK]; never all of a text). 0 = off", metavar="P")
@@ -182,7 +183,7 @@ def check_options(o: Options) -> None:
         (0 <= o.warmup_ratio < 1, "--warmup-ratio must be in [0, 1)"),
         (o.weight_decay >= 0, "--weight-decay must be >= 0"),
         (0 < o.layer_lr_decay <= 1, "--layer-lr-decay must be in (0, 1]"),
-        (o.dropout is None or 0 <= o.dropout < 1, "--dropout must be in [0, 1)"),
+        (o.dropout is None or o.dropout < 1, "--dropout must be below 1"),
         (0 <= o.token_dropout < 1, "--token-dropout must be in [0, 1)"),
         (o.patience >= 0, "--patience must be >= 0"),
         (o.max_grad_norm >= 0, "--max-grad-norm must be >= 0"),
@@ -499,7 +500,7 @@ def run(o: Options) -> dict:
     # 1. The pretrained model and its tokenizer.
     path = Path(o.init) if o.init else latest_pretraining_run(Path(o.runs_dir))
     overrides: dict = {"unpad": o.unpad}
-    if o.dropout is not None:
+    if o.dropout is not None and o.dropout >= 0:
         overrides.update(hidden_dropout_prob=o.dropout, attention_probs_dropout_prob=o.dropout,
                          classifier_dropout=o.dropout)
     pre = load_pretrained_encoder(path, overrides)

@@ -63,8 +63,9 @@ class PretrainArgs:
     force: bool = opt(False, "delete an existing run in --out and start over")
     tokenizer: str | None = opt(None, "an existing tokenizer directory; default: train one on the corpus")
     vocab_size: int = opt(8000, "vocabulary size of a newly trained tokenizer")
-    tokenizer_model: str = opt("unigram", "SentencePiece model type of a newly trained tokenizer",
-                               choices=["unigram", "bpe", "char"])
+    tokenizer_model: str = opt("auto", "SentencePiece model type of a newly trained tokenizer; auto: char for a mostly "
+                                       "Chinese/Japanese corpus (one token per character, as Chinese BERT), else unigram",
+                               choices=["auto", "unigram", "bpe", "char"])
     max_seq_length: int = opt(128, "tokens per packed block, [CLS] and [SEP]s included")
     eval_fraction: float = opt(0.01, "fraction of the blocks held out for evaluation")
     # model
@@ -75,7 +76,7 @@ class PretrainArgs:
     batch_size: int = opt(64, "global batch: sequences per optimiser step, over all ranks and micro-batches")
     micro_batch_size: int | None = opt(None, "sequences per forward pass and rank; default: the whole share")
     lr: float = opt(1e-3, "peak learning rate")
-    warmup_steps: int = opt(100, "linear warmup steps")
+    warmup_steps: int = opt(30, "linear warmup steps")
     schedule: str = opt("linear", "decay after warmup", choices=["linear", "cosine", "constant"])
     weight_decay: float = opt(0.01, "AdamW weight decay on tensors of rank >= 2")
     grad_clip: float = opt(1.0, "clip the global gradient norm to this (0 = off)")
@@ -83,8 +84,9 @@ class PretrainArgs:
     whole_word_mask: bool = opt(False, "mask whole words (using the tokenizer's word starts)")
     sparse_prediction: bool = opt(True, "project to the vocabulary only at masked positions")
     # budget and bookkeeping
-    max_steps: int | None = opt(None, "optimiser steps; default: as many as --max-time allows (measured after a few steps)")
-    max_time: float | None = opt(10.0, "training time budget in minutes (whichever of this and --max-steps comes first)")
+    max_steps: int | None = opt(300, "optimiser steps (about ten minutes of the small preset on two CPU cores); 0: as "
+                                     "many as --max-time allows, measured after a few steps")
+    max_time: float | None = opt(15.0, "training time limit in minutes, whichever of this and --max-steps comes first")
     stop_at_step: int | None = opt(None, "end the run after this step with a checkpoint, as if interrupted (--resume continues)")
     eval_every: int = opt(200, "evaluate every N steps")
     eval_batches: int = opt(20, "at most this many batches of held-out blocks per evaluation")
@@ -157,7 +159,8 @@ def model_config(args: PretrainArgs, vocab_size: int) -> BertConfig:
         fields.update(BertConfig.load(args.config).to_dict())
     fields.update(parse_overrides(args.set))
     fields.update(vocab_size=vocab_size, sparse_prediction=args.sparse_prediction)
-    fields.setdefault("max_position_embeddings", max(512, args.max_seq_length))
+    # Positions beyond the block length would never be trained; fine-tuning caps its --max-length at this.
+    fields.setdefault("max_position_embeddings", args.max_seq_length)
     if fields["max_position_embeddings"] < args.max_seq_length:
         raise InputError(f"--max-seq-length {args.max_seq_length} exceeds max_position_embeddings "
                          f"{fields['max_position_embeddings']}")
@@ -174,6 +177,16 @@ def load_corpus(args: PretrainArgs) -> list[str]:
     return builtin_pretraining_texts()
 
 
+def auto_model_type(texts: list[str], sample: int = 2000) -> str:
+    """"char" when most letters of a sample are CJK (Chinese BERT tokenizes those one character each), else "unigram"."""
+    from tokenizer.chars import is_cjk
+
+    step = max(1, len(texts) // sample)
+    letters = [c for t in texts[::step] for c in t if c.isalpha()]
+    cjk = sum(map(is_cjk, letters))
+    return "char" if letters and cjk > 0.5 * len(letters) else "unigram"
+
+
 def get_tokenizer(args: PretrainArgs, out: Path, texts: list[str], d: Dist):
     import tokenizer as tok_pkg
 
@@ -185,9 +198,10 @@ def get_tokenizer(args: PretrainArgs, out: Path, texts: list[str], d: Dist):
         if d.main:
             tok.save(tok_dir)
         return tok
+    model_type = args.tokenizer_model if args.tokenizer_model != "auto" else auto_model_type(texts)
     if d.main:
-        print(f"training a {args.tokenizer_model} SentencePiece tokenizer ({args.vocab_size} pieces) ...", flush=True)
-        tok_pkg.SentencePieceTokenizer.train(texts, args.vocab_size, tok_dir, model_type=args.tokenizer_model)
+        print(f"training a {model_type} SentencePiece tokenizer (at most {args.vocab_size} pieces) ...", flush=True)
+        tok_pkg.SentencePieceTokenizer.train(texts, args.vocab_size, tok_dir, model_type=model_type)
     if d.world > 1:
         dist.barrier()
     return tok_pkg.load(tok_dir)
@@ -361,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: PretrainArgs) -> int:
     if args.batch_size < 1 or args.max_seq_length < 8:
         raise InputError("--batch-size must be >= 1 and --max-seq-length >= 8")
+    if args.max_steps == 0:
+        args.max_steps = None
     if args.max_steps is None and args.max_time is None:
         raise InputError("give a budget: --max-steps, --max-time, or both")
     d, device = setup_distributed(args.device)
