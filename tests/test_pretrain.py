@@ -192,4 +192,4 @@ def test_two_processes_under_torchrun_match_one_process(tmp_path, corpus):
 def test_auto_tokenizer_type_follows_the_script():
     assert pretrain.auto_model_type(["今天天气很好，我们去公园。"] * 10) == "char"
     assert pretrain.auto_model_type(["The weather is fine today."] * 10) == "unigram"
-    assert pretrain.auto_model_type(["很好 good 非常 nice"] * 10) == "char"
+    assert pretrain.auto_model_type(["质量很好非常满意 good"] * 10) == "char"  # counted by letters
