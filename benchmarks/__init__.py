@@ -19,7 +19,7 @@ Modules, one job each:
     memory     peak memory of one run (CUDA allocator, or resident set size on the CPU)
     device     device choice, synchronisation and a description of the hardware
     flops      model FLOPs per batch, measured matmul peak and model FLOPs utilisation
-    tokenizers tokenizer throughput: minibert's SentencePiece against the `tokenizers` WordPiece
+    tokenizer_speed  tokenizer throughput: minibert's SentencePiece against the `tokenizers` WordPiece
     runner     running the cases and collecting the figures
     report     results.json and results.md
     plots      PNG figures

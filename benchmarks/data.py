@@ -99,11 +99,17 @@ class CharVocab:
 
 @dataclass
 class Batch:
-    """One model input. labels: (B, T) MLM targets with -100 where unlabelled, (B,) class ids, or None."""
+    """One model input. labels: (B, T) MLM targets with -100 where unlabelled, (B,) class ids, or None.
+
+    A `full` batch (packed blocks: every position a real token) is given to the models without an attention
+    mask, as the project's pretraining loop calls the model; both libraries then attend over every token, and on
+    CUDA SDPA may pick its flash kernel, which takes no mask.
+    """
 
     input_ids: torch.Tensor  # (B, T)
     attention_mask: torch.Tensor  # (B, T), 1 real token, 0 [PAD]
     labels: torch.Tensor | None = None
+    full: bool = False  # no padding anywhere: the models get no attention_mask
 
     @property
     def sequences(self) -> int:
@@ -123,15 +129,17 @@ class Batch:
 
     @property
     def row_lengths(self) -> list[int]:
-        return [int(n) for n in self.attention_mask.sum(dim=1)]
+        return self.attention_mask.sum(dim=1).tolist()
 
     def to(self, device: torch.device) -> "Batch":
         labels = None if self.labels is None else self.labels.to(device)
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), labels)
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), labels, self.full)
 
     def inputs(self, with_labels: bool) -> dict[str, torch.Tensor]:
         """Keyword arguments for both minibert's and transformers' forward."""
-        d = {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+        d = {"input_ids": self.input_ids}
+        if not self.full:
+            d["attention_mask"] = self.attention_mask
         if with_labels and self.labels is not None:
             d["labels"] = self.labels
         return d
@@ -154,7 +162,7 @@ def packed_blocks(stream: list[int], batch_size: int, seq_len: int, generator: t
     starts = torch.randint(0, len(stream) - body, (batch_size,), generator=generator).tolist()
     rows = [[CLS] + stream[s : s + body] for s in starts]
     ids = torch.tensor(rows, dtype=torch.long)
-    return Batch(ids, torch.ones_like(ids))
+    return Batch(ids, torch.ones_like(ids), full=True)
 
 
 def mask_for_mlm(batch: Batch, vocab_size: int, generator: torch.Generator, probability: float = 0.15) -> Batch:
@@ -170,7 +178,7 @@ def mask_for_mlm(batch: Batch, vocab_size: int, generator: torch.Generator, prob
     random_ids = torch.randint(len(SPECIAL_TOKENS), vocab_size, ids.shape, generator=generator)
     ids = torch.where(to_mask, torch.full_like(ids, MASK), ids)
     ids = torch.where(to_random, random_ids, ids)
-    return Batch(ids, batch.attention_mask, labels)
+    return Batch(ids, batch.attention_mask, labels, batch.full)
 
 
 def review_batches(

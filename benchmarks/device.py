@@ -54,6 +54,8 @@ def describe(device: torch.device) -> dict:
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
     }
+    if hasattr(os, "getloadavg"):  # other work on the machine slows every variant and blurs the ratios
+        info["load_average_1m_at_start"] = round(os.getloadavg()[0], 2)
     try:
         import tokenizers
 

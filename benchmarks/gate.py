@@ -2,12 +2,21 @@
 
 Each compared quantity (outputs; for training also the loss and named gradients) is scored by its relative error
 
-    rel = ||variant - baseline|| / ||baseline||      (Frobenius norms, in fp32)
+    rel(a, b) = ||a - b|| / ||b||      (Frobenius norms, in fp32)
 
-and must stay within the tolerance of the precision: fp32 differences come only from the order of floating-point
-sums (minibert matches transformers to ~1e-7 per op); bf16 autocast rounds every matmul input to 8 bits of
-mantissa, so two correct implementations that sum in a different order differ by about 1e-2.
-A variant over the tolerance raises `CorrectnessError`, which stops the whole run.
+fp32: every variant against the baseline (hf-sdpa) in fp32, at most 1e-4. The only legitimate differences are
+the order of floating-point sums (minibert matches transformers to ~1e-7 per op).
+
+bf16 autocast rounds every matmul input to 8 bits of mantissa, so two correct implementations that merely sum in
+a different order can differ by several percent in a small gradient, and a fixed tolerance is either too loose
+or too tight. The yardstick is the baseline's own rounding error instead: the reference is the baseline in fp32,
+and each variant's bf16 error against it may be at most 3 x the baseline's bf16 error (or 5e-2, whichever is
+larger). The factor leaves room for attention that legitimately rounds more than the baseline's: an eager/math
+path stores scores and probabilities in bf16 where a fused kernel keeps them in fp32. This check catches faults
+specific to low precision (overflow, NaN, a step left outside autocast) and gross errors; the exact check of the
+same code is the fp32 one, which every grid with bf16 cases also runs.
+
+A variant over its tolerance raises `CorrectnessError`, which stops the whole run.
 """
 
 from __future__ import annotations
@@ -20,7 +29,9 @@ from .data import Batch
 from .variants import BuiltModel
 from .workloads import Workload, gate_outputs
 
-TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
+FP32_TOLERANCE = 1e-4
+LOW_PRECISION_FLOOR = 5e-2  # bf16: always accept this much relative error
+LOW_PRECISION_FACTOR = 3.0  # bf16: or this multiple of the baseline's own error
 
 
 class CorrectnessError(RuntimeError):
@@ -36,17 +47,19 @@ class Check:
     case: str
     variant: str
     quantity: str
-    rel_err: float
+    rel_err: float  # against the reference
     max_abs_diff: float
     tolerance: float
     passed: bool
+    reference: str  # what rel_err is measured against
+    baseline_rel_err: float | None = None  # bf16: the baseline's own error against the same reference
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def compare(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    """(relative error of `a` against `b`, largest absolute difference)."""
+    """(relative error of `a` against `b`, largest absolute difference); infinite if the shapes differ."""
     if a.shape != b.shape:
         return float("inf"), float("inf")
     diff = (a - b).float()
@@ -66,25 +79,31 @@ def check_case(
     num_layers: int,
 ) -> list[Check]:
     """Compare every variant with `baseline` on `batch`; raise CorrectnessError naming each failure."""
-    tolerance = TOLERANCE[precision]
-    reference = gate_outputs(models[baseline], workload, batch, device, precision, num_layers)
+    truth = gate_outputs(models[baseline], workload, batch, device, "fp32", num_layers)
+    reference_name = f"{baseline} fp32"
+    if precision == "fp32":
+        tolerances = {q: (FP32_TOLERANCE, None) for q in truth}
+    else:
+        own = gate_outputs(models[baseline], workload, batch, device, precision, num_layers)
+        base_err = {q: compare(own[q], truth[q])[0] for q in truth}
+        tolerances = {q: (max(LOW_PRECISION_FLOOR, LOW_PRECISION_FACTOR * e), e) for q, e in base_err.items()}
     checks: list[Check] = []
     for name, built in models.items():
         if name == baseline:
             continue
         outputs = gate_outputs(built, workload, batch, device, precision, num_layers)
-        for quantity, expected in reference.items():
+        for quantity, expected in truth.items():
             rel, max_abs = compare(outputs[quantity], expected)
-            ok = rel <= tolerance  # NaN fails
-            checks.append(Check(case_id, name, quantity, rel, max_abs, tolerance, ok))
+            tol, base = tolerances[quantity]
+            ok = rel <= tol  # NaN fails
+            checks.append(Check(case_id, name, quantity, rel, max_abs, tol, ok, reference_name, base))
     failures = [c for c in checks if not c.passed]
     if failures:
         lines = [
-            f"  {c.variant} vs {baseline}: {c.quantity}: relative error {c.rel_err:.3g} > {c.tolerance:g} "
+            f"  {c.variant} vs {c.reference}: {c.quantity}: relative error {c.rel_err:.3g} > tolerance {c.tolerance:.3g} "
             f"(max abs diff {c.max_abs_diff:.3g})"
             for c in failures
         ]
-        raise CorrectnessError(
-            f"case {case_id}: outputs differ, nothing was timed\n" + "\n".join(lines), checks
-        )
+        raise CorrectnessError(f"case {case_id} ({precision}): outputs differ, nothing was timed\n" + "\n".join(lines),
+                               checks)
     return checks

@@ -54,12 +54,18 @@ def _case(workload, size, seq_len, batch_size, precision, n_batches=1, variants=
                 tuple(variants or VARIANTS[workload]), group)
 
 
-def quick_grid() -> Grid:
-    """Seconds: the tiny preset at 32 tokens, every workload and variant once, a two-point sweep."""
+def quick_grid(compile: bool = False) -> Grid:
+    """Seconds: the tiny preset at 32 tokens, every workload and variant once, a two-point sweep; with `compile`,
+    also compiled variants of the tiny model (to check on any device that torch.compile works)."""
     cases = [_case(w, "tiny", 32, 4, "fp32", n_batches=2) for w in VARIANTS]
     cases += [_case("infer_fixed", "tiny", T, 128 // T, "fp32", variants=("hf-sdpa", "mb-sdpa"), group="sweep")
               for T in (16, 32)]
-    return Grid("quick", cases, warmup=1, repeats=2, matmul_size=256, tokenizer_texts=400, tokenizer_vocab=600,
+    if compile:
+        cases.append(_case("infer_fixed", "tiny", 32, 4, "fp32", group="compile",
+                           variants=("hf-sdpa", "hf-sdpa+compile", "mb-sdpa+compile")))
+        cases.append(_case("mlm_train", "tiny", 32, 4, "fp32", group="compile",
+                           variants=("hf-sdpa", "hf-sdpa+compile", "mb-sdpa+sparse", "mb-sdpa+sparse+compile")))
+    return Grid("quick", cases, warmup=1, repeats=2, matmul_size=256, tokenizer_texts=400, tokenizer_vocab=3000,
                 tokenizer_repeats=2)
 
 
@@ -71,7 +77,7 @@ def cpu_grid() -> Grid:
             cases.append(_case(workload, size, 128, batch, "fp32", n_batches=3))
     cases.append(_case("infer_var", "small", 512, 8, "fp32", n_batches=3,
                        variants=("hf-sdpa", "mb-sdpa", "mb-sdpa+unpad")))
-    cases.append(_case("infer_var", "base", 128, 4, "fp32", n_batches=2, variants=("hf-sdpa", "mb-sdpa", "mb-sdpa+unpad")))
+    cases.append(_case("infer_var", "base", 128, 8, "fp32", n_batches=2, variants=("hf-sdpa", "mb-sdpa", "mb-sdpa+unpad")))
     cases.append(_case("mlm_train", "base", 128, 2, "fp32", variants=("hf-sdpa", "mb-sdpa", "mb-sdpa+sparse")))
     for size in ("tiny", "small"):
         for T in (32, 64, 128, 256):
@@ -82,10 +88,11 @@ def cpu_grid() -> Grid:
 
 def cuda_grid(compile: bool = True) -> Grid:
     """The full grid for one GPU: tiny, small and BERT-base; 128 and 512 tokens; fp32 and bf16 autocast;
-    torch.compile on BERT-base at 128 tokens in bf16; a 32..512 sweep of BERT-base in bf16.
+    a 32..512 sweep of BERT-base in bf16; torch.compile on BERT-base at 128 tokens in bf16 (last, as it is the
+    slowest to warm up).
 
-    Batches hold 16k tokens (tiny, small) or 8k tokens (base); review batches have as many rows as the 128-token
-    packed batches, or a quarter of them at 512.
+    Batches hold 16k tokens (tiny, small) or 8k tokens (base); review batches have as many rows as the packed
+    batches of the same length, four batches per timed run.
     """
     cases = []
     for size, tokens in (("base", 8192), ("small", 16384), ("tiny", 16384)):
@@ -93,28 +100,31 @@ def cuda_grid(compile: bool = True) -> Grid:
             for T in (128, 512):
                 for precision in ("bf16", "fp32"):
                     cases.append(_case(workload, size, T, tokens // T, precision, n_batches=4))
+    for workload in ("mlm_train", "infer_fixed"):
+        for T in (32, 64, 128, 256, 512):
+            cases.append(_case(workload, "base", T, 8192 // T, "bf16", group="sweep"))
     if compile:
         cases.append(_case("mlm_train", "base", 128, 64, "bf16", group="compile",
                            variants=("hf-sdpa", "hf-sdpa+compile", "mb-sdpa+sparse", "mb-sdpa+sparse+compile")))
         cases.append(_case("infer_fixed", "base", 128, 64, "bf16", group="compile",
                            variants=("hf-sdpa", "hf-sdpa+compile", "mb-sdpa", "mb-sdpa+compile")))
-    for workload in ("mlm_train", "infer_fixed"):
-        for T in (32, 64, 128, 256, 512):
-            cases.append(_case(workload, "base", T, 8192 // T, "bf16", group="sweep"))
     return Grid("cuda", cases, warmup=3, repeats=10, matmul_size=8192, tokenizer_texts=13000, tokenizer_vocab=8000,
                 tokenizer_repeats=5)
 
 
 def select_grid(name: str, device_type: str, compile: bool | None = None) -> Grid:
-    """The named grid; "auto" is the CUDA grid on a GPU and the CPU grid otherwise."""
+    """The named grid; "auto" is the CUDA grid on a GPU and the CPU grid otherwise. `compile` (None: on only for
+    the CUDA grid on a GPU) adds the compile group to the CUDA and quick grids; the CPU grid has none."""
     if name == "auto":
         name = "cuda" if device_type == "cuda" else "cpu"
+    if compile is None:
+        compile = name == "cuda" and device_type == "cuda"
     if name == "quick":
-        return quick_grid()
+        return quick_grid(compile)
     if name == "cpu":
         return cpu_grid()
     if name == "cuda":
-        return cuda_grid(compile=compile if compile is not None else device_type == "cuda")
+        return cuda_grid(compile)
     raise ValueError(f"unknown grid {name!r}; choose auto, quick, cpu or cuda")
 
 

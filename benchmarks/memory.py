@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import gc
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,7 +65,6 @@ def _reset_peak_rss() -> bool:
 
 def measure_peak(fn: Callable[[], None], device: torch.device) -> MemoryReading:
     """Run `fn` once and return its peak memory above the state before it."""
-    gc.collect()
     if device.type == "cuda":
         synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)

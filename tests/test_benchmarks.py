@@ -1,0 +1,278 @@
+"""The benchmark suite: a smoke run, the correctness gate, and the CUDA-only arithmetic exercised on the CPU.
+
+No test asserts a speed: timings on a shared CPU say nothing reliable.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import minibert
+from benchmarks import flops, gate, grid, memory, report, timing
+from benchmarks.data import IGNORE_INDEX, CharVocab, Review, mask_for_mlm, packed_blocks, review_batches
+from benchmarks.device import resolve_device
+from benchmarks.variants import BASELINE, parse_variant
+from benchmarks.workloads import WORKLOADS, precision_context
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = ("ms_per_step", "real_tokens_per_s", "sequences_per_s", "speedup_vs_baseline", "model_tflops_per_s", "mfu")
+
+
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory) -> tuple[dict, Path]:
+    """One `python -m benchmarks --quick` run in a subprocess, as a user would start it."""
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--device", "cpu", "--threads", "1",
+                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads((out / "results.json").read_text(encoding="utf-8")), out
+
+
+def test_quick_run_covers_every_workload_with_positive_figures(quick_results):
+    results, out = quick_results
+    assert results["status"] == "complete"
+    assert results["environment"]["device"] == "cpu"
+    assert results["settings"]["threads"] == 1 and results["environment"]["torch_threads"] == 1
+    measured = [c for c in results["cases"] if "results" in c]
+    assert {c["workload"] for c in measured} == set(WORKLOADS)
+    for case in measured:
+        assert BASELINE in case["results"] and len(case["results"]) >= 2
+        assert case["real_tokens_per_run"] > 0 and case["model_flops_per_run"] > 0
+        for name, r in case["results"].items():
+            assert r["ms_per_step"]["median"] > 0, (case["id"], name)
+            for key in FIGURES[1:]:
+                assert r[key] > 0 and math.isfinite(r[key]), (case["id"], name, key)
+            assert r["peak_memory_mib"] >= 0
+        assert case["results"][BASELINE]["speedup_vs_baseline"] == pytest.approx(1.0)
+    tok = results["tokenizers"]["comparisons"]
+    for rows in tok.values():
+        for r in rows.values():
+            assert r["texts_per_s"] > 0 and r["chars_per_s"] > 0 and r["tokens_per_s"] > 0
+    for name in ("results.md", "throughput_by_seq_len.png", "memory.png", "speedup.png"):
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_quick_run_gated_every_variant(quick_results):
+    results, _ = quick_results
+    assert results["correctness"]["passed"] is True
+    assert results["correctness"]["checks"] > 0
+    for case in results["cases"]:
+        gated = {c["variant"] for c in case["gate"]}
+        assert gated == set(case["variants"]) - {BASELINE}, case["id"]
+        assert all(c["passed"] and c["rel_err"] <= c["tolerance"] for c in case["gate"])
+        if WORKLOADS[case["workload"]].training:
+            quantities = {c["quantity"] for c in case["gate"]}
+            assert "loss" in quantities and sum(q.startswith("grad ") for q in quantities) >= 3
+    md = (quick_results[1] / "results.md").read_text(encoding="utf-8")
+    assert "Correctness gate: **passed**" in md
+
+
+def _perturbing_prepare(original, variant_name: str, parameter: str):
+    def prepare(self, names):
+        models = original(self, names)
+        weight = dict(models[variant_name].module.named_parameters())[parameter]
+        noise = torch.randn(weight.shape, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():  # random, not constant: softmax and LayerNorm cancel a constant shift
+            weight.add_(0.05 * noise)
+        return models
+
+    return prepare
+
+
+@pytest.mark.parametrize(
+    "workload, parameter",
+    [("infer_fixed", "encoder.layer.0.attention.self.query.weight"),
+     ("mlm_train", "bert.encoder.layer.1.output.dense.weight")],
+)
+def test_gate_stops_the_run_when_one_weight_differs(tmp_path, monkeypatch, workload, parameter):
+    from benchmarks import cli, runner
+    from benchmarks.gate import CorrectnessError
+    from benchmarks.variants import ModelSet
+
+    monkeypatch.setattr(ModelSet, "prepare", _perturbing_prepare(ModelSet.prepare, "mb-sdpa", parameter))
+    timed = []
+    monkeypatch.setattr(runner, "alternate", lambda *a, **k: timed.append(1) or {})
+    settings = runner.Settings(device="cpu", grid="quick", out=tmp_path, workloads=[workload], groups=["main"],
+                               tokenizers=False)
+    with pytest.raises(CorrectnessError) as err:
+        runner.run(settings, log=lambda *_: None)
+    assert "mb-sdpa" in str(err.value) and "nothing was timed" in str(err.value)
+    assert not timed
+    written = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert written["status"] == "failed: correctness" and written["correctness"]["passed"] is False
+    assert {f["variant"] for f in written["correctness"]["failures"]} == {"mb-sdpa"}
+    # The command line reports the failure with exit status 1.
+    code = cli.main(["--quick", "--device", "cpu", "--workloads", workload, "--groups", "main", "--no-tokenizers",
+                     "--out", str(tmp_path / "cli")])
+    assert code == 1 and not timed
+
+
+def test_bf16_autocast_path_runs_and_gates_on_cpu(tmp_path):
+    """bf16 is a CUDA-grid precision; on the CPU autocast exercises the same code path, gate included."""
+    from benchmarks import runner
+
+    device = torch.device("cpu")
+    data = runner.Data(0, 21128)
+    cache = runner.ModelCache(device, 0, 21128, capacity=1)
+    settings = runner.Settings(device="cpu", out=tmp_path, repeats=1, warmup=0)
+    case = grid.Case("cls_train", "tiny", 32, 4, 1, "bf16", ("hf-sdpa", "mb-sdpa", "mb-sdpa+unpad"))
+    record = runner.run_case(case, grid.quick_grid(), settings, device, data, cache, timing.make_timer(device), 1e12)
+    assert record["gate"] and all(c["passed"] and c["reference"] == "hf-sdpa fp32" for c in record["gate"])
+    assert all(c["baseline_rel_err"] is not None for c in record["gate"])
+    assert all(r["real_tokens_per_s"] > 0 for r in record["results"].values())
+
+
+def test_bf16_gate_catches_a_wrong_weight(tmp_path):
+    from benchmarks import runner
+    from benchmarks.gate import CorrectnessError
+    from benchmarks.variants import ModelSet
+
+    device = torch.device("cpu")
+    data = runner.Data(0, 21128)
+    model_set = ModelSet("mlm", minibert.preset("tiny", vocab_size=21128), device, 0)
+    models = model_set.prepare(["hf-sdpa", "hf-eager", "mb-sdpa+sparse"])
+    weight = dict(models["mb-sdpa+sparse"].module.named_parameters())["bert.encoder.layer.1.output.dense.weight"]
+    with torch.no_grad():
+        weight.add_(0.1 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)))
+    case = grid.Case("mlm_train", "tiny", 32, 8, 1, "bf16", tuple(models))
+    batch = data.batches(case, 0)[0]
+    with pytest.raises(CorrectnessError) as err:
+        gate.check_case(case.id, models, BASELINE, WORKLOADS["mlm_train"], batch, device, "bf16", 2)
+    failed = {c.variant for c in err.value.checks if not c.passed}
+    assert failed == {"mb-sdpa+sparse"}  # hf-eager rounds differently from hf-sdpa but is correct
+
+
+# --- CUDA-only arithmetic and selection, exercised without a GPU -------------------------------------------------
+
+
+def test_flops_formulas_and_mfu_with_a_fake_peak():
+    config = minibert.preset("base")
+    N = 12 * (4 * 768**2 + 2 * 768 * 3072)
+    assert flops.matmul_params(config) == N
+    L, H, Q, T = 12, 12, 64, 128
+    assert flops.flops_per_token(config, T, training=True) == 6 * N + 12 * L * H * Q * T
+    assert flops.flops_per_token(config, T, training=False) == 2 * N + 4 * L * H * Q * T
+    # Padded rows earn credit only for their real tokens.
+    assert flops.model_flops(config, [100, 28], True) == 6 * N * 128 + 12 * L * H * Q * (100**2 + 28**2)
+    per_step = flops.model_flops(config, [T] * 64, True)
+    fake_peak = 989e12  # an H100's dense bf16 figure
+    assert flops.mfu(per_step, 0.05, fake_peak) == pytest.approx(per_step / 0.05 / fake_peak)
+    with pytest.raises(ValueError):
+        flops.mfu(per_step, 0.0, fake_peak)
+    peak = flops.measure_matmul_peak(torch.device("cpu"), torch.float32, 64, 2, timing.make_timer(torch.device("cpu")))
+    assert peak > 0
+
+
+def test_cuda_grid_covers_sizes_lengths_precisions_and_compile():
+    g = grid.select_grid("auto", "cuda")
+    assert g.name == "cuda"
+    main = [c for c in g.cases if c.group == "main"]
+    assert {c.size for c in main} == {"tiny", "small", "base"}
+    assert {c.seq_len for c in main} == {128, 512}
+    assert {c.precision for c in main} == {"fp32", "bf16"}
+    assert {c.workload for c in main} == set(WORKLOADS)
+    assert {c.seq_len for c in g.cases if c.group == "sweep"} == {32, 64, 128, 256, 512}
+    compiled = [v for c in g.cases for v in c.variants if v.endswith("+compile")]
+    assert "mb-sdpa+sparse+compile" in compiled and "hf-sdpa+compile" in compiled
+    assert all(BASELINE in c.variants for c in g.cases)
+    assert len({c.id for c in g.cases}) == len(g.cases)
+    without = grid.filter_cases(g.cases, compile=False)
+    assert not any("+compile" in v for c in without for v in c.variants)
+    assert grid.select_grid("auto", "cpu").name == "cpu"
+    assert not any(c.group == "compile" for c in grid.select_grid("quick", "cpu").cases)
+    assert any(c.group == "compile" for c in grid.select_grid("quick", "cpu", compile=True).cases)
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_cuda_selection_timer_and_autocast_without_a_gpu():
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(RuntimeError):
+            resolve_device("cuda")
+    assert callable(timing.make_timer(torch.device("cuda")))  # built lazily: no CUDA call until it is used
+    assert isinstance(precision_context(torch.device("cuda"), "bf16"), torch.autocast)
+    with pytest.raises(ValueError):
+        precision_context(torch.device("cpu"), "fp16")
+
+
+def test_cuda_targets_and_report_render_from_results(quick_results):
+    results, _ = quick_results
+    fake = json.loads(json.dumps(results))
+    fake["environment"].update(device="cuda", gpu="fake GPU")
+    fake["settings"]["grid"] = "cuda"
+    case = next(c for c in fake["cases"] if c["workload"] == "mlm_train" and c["group"] == "main")
+    case.update(size="base", seq_len=128, precision="bf16")
+    rows = report.evaluate_targets(fake)
+    assert [r["target"] for r in rows] == ["CUDA bf16, BERT-base, T=128: MLM training step"]
+    md = report.markdown(fake)
+    assert "fake GPU" in md and "CUDA events" in md and "MFU" in md
+
+
+def test_gpu_script_is_valid_bash_and_writes_into_out():
+    script = ROOT / "benchmarks" / "gpu.sh"
+    assert os.access(script, os.X_OK)
+    bash = shutil.which("bash")
+    if bash:
+        assert subprocess.run([bash, "-n", str(script)]).returncode == 0
+    text = script.read_text(encoding="utf-8")
+    assert "--device cuda" in text and "--check-only" in text and "OUT" in text
+
+
+# --- building blocks ---------------------------------------------------------------------------------------------
+
+
+def test_alternation_order_and_stats():
+    calls = []
+    fns = {"A": lambda: calls.append("A"), "B": lambda: calls.append("B")}
+    stats = timing.alternate(fns, warmup=1, repeats=3, timer=lambda fn: fn() or 1.0)
+    assert calls == ["A", "B"] * 4
+    assert stats["A"].median == 1.0 and len(stats["B"].samples) == 3
+    s = timing.Stats.of([4.0, 1.0, 3.0, 2.0])
+    assert (s.min, s.median, s.max) == (1.0, 2.5, 4.0) and s.q1 <= s.median <= s.q3
+
+
+def test_batches_are_real_random_and_masked():
+    reviews = [Review("好" * n + "不错", n % 2) for n in range(1, 60)]
+    vocab = CharVocab([r.text for r in reviews], vocab_size=100)
+    gen = torch.Generator().manual_seed(0)
+    batches = review_batches(vocab, reviews, 3, 8, 32, gen)
+    for b in batches:
+        lengths = b.row_lengths
+        assert max(lengths) == b.seq_len <= 32  # padded to the batch's longest row
+        assert lengths != sorted(lengths) or lengths != sorted(lengths, reverse=True) or len(set(lengths)) == 1
+        assert b.labels.shape == (8,)
+    stream = [5 + i % 50 for i in range(5000)]
+    block = packed_blocks(stream, 16, 64, gen)
+    assert block.real_tokens == 16 * 64
+    assert "attention_mask" not in block.inputs(with_labels=False)  # full rows: no mask, as pretraining calls it
+    assert "attention_mask" in batches[0].inputs(with_labels=True)
+    masked = mask_for_mlm(block, 100, gen)
+    chosen = masked.labels != IGNORE_INDEX
+    assert 0.08 < chosen.float().mean().item() < 0.22
+    assert torch.equal(masked.labels[chosen], block.input_ids[chosen])
+    assert not chosen[:, 0].any()  # [CLS] is never a target
+
+
+def test_variant_names():
+    v = parse_variant("mb-sdpa+sparse+compile")
+    assert (v.family, v.attention, v.sparse, v.compile, v.unpad) == ("mb", "sdpa", True, True, False)
+    for bad in ("hf-math", "mb-sdpa+fast", "hf-sdpa+unpad", "mb-sdpa+unpad+unpad"):
+        with pytest.raises(ValueError):
+            parse_variant(bad)
+
+
+def test_cpu_peak_memory_sees_an_allocation():
+    reading = memory.measure_peak(lambda: torch.ones(64 * 2**20 // 4).sum(), torch.device("cpu"))
+    assert reading.peak_bytes >= 0
+    if "clear_refs" in reading.method:
+        assert reading.peak_bytes > 32 * 2**20
