@@ -58,6 +58,24 @@ def attention_sdpa(q, k, v, mask=None, dropout_p: float = 0.0, training: bool = 
     return context, None  # (B, H, T, D); the fused kernels never materialise the probabilities
 
 
+def attention_rows(q, k, v, lengths: list[int], num_heads: int, dropout_p: float = 0.0, training: bool = False):
+    """Unpadded attention, one sequence at a time: q, k, v are (N, C) with each row's real tokens contiguous.
+
+    Each sequence attends only among its own n tokens, so no mask and no padding is needed: softmax(Q K^T / sqrt(D)) V
+    on (1, H, n, D) tensors. Returns (N, C). Used on the CPU, where the per-sequence loop costs less than attending
+    over re-padded rows; on CUDA the re-padded batch goes through one fused kernel instead.
+    """
+    out = []
+    for qs, ks, vs in zip(q.split(lengths), k.split(lengths), v.split(lengths)):  # each (n, C)
+        n = qs.shape[0]
+        if n == 0:
+            continue
+        qh, kh, vh = (x.view(1, n, num_heads, -1).transpose(1, 2) for x in (qs, ks, vs))  # (1, H, n, D)
+        context = F.scaled_dot_product_attention(qh, kh, vh, dropout_p=dropout_p if training else 0.0)
+        out.append(context.transpose(1, 2).reshape(n, -1))  # (1, H, n, D) -> (n, C)
+    return torch.cat(out)  # (N, C)
+
+
 class BertSelfAttention(nn.Module):
     """Q = x W_q + b_q, K = x W_k + b_k, V = x W_v + b_v, split into heads, attend, concatenate."""
 
@@ -78,10 +96,13 @@ class BertSelfAttention(nn.Module):
 
     def forward(self, x, mask=None, unpadding: Unpadding | None = None, output_attentions: bool = False):
         q, k, v = self.query(x), self.key(x), self.value(x)  # each (B, T, C), or (N, C) unpadded
+        fused = self.attn_impl == "sdpa" and not output_attentions
+        if unpadding is not None and fused and not q.is_cuda:  # per sequence, on real tokens only
+            return attention_rows(q, k, v, unpadding.lengths, self.num_heads, self.dropout_p, self.training), None
         if unpadding is not None:  # attention mixes tokens within a row: put the rows back for it
             q, k, v = unpadding.pad(q), unpadding.pad(k), unpadding.pad(v)  # (N, C) -> (B, T, C)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H, T, D)
-        attend = attention_math if (self.attn_impl == "math" or output_attentions) else attention_sdpa
+        attend = attention_sdpa if fused else attention_math
         context, probs = attend(q, k, v, mask, self.dropout_p, self.training)  # (B, H, T, D)
         B, H, T, D = context.shape
         context = context.transpose(1, 2).reshape(B, T, H * D)  # (B, H, T, D) -> (B, T, C): heads concatenated

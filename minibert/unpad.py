@@ -20,12 +20,14 @@ class Unpadding:
     indices: torch.Tensor  # (N,) positions of the real tokens in the flattened (B*T) batch
     B: int
     T: int
+    lengths: list[int]  # real tokens per row; the (N, ...) rows hold row 0's tokens, then row 1's, ...
 
     @classmethod
     def from_mask(cls, attention_mask: torch.Tensor) -> "Unpadding":
         B, T = attention_mask.shape
         indices = torch.nonzero(attention_mask.reshape(-1), as_tuple=True)[0]  # (N,)
-        return cls(indices=indices, B=B, T=T)
+        lengths = attention_mask.ne(0).sum(dim=1).tolist()  # (B,) as Python ints, for splitting
+        return cls(indices=indices, B=B, T=T, lengths=lengths)
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, ...) -> (N, ...): keep the real tokens."""

@@ -125,3 +125,20 @@ def test_unscaled_scores_saturate_softmax():
     assert 0.8 * D < raw.var().item() < 1.2 * D
     assert (raw / math.sqrt(D)).softmax(-1).max(-1).values.mean() < 0.3
     assert raw.softmax(-1).max(-1).values.mean() > 0.6
+
+
+@given(attention_inputs())
+def test_unpadded_row_by_row_attention_equals_padded_attention(inputs):
+    from minibert.attention import attention_rows
+    from minibert.unpad import Unpadding
+
+    q, k, v, am = inputs
+    B, H, T, D = q.shape
+    padded, _ = attention_math(q, k, v, additive_mask(am, q.dtype))  # (B, H, T, D)
+    u = Unpadding.from_mask(am)
+
+    def flat(x):
+        return u.unpad(x.transpose(1, 2).reshape(B, T, H * D))  # (B, H, T, D) -> (N, C)
+
+    rows = attention_rows(flat(q), flat(k), flat(v), u.lengths, H)  # (N, C)
+    torch.testing.assert_close(rows, flat(padded), atol=1e-5, rtol=1e-4)
