@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BertConfig
+from .rotary import rotate_padded, rotate_unpadded
 from .unpad import Unpadding
 
 
@@ -89,6 +90,7 @@ class BertSelfAttention(nn.Module):
         self.key = nn.Linear(C, C)
         self.value = nn.Linear(C, C)
         self.dropout_p = config.attention_probs_dropout_prob
+        self.rotary = config.position_embedding_type == "rotary"
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
@@ -97,11 +99,15 @@ class BertSelfAttention(nn.Module):
     def forward(self, x, mask=None, unpadding: Unpadding | None = None, output_attentions: bool = False):
         q, k, v = self.query(x), self.key(x), self.value(x)  # each (B, T, C), or (N, C) unpadded
         fused = self.attn_impl == "sdpa" and not output_attentions
+        if self.rotary and unpadding is not None:  # rotate by each token's position within its own row
+            q, k = rotate_unpadded(q, k, unpadding.positions, self.num_heads)  # (N, C) each
         if unpadding is not None and fused and not q.is_cuda:  # per sequence, on real tokens only
             return attention_rows(q, k, v, unpadding.lengths, self.num_heads, self.dropout_p, self.training), None
         if unpadding is not None:  # attention mixes tokens within a row: put the rows back for it
             q, k, v = unpadding.pad(q), unpadding.pad(k), unpadding.pad(v)  # (N, C) -> (B, T, C)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H, T, D)
+        if self.rotary and unpadding is None:
+            q, k = rotate_padded(q, k)  # (B, H, T, D) each, token t turned by t * theta
         attend = attention_sdpa if fused else attention_math
         context, probs = attend(q, k, v, mask, self.dropout_p, self.training)  # (B, H, T, D)
         B, H, T, D = context.shape

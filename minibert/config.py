@@ -32,7 +32,8 @@ class BertConfig:
     initializer_range: float = 0.02         # std of the normal initialisation of every weight matrix
     layer_norm_eps: float = 1e-12           # BERT's LayerNorm epsilon (PyTorch's default is 1e-5)
     pad_token_id: int = 0                   # id of [PAD]; its word-embedding row starts at zero
-    position_embedding_type: str = "absolute"  # "absolute" (learned, BERT) or "sinusoidal" (fixed, original Transformer)
+    position_embedding_type: str = "absolute"  # "absolute" (learned, BERT), "sinusoidal" (fixed, original
+    #                                            Transformer) or "rotary" (RoPE on queries and keys, ModernBERT)
     classifier_dropout: float | None = None  # dropout before the classifier; None means hidden_dropout_prob
     num_labels: int = 2                     # classifier outputs; 1 means regression (MSE loss)
     id2label: dict[int, str] | None = None  # class names, saved with a fine-tuned model
@@ -49,9 +50,9 @@ class BertConfig:
             )
         if self.attn_impl not in ("math", "sdpa"):
             raise InputError(f"attn_impl must be 'math' or 'sdpa', not {self.attn_impl!r}")
-        if self.position_embedding_type not in ("absolute", "sinusoidal"):
+        if self.position_embedding_type not in ("absolute", "sinusoidal", "rotary"):
             raise InputError(
-                f"position_embedding_type must be 'absolute' or 'sinusoidal', not {self.position_embedding_type!r}"
+                f"position_embedding_type must be 'absolute', 'sinusoidal' or 'rotary', not {self.position_embedding_type!r}"
             )
         if self.id2label is not None:  # JSON turns int keys into strings
             self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
@@ -104,7 +105,8 @@ class BertConfig:
         if self.norm_first:
             raise InputError("a pre-LN model (norm_first=True) has no Hugging Face BERT equivalent")
         if self.position_embedding_type != "absolute":
-            raise InputError("sinusoidal positions have no Hugging Face BERT equivalent")
+            raise InputError(f"{self.position_embedding_type} positions have no Hugging Face BERT equivalent: "
+                             "only BERT's learned position table (position_embedding_type='absolute') exports")
         d = {k: v for k, v in self.to_dict().items() if k not in MINIBERT_FIELDS}
         if d["id2label"] is None:
             d["id2label"] = {i: f"LABEL_{i}" for i in range(self.num_labels)}

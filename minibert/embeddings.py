@@ -50,17 +50,22 @@ class BertEmbeddings(nn.Module):
         self.word_embeddings = nn.Embedding(config.vocab_size, C, padding_idx=config.pad_token_id)  # W: (V, C)
         if config.position_embedding_type == "absolute":
             self.position_embeddings = nn.Embedding(config.max_position_embeddings, C)  # P: (T_max, C), learned
-        else:  # fixed, so a buffer: not trained and not saved
+        elif config.position_embedding_type == "sinusoidal":  # fixed, so a buffer: not trained and not saved
             self.register_buffer("sinusoidal", sinusoidal_table(config.max_position_embeddings, C), persistent=False)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, C)  # S: (2, C)
         self.LayerNorm = nn.LayerNorm(C, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.num_positions = config.max_position_embeddings
+        self.rotary = config.position_embedding_type == "rotary"
+        self.hidden_size = C
 
     def position_vectors(self, T: int) -> torch.Tensor:
-        """Rows 0..T-1 of the position table, shape (T, C)."""
+        """Rows 0..T-1 of the position table, shape (T, C); zeros with rotary positions, which act in attention."""
         if hasattr(self, "position_embeddings"):
             return self.position_embeddings.weight[:T]
-        return self.sinusoidal[:T]
+        if hasattr(self, "sinusoidal"):
+            return self.sinusoidal[:T]
+        return self.word_embeddings.weight.new_zeros(T, self.hidden_size)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         B, T = input_ids.shape
@@ -71,11 +76,10 @@ class BertEmbeddings(nn.Module):
         # Summed in Hugging Face's order (word + segment + position), so float rounding matches too.
         x = self.word_embeddings(input_ids)  # (B, T, C): row input_ids[b, t] of W
         x = x + self.token_type_embeddings(token_type_ids)  # (B, T, C)
-        x = x + self.position_vectors(T)  # (B, T, C) + (T, C) broadcast over the batch
+        if not self.rotary:
+            x = x + self.position_vectors(T)  # (B, T, C) + (T, C) broadcast over the batch
         return self.dropout(self.LayerNorm(x))
 
     @property
     def max_positions(self) -> int:
-        if hasattr(self, "position_embeddings"):
-            return self.position_embeddings.num_embeddings
-        return self.sinusoidal.shape[0]
+        return self.num_positions

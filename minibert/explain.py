@@ -35,6 +35,7 @@ from .attention import additive_mask
 from .config import BertConfig, preset
 from .errors import InputError
 from .heads import IGNORE_INDEX, BertForMaskedLM
+from .rotary import rotate_padded
 
 # --- the toy model ---------------------------------------------------------------------------------------------
 
@@ -331,6 +332,9 @@ def _explain(model, ids, model_ids, tokens, model_tokens, layer, head, pos, mask
     attention_input = row0(seen["self_attention"][0][0])
     q, k, v = (attn.self.split_heads(seen[n][1].detach().reshape(1, T, C))[0] for n in ("query", "key", "value"))
     D = q.size(-1)
+    if attn.self.rotary:  # RoPE turns each query and key by its position before the dot product
+        q, k = rotate_padded(q[None], k[None])
+        q, k = q[0], k[0]  # (H, T, D) each
     qh, kh, vh = q[head], k[head], v[head]  # (T, D)
     scores = qh @ kh.T / math.sqrt(D)  # (T, T)
     mask = additive_mask(torch.ones(1, T, device=device), dtype).reshape(T)  # (T,) every key is a real token: all 0
@@ -572,6 +576,8 @@ def render(e: Explanation) -> str:
             add(f"  {_label(e, i)}  " + "".join(_num(float(v)) for v in x[i, :cols]) + (" ..." if more else ""))
 
     stage(f"7. scaled scores: S = Q_{e.head} K_{e.head}^T / sqrt(D)")
+    if cfg.position_embedding_type == "rotary":
+        add("  rotary positions: Q and K are first rotated pair by pair by t * theta_i (minibert/rotary.py)")
     add(f"  (T, D) @ (D, T) -> (T, T) = ({T}, {T}); row = query token, column = key token{more}")
     add(f"  1/sqrt(D) = 1/sqrt({D}) = {1 / math.sqrt(D):.4f} keeps the scores' variance near 1 for any head size")
     matrix(e.scores)

@@ -29,6 +29,11 @@ class Unpadding:
         lengths = attention_mask.ne(0).sum(dim=1).tolist()  # (B,) as Python ints, for splitting
         return cls(indices=indices, B=B, T=T, lengths=lengths)
 
+    @property
+    def positions(self) -> torch.Tensor:
+        """(N,) each real token's position t within its row (its column in the padded batch)."""
+        return self.indices % self.T
+
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, ...) -> (N, ...): keep the real tokens."""
         return x.reshape(self.B * self.T, *x.shape[2:])[self.indices]  # (N, ...)

@@ -349,7 +349,7 @@ def test_help_explains_every_option():
                  "--warmup-ratio", "--patience", "--token-dropout", "--seeds", "--text-column",
                  "--text-pair-column", "--label-column", "--split-seed", "--train", "--validation", "--test"):
         assert flag in text
-    assert "(default: 3)" in text and "(default: pooler)" in text
+    assert "(default: 3)" in text and "(default: mean)" in text
 
 
 def test_no_pretraining_run_is_a_clear_error(tmp_path):

@@ -44,7 +44,7 @@ def finetune(root: Path, name: str, *args: str) -> Path:
 
 @pytest.fixture(scope="module")
 def pooler_run(workspace) -> Path:
-    return finetune(workspace, "ft-pooler")
+    return finetune(workspace, "ft-pooler", "--pooling", "pooler")
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +141,18 @@ def test_sentence_pair_model_takes_tab_separated_inputs(workspace, tmp_path):
     task = load_task(str(data), columns=Columns("q", "a", "y"))
     e = task.test[0]
     assert encode_examples(predictor.tok, [e], 64).input_ids == predictor.encode([f"{e.text}\t{e.text_pair}"]).input_ids
+
+
+def test_rotary_model_reproduces_its_accuracy_and_refuses_hf_export(tmp_path, capsys):
+    make_pretrain_run(tmp_path / "runs", position_embedding_type="rotary")
+    write_rows(tmp_path / "data.csv", review_rows(60, labels=LABELS))
+    run = finetune(tmp_path, "ft-rotary", "--pooling", "pooler")
+    results = json.loads((run / "results.json").read_text())
+    task = load_task(str(tmp_path / "data.csv"), columns=Columns())
+    predictor = predict.Predictor(run)
+    out = predictor.predict([e.text for e in task.test])
+    accuracy = np.mean([r["label"] == LABELS[e.label] for r, e in zip(out, task.test)])
+    assert accuracy == pytest.approx(results["test"]["accuracy"])
+    assert predict.main([str(run), "--export-hf", str(tmp_path / "hf")]) == 2
+    assert "rotary positions have no Hugging Face BERT equivalent" in capsys.readouterr().err
+    assert not (tmp_path / "hf").exists()

@@ -120,9 +120,9 @@ def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     real_loss, calls = minibert.heads.mlm_loss, {"n": 0}
 
     def loss_that_breaks(logits, labels):
-        calls["n"] += 1
+        calls["n"] += torch.is_grad_enabled()  # training steps only, not the evaluations (run without grad)
         value = real_loss(logits, labels)
-        return value * float("nan") if calls["n"] > 4 else value
+        return value * float("nan") if calls["n"] > 2 else value  # from training step 3 on
 
     monkeypatch.setattr(minibert.heads, "mlm_loss", loss_that_breaks)
     code = run(tmp_path / "r", corpus, "--max-steps", "10", "--batch-size", "4", "--save-every", "2",
@@ -193,3 +193,26 @@ def test_auto_tokenizer_type_follows_the_script():
     assert pretrain.auto_model_type(["今天天气很好，我们去公园。"] * 10) == "char"
     assert pretrain.auto_model_type(["The weather is fine today."] * 10) == "unigram"
     assert pretrain.auto_model_type(["质量很好非常满意 good"] * 10) == "char"  # counted by letters
+
+
+def test_shuffled_rows_keep_their_tokens_and_targets_together():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 100, (4, 16), generator=g)
+    labels = torch.where(torch.rand(4, 16, generator=g) < 0.3, ids, torch.full_like(ids, -100))
+    shuffled_ids, shuffled_labels = pretrain.shuffle_rows(ids, labels, g)
+    assert not torch.equal(shuffled_ids, ids)
+    for row in range(4):
+        assert sorted(shuffled_ids[row].tolist()) == sorted(ids[row].tolist())
+    target = shuffled_labels != -100  # each target moved with its own token
+    assert torch.equal(shuffled_labels[target], shuffled_ids[target])
+    assert int(target.sum()) == int((labels != -100).sum())
+
+
+def test_a_time_limited_run_evaluates_where_it_stops(tmp_path, corpus):
+    assert run(tmp_path / "r", corpus, "--max-steps", "0", "--max-time", "0.05", "--batch-size", "8",
+               "--eval-every", "100000") == 0
+    records = metrics(tmp_path / "r")
+    last_step = max(r["step"] for r in records)
+    evals = [r for r in records if "eval_loss" in r]
+    assert evals[-1]["step"] == last_step > 0
+    assert evals[-1]["eval_loss_shuffled"] - evals[-1]["eval_loss"] == pytest.approx(evals[-1]["eval_order_gain"])

@@ -96,15 +96,16 @@ class Options:
                          "without dropout", choices=STRATEGIES)
     freeze_layers: int | None = _opt(None, "K for --strategy freeze-bottom-k: how many bottom blocks to freeze "
                                      "(0..L; the embeddings are always frozen by that strategy)", metavar="K")
-    pooling: str = _opt("pooler", "sentence vector: pooler = BERT's tanh(W h_[CLS] + b) (Hugging Face-compatible, "
-                        "exportable); cls = the [CLS] vector; mean = the mean over real tokens. Taken from the last "
-                        "layer, or from the fused one with layer-fusion", choices=POOLINGS)
+    pooling: str = _opt("mean", "sentence vector: mean = the mean over real tokens (the default: pretraining has "
+                        "no next-sentence task, so nothing trains the [CLS] vector to summarise); pooler = BERT's "
+                        "tanh(W h_[CLS] + b) (Hugging Face-compatible, the one that exports); cls = the [CLS] vector. "
+                        "Taken from the last layer, or from the fused one with layer-fusion", choices=POOLINGS)
     # -- optimisation
     epochs: int = _opt(3, "passes over the training data")
     batch_size: int = _opt(32, "training examples per step")
     eval_batch_size: int = _opt(128, "examples per forward pass when evaluating")
-    lr: float = _opt(1e-4, "peak learning rate of AdamW (reached after warmup, then decayed linearly to 0); "
-                     "1e-4 suits the small presets, BERT-base wants 2e-5 to 5e-5")
+    lr: float = _opt(5e-4, "peak learning rate of AdamW (reached after warmup, then decayed linearly to 0); "
+                     "5e-4 suits the tiny preset, BERT-base wants 2e-5 to 5e-5")
     warmup_ratio: float = _opt(0.1, "fraction of all steps spent warming the learning rate up linearly from 0")
     weight_decay: float = _opt(0.01, "AdamW weight decay, on weight matrices only (tensors of rank >= 2; not on "
                                "biases, LayerNorm or the fusion weights)")
