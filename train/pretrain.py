@@ -87,7 +87,7 @@ class PretrainArgs:
     whole_word_mask: bool = opt(False, "mask whole words (using the tokenizer's word starts)")
     sparse_prediction: bool = opt(True, "project to the vocabulary only at masked positions")
     # budget and bookkeeping
-    max_steps: int | None = opt(3000, "optimiser steps (about 25 minutes of the tiny preset on one CPU core); 0: as "
+    max_steps: int | None = opt(3000, "optimiser steps (about 22 minutes of the tiny preset on one CPU core); 0: as "
                                      "many as --max-time allows, measured after a few steps")
     max_time: float | None = opt(40.0, "training time limit in minutes, whichever of this and --max-steps comes first")
     stop_at_step: int | None = opt(None, "end the run after this step with a checkpoint, as if interrupted (--resume continues)")
