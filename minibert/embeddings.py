@@ -57,7 +57,6 @@ class BertEmbeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.num_positions = config.max_position_embeddings
         self.rotary = config.position_embedding_type == "rotary"
-        self.hidden_size = C
 
     def position_vectors(self, T: int) -> torch.Tensor:
         """Rows 0..T-1 of the position table, shape (T, C); zeros with rotary positions, which act in attention."""
@@ -65,7 +64,7 @@ class BertEmbeddings(nn.Module):
             return self.position_embeddings.weight[:T]
         if hasattr(self, "sinusoidal"):
             return self.sinusoidal[:T]
-        return self.word_embeddings.weight.new_zeros(T, self.hidden_size)
+        return self.word_embeddings.weight.new_zeros(T, self.word_embeddings.embedding_dim)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         B, T = input_ids.shape

@@ -5,8 +5,10 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -216,3 +218,29 @@ def test_a_time_limited_run_evaluates_where_it_stops(tmp_path, corpus):
     evals = [r for r in records if "eval_loss" in r]
     assert evals[-1]["step"] == last_step > 0
     assert evals[-1]["eval_loss_shuffled"] - evals[-1]["eval_loss"] == pytest.approx(evals[-1]["eval_order_gain"])
+
+
+def test_order_gain_is_zero_without_positions_and_not_with_rotary():
+    """Without any position signal the encoder is permutation-equivariant, so shuffling a block cannot change
+    the loss of its targets; rotary positions make it depend on the order."""
+    from types import SimpleNamespace
+
+    from minibert import BertConfig
+
+    tok = SimpleNamespace(vocab_size=60, special_ids=frozenset({0, 1, 2, 3, 4}), mask_token_id=4)
+    args = pretrain.PretrainArgs(batch_size=8, eval_batches=2, mlm_probability=0.3)
+    blocks = np.random.default_rng(0).integers(5, 60, size=(16, 24))
+    gains = {}
+    for kind in ("absolute", "rotary"):
+        config = BertConfig(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=64, max_position_embeddings=24, position_embedding_type=kind,
+                            initializer_range=0.5, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        torch.manual_seed(0)
+        model = BertForMaskedLM(config)
+        if kind == "absolute":
+            with torch.no_grad():
+                model.bert.embeddings.position_embeddings.weight.zero_()  # no position signal at all
+        result = pretrain.evaluate(model, blocks, tok, args, torch.device("cpu"), pretrain.Dist(), nullcontext())
+        gains[kind] = result["eval_order_gain"]
+    assert abs(gains["absolute"]) < 1e-4
+    assert abs(gains["rotary"]) > 1e-2
