@@ -71,6 +71,10 @@ def test_pretraining_texts_hold_no_evaluation_review(split, daily):
     assert texts[len(daily) :] == [e.text for e in split.train]
     held_out = {e.text for e in split.validation + split.test}
     assert not held_out & set(texts)
+    assert builtin_pretraining_texts(seed=0, part="news") == daily
+    assert builtin_pretraining_texts(seed=0, part="reviews") == [e.text for e in split.train]
+    with pytest.raises(InputError, match="unknown built-in corpus"):
+        builtin_pretraining_texts(part="wiki")
 
 
 def test_people_daily_is_running_text(daily):

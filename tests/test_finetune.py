@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from test_finetune_helpers import make_pretrain_run, review_rows, run_cli, write_rows
+from minibert.errors import InputError
 from train import finetune as ft
 from train.finetune_data import (
     Columns,
@@ -23,6 +24,7 @@ from train.finetune_data import (
     sorted_batches,
     sorted_label_names,
     stratified_split,
+    subsample_train,
 )
 from train.fusion import mean_pool
 
@@ -128,6 +130,21 @@ def test_sentence_pairs_and_tsv(tmp_path):
     task = load_task(str(write_rows(tmp_path / "pairs.tsv", rows)), columns=Columns("q", "a", "y"))
     assert task.has_pairs and task.label_names == ["0", "1", "2"]
     assert all(e.text_pair for e in task.train)
+
+
+def test_train_examples_subsample_is_stratified_reproducible_and_leaves_evaluation_alone(tmp_path):
+    task = load_task(str(write_rows(tmp_path / "data.csv", review_rows(300, labels=("a", "b", "c")))), split_seed=1)
+    small = subsample_train(task, 31, seed=5)
+    assert len(small.train) == 31 and keys(small.train) <= keys(task.train)
+    assert small.validation == task.validation and small.test == task.test
+    share = {k: sum(e.label == k for e in task.train) / len(task.train) for k in range(3)}
+    assert all(abs(sum(e.label == k for e in small.train) - 31 * share[k]) < 1 for k in range(3))
+    assert keys(subsample_train(task, 31, seed=5).train) == keys(small.train)
+    assert keys(subsample_train(task, 31, seed=6).train) != keys(small.train)
+    assert len(subsample_train(task, 3, seed=0).train) == 3  # the floor of one per label
+    for bad in (2, len(task.train) + 1):
+        with pytest.raises(InputError, match="--train-examples"):
+            subsample_train(task, bad, seed=0)
 
 
 def test_label_names_are_sorted_numerically_when_all_integers():
@@ -347,7 +364,7 @@ def test_help_explains_every_option():
     for flag in ("--init", "--from-scratch", "--out", "--epochs", "--max-length", "--batch-size", "--lr",
                  "--strategy", "--freeze-layers", "--pooling", "--layer-lr-decay", "--dropout", "--weight-decay",
                  "--warmup-ratio", "--patience", "--token-dropout", "--seeds", "--text-column",
-                 "--text-pair-column", "--label-column", "--split-seed", "--train", "--validation", "--test"):
+                 "--text-pair-column", "--label-column", "--split-seed", "--train", "--validation", "--test", "--train-examples"):
         assert flag in text
     assert "(default: 3)" in text and "(default: mean)" in text
 
@@ -394,6 +411,7 @@ def _bad_input_cases(tmp: Path) -> dict:
         "k too large": (["--strategy", "freeze-bottom-k", "--freeze-layers", "3"], ["between 0 and 2"]),
         "half the splits": (["--train", str(good), "--test", str(good)], ["--validation and --test"]),
         "bad init": (["--init", str(tmp)], ["neither a minibert run"]),
+        "too many examples": (["--train", str(good), "--train-examples", "1000"], ["--train-examples 1000", "between 2"]),
     }
 
 

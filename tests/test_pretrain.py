@@ -142,6 +142,8 @@ def test_bad_inputs_exit_2_and_overwrite_nothing(tmp_path, corpus):
     assert pretrain.main(["--corpus", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "b"), *TINY]) == 2
     (tmp_path / "bad.txt").write_bytes("好的\n".encode() + b"\xff\xfe broken\n")
     assert pretrain.main(["--corpus", str(tmp_path / "bad.txt"), "--out", str(tmp_path / "c"), *TINY]) == 2
+    assert pretrain.main(["--corpus", str(path), "--builtin-corpus", "reviews", "--out", str(tmp_path / "e"), *TINY]) == 2
+    assert not (tmp_path / "e").exists()
     (tmp_path / "short.txt").write_text("一二三\n", encoding="utf-8")
     assert pretrain.main(["--corpus", str(tmp_path / "short.txt"), "--tokenizer", str(tok),
                           "--out", str(tmp_path / "d"), *TINY]) == 2

@@ -120,9 +120,17 @@ def review_split(seed: int = 0) -> ReviewSplit:
     return ReviewSplit(**parts)
 
 
-def builtin_pretraining_texts(seed: int = 0) -> list[str]:
+BUILTIN_PARTS = ("all", "news", "reviews")
+
+
+def builtin_pretraining_texts(seed: int = 0, part: str = "all") -> list[str]:
     """The built-in pretraining corpus: People's Daily lines, then the training-split review texts.
 
+    `part` picks "all" (both), "news" (People's Daily alone) or "reviews" (the training-split reviews alone).
     Validation and test reviews are left out so that fine-tuning evaluation never scores text seen in pretraining.
     """
-    return people_daily_lines() + [example.text for example in review_split(seed).train]
+    if part not in BUILTIN_PARTS:
+        raise InputError(f"unknown built-in corpus {part!r}; choose one of {', '.join(BUILTIN_PARTS)}")
+    news = people_daily_lines() if part in ("all", "news") else []
+    reviews = [example.text for example in review_split(seed).train] if part in ("all", "reviews") else []
+    return news + reviews

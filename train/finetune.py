@@ -46,6 +46,7 @@ from train.finetune_data import (
     length_bucketed_batches,
     load_task,
     load_tokenizer,
+    subsample_train,
     warn,
 )
 from train.fusion import POOLINGS, SequenceClassifier, save_classifier
@@ -84,7 +85,11 @@ class Options:
     label_column: str = _opt("label", "column holding the label; any strings, mapped to class ids in sorted order "
                              "(numeric order if all are integers)", metavar="NAME")
     split_seed: int = _opt(0, "seed of the stratified 80/10/10 split of a single --train file (the built-in task's "
-                           "split is fixed, so pretraining never saw its validation and test texts)")
+                           "split is fixed, so pretraining never saw its validation and test texts), and of the "
+                           "--train-examples draw")
+    train_examples: int | None = _opt(None, "train on only N of the training examples (stratified by label, drawn "
+                                      "with --split-seed; validation and test unchanged): a learning curve shows "
+                                      "how much labelled data pretraining is worth. Default: all", metavar="N")
     max_length: int = _opt(256, "tokens per example, [CLS] and [SEP] included; longer texts are truncated "
                            "(capped at the model's max_position_embeddings)")
     # -- what trains
@@ -512,6 +517,8 @@ def run(o: Options) -> dict:
     # 2. The data: built-in or the user's files, split, labels mapped to ids.
     task = load_task(o.train, o.validation, o.test,
                      Columns(o.text_column, o.text_pair_column, o.label_column), o.split_seed)
+    if o.train_examples is not None:
+        task = subsample_train(task, o.train_examples, o.split_seed)
     for note in task.notes:
         warn(note)
     if pre.fresh and not o.from_scratch:

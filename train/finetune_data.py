@@ -12,6 +12,7 @@ text.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import random
 import sys
@@ -354,6 +355,36 @@ def load_task(
 
     return TaskData(convert(train_rows), convert(val_rows), convert(test_rows), label_names, source,
                     has_pairs=columns.text_pair is not None, notes=notes)
+
+
+def subsample_train(task: TaskData, n: int, seed: int) -> TaskData:
+    """The task with only `n` of its training examples (validation and test unchanged), for learning curves.
+
+    Stratified: each label keeps its share of the n (largest remainders, at least one example per label), drawn
+    from the front of one seeded shuffle of that label's examples, so the same n and seed give the same subset.
+    """
+    by_label: dict[int, list[Example]] = defaultdict(list)
+    for example in task.train:
+        by_label[example.label].append(example)
+    if not len(by_label) <= n <= len(task.train):
+        raise InputError(f"--train-examples {n}: must be between {len(by_label)} (one per label) and "
+                         f"{len(task.train)} (the training examples there are)")
+    labels = sorted(by_label)
+    exact = {label: n * len(by_label[label]) / len(task.train) for label in labels}
+    take = {label: max(1, int(exact[label])) for label in labels}
+    by_remainder = sorted(labels, key=lambda label: exact[label] - int(exact[label]), reverse=True)
+    for label in by_remainder[: max(0, n - sum(take.values()))]:
+        take[label] += 1
+    while sum(take.values()) > n:  # the one-per-label floor overshot: trim the largest
+        take[max(labels, key=lambda label: take[label])] -= 1
+    chosen = []
+    for label in labels:
+        shuffled = list(by_label[label])
+        random.Random(f"train-examples-{seed}-{label}").shuffle(shuffled)
+        chosen += shuffled[: take[label]]
+    random.Random(f"train-examples-order-{seed}").shuffle(chosen)
+    note = f"training on {n} of the {len(task.train)} training examples (--train-examples, stratified)"
+    return dataclasses.replace(task, train=chosen, notes=[*task.notes, note])
 
 
 # -- encoding and batching ----------------------------------------------------------------------------------
