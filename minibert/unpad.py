@@ -11,6 +11,7 @@ and gets them by scattering into a zero (B, T, C) tensor just for that step.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -29,9 +30,10 @@ class Unpadding:
         lengths = attention_mask.ne(0).sum(dim=1).tolist()  # (B,) as Python ints, for splitting
         return cls(indices=indices, B=B, T=T, lengths=lengths)
 
-    @property
+    @cached_property
     def positions(self) -> torch.Tensor:
-        """(N,) each real token's position t within its row (its column in the padded batch)."""
+        """(N,) each real token's position t within its row (its column in the padded batch); computed once per
+        batch and shared by every layer."""
         return self.indices % self.T
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:

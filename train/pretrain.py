@@ -40,6 +40,7 @@ from tqdm import tqdm
 from minibert import BertConfig, BertForMaskedLM, InputError, preset
 from minibert.checkpoint import atomic_write, save_pretrained, unwrap
 from minibert.heads import IGNORE_INDEX
+from train.builtin_data import BUILTIN_PARTS, builtin_pretraining_texts
 from train.cli import parse_into
 from train.masking import mask_tokens
 from train.optim import lr_at, make_adamw, set_lr
@@ -60,7 +61,7 @@ class PretrainArgs:
                                    metavar="PATH")
     builtin_corpus: str = opt("all", "without --corpus, which built-in text: all (People's Daily 1998 + the "
                                      "training-split reviews), news, or reviews (in-domain text alone for the built-in "
-                                     "sentiment task)", choices=["all", "news", "reviews"])
+                                     "sentiment task)", choices=BUILTIN_PARTS)
     out: str | None = opt(None, "run directory; default runs/pretrain-<date>-<time>")
     resume: bool = opt(False, "continue the run in --out from its latest checkpoint")
     force: bool = opt(False, "delete an existing run in --out and start over")
@@ -181,8 +182,6 @@ def load_corpus(args: PretrainArgs) -> list[str]:
         from train.corpus import read_texts
 
         return read_texts(args.corpus)
-    from train.builtin_data import builtin_pretraining_texts
-
     return builtin_pretraining_texts(part=args.builtin_corpus)
 
 
