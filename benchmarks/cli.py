@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .grid import GROUPS
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    # torch's CPU path for the nested-tensor variants converts to its older layout and warns once; it is expected
+    warnings.filterwarnings("ignore", message="The PyTorch API of nested tensors is in prototype stage")
     grid = "quick" if args.quick else args.grid
     device_name = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     out = args.out or RESULTS_DIR / (f"quick-{device_name}" if args.quick else device_name)

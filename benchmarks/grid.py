@@ -11,12 +11,16 @@ from dataclasses import dataclass, field, replace
 
 from .variants import BASELINE
 
-INFER_FIXED = ("hf-eager", "hf-sdpa", "mb-math", "mb-sdpa")
-INFER_VAR = INFER_FIXED + ("mb-sdpa+unpad",)
-MLM_TRAIN = INFER_FIXED + ("mb-sdpa+sparse",)
-CLS_TRAIN = INFER_FIXED + ("mb-sdpa+unpad",)
+ATTENTION = ("hf-eager", "hf-sdpa", "mb-math", "mb-sdpa")
+INFER_FIXED = ATTENTION + ("mb-sdpa+fusedqkv",)
+INFER_VAR = ATTENTION + ("mb-sdpa+unpad",)
+MLM_TRAIN = ATTENTION + ("mb-sdpa+sparse", "mb-sdpa+sparse+fusedqkv")
+CLS_TRAIN = ATTENTION + ("mb-sdpa+unpad",)
 VARIANTS = {"infer_fixed": INFER_FIXED, "infer_var": INFER_VAR, "mlm_train": MLM_TRAIN, "cls_train": CLS_TRAIN}
-GROUPS = ("main", "sweep", "compile")
+# Which way of attending over unpadded rows wins: one sequence at a time, rows put back for one fused kernel, or a
+# jagged nested tensor (one variable-length kernel on CUDA). minibert's unpad_attention="auto" follows the CPU result.
+UNPAD = ("hf-sdpa", "mb-sdpa", "mb-sdpa+unpad=rows", "mb-sdpa+unpad=repad", "mb-sdpa+unpad=nested")
+GROUPS = ("main", "sweep", "compile", "unpad")
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class Case:
     n_batches: int  # batches per timed run (packed workloads: 1)
     precision: str  # fp32 or bf16
     variants: tuple[str, ...]
-    group: str = "main"  # main, sweep (sequence-length sweep) or compile
+    group: str = "main"  # main, sweep (sequence-length sweep), compile or unpad (unpadded attention compared)
 
     @property
     def id(self) -> str:
@@ -60,6 +64,7 @@ def quick_grid(compile: bool = False) -> Grid:
     cases = [_case(w, "tiny", 32, 4, "fp32", n_batches=2) for w in VARIANTS]
     cases += [_case("infer_fixed", "tiny", T, 128 // T, "fp32", variants=("hf-sdpa", "mb-sdpa"), group="sweep")
               for T in (16, 32)]
+    cases.append(_case("cls_train", "tiny", 32, 4, "fp32", n_batches=2, variants=UNPAD, group="unpad"))
     if compile:
         cases.append(_case("infer_fixed", "tiny", 32, 4, "fp32", group="compile",
                            variants=("hf-sdpa", "hf-sdpa+compile", "mb-sdpa+compile")))
@@ -70,7 +75,8 @@ def quick_grid(compile: bool = False) -> Grid:
 
 
 def cpu_grid() -> Grid:
-    """Minutes on a small CPU: tiny and small at 128 tokens, base at a small batch, a short sweep, fp32."""
+    """Minutes on a small CPU: tiny and small at 128 tokens, base at a small batch, a short sweep, the
+    unpadded-attention comparison on the small preset, fp32."""
     cases = []
     for size, batch in (("tiny", 16), ("small", 8)):
         for workload in VARIANTS:
@@ -82,13 +88,15 @@ def cpu_grid() -> Grid:
     for size in ("tiny", "small"):
         for T in (32, 64, 128, 256):
             cases.append(_case("infer_fixed", size, T, 1024 // T, "fp32", group="sweep"))
+    for workload, T in (("infer_var", 128), ("infer_var", 512), ("cls_train", 128)):
+        cases.append(_case(workload, "small", T, 8, "fp32", n_batches=3, variants=UNPAD, group="unpad"))
     return Grid("cpu", cases, warmup=1, repeats=5, matmul_size=1024, tokenizer_texts=4000, tokenizer_vocab=8000,
                 tokenizer_repeats=5)
 
 
 def cuda_grid(compile: bool = True) -> Grid:
     """The full grid for one GPU: tiny, small and BERT-base; 128 and 512 tokens; fp32 and bf16 autocast;
-    a 32..512 sweep of BERT-base in bf16; torch.compile on BERT-base at 128 tokens in bf16 (last, as it is the
+    a 32..512 sweep of BERT-base in bf16; the unpadded-attention comparison on BERT-base in bf16; torch.compile on BERT-base at 128 tokens in bf16 (last, as it is the
     slowest to warm up).
 
     Batches hold 16k tokens (tiny, small) or 8k tokens (base); review batches have as many rows as the packed
@@ -103,6 +111,9 @@ def cuda_grid(compile: bool = True) -> Grid:
     for workload in ("mlm_train", "infer_fixed"):
         for T in (32, 64, 128, 256, 512):
             cases.append(_case(workload, "base", T, 8192 // T, "bf16", group="sweep"))
+    for workload in ("infer_var", "cls_train"):
+        for T in (128, 512):
+            cases.append(_case(workload, "base", T, 8192 // T, "bf16", n_batches=4, variants=UNPAD, group="unpad"))
     if compile:
         cases.append(_case("mlm_train", "base", 128, 64, "bf16", group="compile",
                            variants=("hf-sdpa", "hf-sdpa+compile", "mb-sdpa+sparse", "mb-sdpa+sparse+compile")))

@@ -52,7 +52,8 @@ def throughput_by_seq_len(results: dict, path: Path) -> Path | None:
 
 
 def _bars(results: dict, path: Path, metric: str, ylabel: str, title: str, baseline_line: bool = False) -> Path | None:
-    groups = _grouped([c for c in results["cases"] if c["group"] in ("main", "compile")], lambda c: c["workload"])
+    groups = _grouped([c for c in results["cases"] if c["group"] in ("main", "compile", "unpad")],
+                      lambda c: c["workload"])
     if not groups:
         return None
     fig, axes = plt.subplots(len(groups), 1, figsize=(11, 3.6 * len(groups)), squeeze=False)
@@ -64,7 +65,7 @@ def _bars(results: dict, path: Path, metric: str, ylabel: str, title: str, basel
             ys = [c["results"][name][metric] for c in cases if name in c["results"]]
             ax.bar(xs, ys, width, label=name)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cases))],
-                      [_label(c) + (" compile" if c["group"] == "compile" else "") for c in cases], fontsize=8)
+                      [_label(c) + ("" if c["group"] == "main" else f" {c['group']}") for c in cases], fontsize=8)
         if baseline_line:
             ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_ylabel(ylabel)

@@ -131,7 +131,8 @@ def markdown(results: dict) -> str:
         for t in targets:
             out.append(f"| {t['target']} | `{t['case']}` | {t['variant']} | {t['ratio']:.2f} | {t['goal']} | "
                        f"{'yes' if t['met'] else 'no'} | {t['best_variant']} ×{t['best_ratio']:.2f} |")
-    sections = [("main", "{}"), ("compile", "torch.compile: {}"), ("sweep", "Sequence-length sweep: {}")]
+    sections = [("main", "{}"), ("compile", "torch.compile: {}"), ("sweep", "Sequence-length sweep: {}"),
+                ("unpad", "Unpadded attention, one sequence at a time (rows), re-padded (repad) or nested: {}")]
     for group, title in sections:
         by_workload: dict[str, list[dict]] = {}
         for case in results["cases"]:

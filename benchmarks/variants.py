@@ -5,8 +5,11 @@ A variant is named by its family and switches:
     hf-eager, hf-sdpa            transformers' BERT with attn_implementation="eager" / "sdpa"
     mb-math, mb-sdpa             minibert with attn_impl="math" / "sdpa"
     ...+unpad                    minibert with unpad=True (per-token work on real tokens only)
+    ...+unpad=rows|repad|nested  the same, with that unpad_attention (how attention meets the variable lengths)
     ...+sparse                   minibert with sparse_prediction=True (MLM head at labelled positions only)
-    ...+compile                  the same model wrapped in torch.compile
+    ...+fusedqkv                 minibert with fused_qkv=True (Q, K, V from one matmul)
+    ...+compile                  the same model wrapped in torch.compile (`minibert.compiled.compile_model`, which
+                                 only widens what dynamo traces in one graph; transformers' models get it too)
 
 `ModelSet` holds the models of one model kind and size. Its reference is a freshly initialised transformers model
 (hf-sdpa); every other transformers variant loads its state dict, and every minibert variant is made from it by
@@ -23,11 +26,13 @@ import torch
 from torch import nn
 
 import minibert
+from minibert.compiled import compile_model
 from minibert.hf import from_hf_model, load_state_dict_checked
 
 FAMILIES = {"hf": "transformers", "mb": "minibert"}
 ATTENTION = {"hf": ("eager", "sdpa"), "mb": ("math", "sdpa")}
-SWITCHES = ("unpad", "sparse", "compile")
+SWITCHES = ("unpad", "sparse", "fusedqkv", "compile")
+UNPAD_ATTENTION = ("rows", "repad", "nested")  # the explicit choices of minibert's unpad_attention
 BASELINE = "hf-sdpa"
 
 # kind -> (minibert class, transformers auto-class name)
@@ -46,6 +51,8 @@ class Variant:
     unpad: bool = False
     sparse: bool = False
     compile: bool = False
+    unpad_attention: str = "auto"
+    fused_qkv: bool = False
 
     @property
     def library(self) -> str:
@@ -56,12 +63,19 @@ class Variant:
         return self.name.replace("+compile", "")
 
     def minibert_switches(self) -> dict:
-        return {"attn_impl": self.attention, "unpad": self.unpad, "sparse_prediction": self.sparse}
+        return {"attn_impl": self.attention, "unpad": self.unpad, "sparse_prediction": self.sparse,
+                "unpad_attention": self.unpad_attention, "fused_qkv": self.fused_qkv}
 
 
 def parse_variant(name: str) -> Variant:
-    """`hf-sdpa+compile` -> Variant(family="hf", attention="sdpa", compile=True); raises ValueError if unknown."""
+    """`hf-sdpa+compile` -> Variant(family="hf", attention="sdpa", compile=True); raises ValueError if unknown.
+
+    `+unpad=nested` is `+unpad` with unpad_attention="nested"."""
     head, *switches = name.split("+")
+    how = [s.partition("=")[2] for s in switches if s.startswith("unpad=")]
+    if any(h not in UNPAD_ATTENTION for h in how):
+        raise ValueError(f"variant {name!r}: unpad= takes one of {list(UNPAD_ATTENTION)}")
+    switches = ["unpad" if s.startswith("unpad=") else s for s in switches]
     family, _, attention = head.partition("-")
     if family not in FAMILIES or attention not in ATTENTION[family]:
         choices = [f"{f}-{a}" for f, atts in ATTENTION.items() for a in atts]
@@ -69,9 +83,10 @@ def parse_variant(name: str) -> Variant:
     unknown = [s for s in switches if s not in SWITCHES]
     if unknown or len(set(switches)) != len(switches):
         raise ValueError(f"variant {name!r}: switches must be distinct, from {list(SWITCHES)}")
-    if family == "hf" and {"unpad", "sparse"} & set(switches):
-        raise ValueError(f"variant {name!r}: unpad and sparse are minibert switches")
-    return Variant(name, family, attention, "unpad" in switches, "sparse" in switches, "compile" in switches)
+    if family == "hf" and {"unpad", "sparse", "fusedqkv"} & set(switches):
+        raise ValueError(f"variant {name!r}: unpad, sparse and fusedqkv are minibert switches")
+    return Variant(name, family, attention, "unpad" in switches, "sparse" in switches, "compile" in switches,
+                   how[0] if how else "auto", "fusedqkv" in switches)
 
 
 @dataclass
@@ -154,6 +169,6 @@ class ModelSet:
                 variant = parse_variant(name)
                 module = self._build(variant)
                 # A compiled variant gets a model of its own, so that no two variants share parameters.
-                self.models[name] = BuiltModel(variant, module, torch.compile(module) if variant.compile else module)
+                self.models[name] = BuiltModel(variant, module, compile_model(module) if variant.compile else module)
             out[name] = self.models[name]
         return out

@@ -77,6 +77,22 @@ def attention_rows(q, k, v, lengths: list[int], num_heads: int, dropout_p: float
     return torch.cat(out)  # (N, C)
 
 
+def attention_nested(q, k, v, offsets: torch.Tensor, num_heads: int, dropout_p: float = 0.0, training: bool = False):
+    """Unpadded attention in one call: q, k, v are (N, C); row b is [offsets[b], offsets[b + 1]).
+
+    The (N, C) tensors are viewed as jagged nested tensors of shape (B, H, n_b, D), and one sdpa call attends within
+    each row. On CUDA that is a single variable-length kernel (flash or memory-efficient), with no padding at all;
+    on the CPU torch runs it sequence by sequence in a slower general path. Returns (N, C).
+    """
+    N, C = q.shape
+
+    def heads(x):  # (N, C) -> (N, H, D) -> jagged (B, n_b, H, D) -> (B, H, n_b, D); the kernels need packed rows
+        return torch.nested.nested_tensor_from_jagged(x.contiguous().view(N, num_heads, -1), offsets).transpose(1, 2)
+
+    context = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), dropout_p=dropout_p if training else 0.0)
+    return context.transpose(1, 2).values().reshape(N, C)  # (B, H, n_b, D) -> (B, n_b, H, D) -> (N, C)
+
+
 class BertSelfAttention(nn.Module):
     """Q = x W_q + b_q, K = x W_k + b_k, V = x W_v + b_v, split into heads, attend, concatenate."""
 
@@ -86,23 +102,40 @@ class BertSelfAttention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.head_size = config.head_size
         self.attn_impl = config.attn_impl
+        self.unpad_attention = config.unpad_attention
         self.query = nn.Linear(C, C)
         self.key = nn.Linear(C, C)
         self.value = nn.Linear(C, C)
         self.dropout_p = config.attention_probs_dropout_prob
         self.rotary = config.position_embedding_type == "rotary"
+        self.fused_qkv = config.fused_qkv
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Q, K, V, each (B, T, C) or (N, C). Fused: the three weight matrices stacked into one (3C, C), one matmul,
+        then split; the parameters stay three, named as in BERT, so checkpoints are unchanged."""
+        if not self.fused_qkv:
+            return self.query(x), self.key(x), self.value(x)
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3C, C)
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])  # (3C,)
+        return F.linear(x, weight, bias).chunk(3, dim=-1)  # (..., 3C) -> 3 x (..., C)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, T, C) -> (B, H, T, D)
 
     def forward(self, x, mask=None, unpadding: Unpadding | None = None, output_attentions: bool = False):
-        q, k, v = self.query(x), self.key(x), self.value(x)  # each (B, T, C), or (N, C) unpadded
+        q, k, v = self.project_qkv(x)  # each (B, T, C), or (N, C) unpadded
         fused = self.attn_impl == "sdpa" and not output_attentions
         if self.rotary and unpadding is not None:  # rotate by each token's position within its own row
             q, k = rotate_unpadded(q, k, unpadding.positions, self.num_heads)  # (N, C) each
-        if unpadding is not None and fused and not q.is_cuda:  # per sequence, on real tokens only
-            return attention_rows(q, k, v, unpadding.lengths, self.num_heads, self.dropout_p, self.training), None
+        if unpadding is not None and fused:
+            how = self.unpad_attention
+            if how == "auto":  # measured: per sequence wins on the CPU (benchmarks/, README)
+                how = "repad" if q.is_cuda else "rows"
+            if how == "rows":  # per sequence, on real tokens only
+                return attention_rows(q, k, v, unpadding.lengths, self.num_heads, self.dropout_p, self.training), None
+            if how == "nested":  # all sequences in one variable-length call
+                return attention_nested(q, k, v, unpadding.offsets, self.num_heads, self.dropout_p, self.training), None
         if unpadding is not None:  # attention mixes tokens within a row: put the rows back for it
             q, k, v = unpadding.pad(q), unpadding.pad(k), unpadding.pad(v)  # (N, C) -> (B, T, C)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H, T, D)

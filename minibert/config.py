@@ -1,7 +1,8 @@
 """BertConfig: every size and switch of the model in one dataclass.
 
 Field names are Hugging Face's (`hidden_size`, `num_attention_heads`, ...), so a `config.json` written by
-`transformers` maps one-to-one. minibert's own switches (`attn_impl`, `norm_first`, `sparse_prediction`, `unpad`) come last.
+`transformers` maps one-to-one. minibert's own switches (`attn_impl`, `norm_first`, `sparse_prediction`, `unpad`, `unpad_attention`, `fused_qkv`)
+come last.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 from .errors import InputError
 
 # minibert's fields that Hugging Face's BertConfig does not have.
-MINIBERT_FIELDS = ("attn_impl", "norm_first", "sparse_prediction", "unpad")
+MINIBERT_FIELDS = ("attn_impl", "norm_first", "sparse_prediction", "unpad", "unpad_attention", "fused_qkv")
+UNPAD_ATTENTION = ("auto", "rows", "repad", "nested")
 
 
 @dataclass
@@ -42,6 +44,10 @@ class BertConfig:
     norm_first: bool = False                # False: BERT's post-LN blocks; True: pre-LN (plus a final LayerNorm)
     sparse_prediction: bool = False         # MLM: project to the vocabulary only at labelled positions
     unpad: bool = False                     # run per-token work only on real (non-padding) tokens
+    unpad_attention: str = "auto"           # how unpadded sdpa attention meets variable lengths: "rows" (one
+    #   sequence at a time), "repad" (rows put back for one fused kernel), "nested" (a jagged nested tensor: one
+    #   variable-length kernel on CUDA); "auto": rows on the CPU, repad on CUDA
+    fused_qkv: bool = False                 # Q, K, V from one (C, 3C) matmul instead of three (C, C); same weights
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
@@ -50,6 +56,8 @@ class BertConfig:
             )
         if self.attn_impl not in ("math", "sdpa"):
             raise InputError(f"attn_impl must be 'math' or 'sdpa', not {self.attn_impl!r}")
+        if self.unpad_attention not in UNPAD_ATTENTION:
+            raise InputError(f"unpad_attention must be one of {UNPAD_ATTENTION}, not {self.unpad_attention!r}")
         if self.position_embedding_type not in ("absolute", "sinusoidal", "rotary"):
             raise InputError(
                 f"position_embedding_type must be 'absolute', 'sinusoidal' or 'rotary', not {self.position_embedding_type!r}"

@@ -10,31 +10,40 @@ and gets them by scattering into a zero (B, T, C) tensor just for that step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 
 @dataclass
 class Unpadding:
+    """Where the N real tokens of a (B, T) batch are, computed once per batch and shared by every layer."""
+
     indices: torch.Tensor  # (N,) positions of the real tokens in the flattened (B*T) batch
     B: int
     T: int
-    lengths: list[int]  # real tokens per row; the (N, ...) rows hold row 0's tokens, then row 1's, ...
+    row_lengths: torch.Tensor  # (B,) real tokens per row; the (N, ...) rows hold row 0's tokens, then row 1's, ...
+    positions: torch.Tensor  # (N,) each real token's position t within its row (its column in the padded batch)
+    offsets: torch.Tensor  # (B + 1,) row b is [offsets[b], offsets[b + 1]) of the (N, ...) rows: a jagged layout
+    _lengths: list[int] | None = field(default=None, repr=False)
 
     @classmethod
     def from_mask(cls, attention_mask: torch.Tensor) -> "Unpadding":
         B, T = attention_mask.shape
         indices = torch.nonzero(attention_mask.reshape(-1), as_tuple=True)[0]  # (N,)
-        lengths = attention_mask.ne(0).sum(dim=1).tolist()  # (B,) as Python ints, for splitting
-        return cls(indices=indices, B=B, T=T, lengths=lengths)
+        row_lengths = attention_mask.ne(0).sum(dim=1)  # (B,)
+        offsets = F.pad(row_lengths.cumsum(0), (1, 0))  # (B,) -> (B + 1,), a 0 in front
+        return cls(indices=indices, B=B, T=T, row_lengths=row_lengths, positions=indices % T, offsets=offsets)
 
-    @cached_property
-    def positions(self) -> torch.Tensor:
-        """(N,) each real token's position t within its row (its column in the padded batch); computed once per
-        batch and shared by every layer."""
-        return self.indices % self.T
+    @property
+    def lengths(self) -> list[int]:
+        """The row lengths as Python ints, for splitting the (N, ...) rows. A device-to-host copy, made once and
+        only when asked for (by the per-sequence attention); everything else stays on the device, and in one
+        torch.compile graph."""
+        if self._lengths is None:
+            self._lengths = self.row_lengths.tolist()
+        return self._lengths
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, ...) -> (N, ...): keep the real tokens."""

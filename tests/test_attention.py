@@ -128,8 +128,8 @@ def test_unscaled_scores_saturate_softmax():
 
 
 @given(attention_inputs())
-def test_unpadded_row_by_row_attention_equals_padded_attention(inputs):
-    from minibert.attention import attention_rows
+def test_unpadded_attention_row_by_row_and_nested_equals_padded_attention(inputs):
+    from minibert.attention import attention_nested, attention_rows
     from minibert.unpad import Unpadding
 
     q, k, v, am = inputs
@@ -142,3 +142,5 @@ def test_unpadded_row_by_row_attention_equals_padded_attention(inputs):
 
     rows = attention_rows(flat(q), flat(k), flat(v), u.lengths, H)  # (N, C)
     torch.testing.assert_close(rows, flat(padded), atol=1e-5, rtol=1e-4)
+    nested = attention_nested(flat(q), flat(k), flat(v), u.offsets, H)  # (N, C)
+    torch.testing.assert_close(nested, flat(padded), atol=1e-5, rtol=1e-4)

@@ -45,6 +45,9 @@ def test_quick_run_covers_every_workload_with_positive_figures(quick_results):
     assert results["settings"]["threads"] == 1 and results["environment"]["torch_threads"] == 1
     measured = [c for c in results["cases"] if "results" in c]
     assert {c["workload"] for c in measured} == set(WORKLOADS)
+    assert {c["group"] for c in measured} == {"main", "sweep", "unpad"}
+    unpad = next(c for c in measured if c["group"] == "unpad")["results"]
+    assert {"mb-sdpa+unpad=rows", "mb-sdpa+unpad=repad", "mb-sdpa+unpad=nested"} <= set(unpad)
     for case in measured:
         assert BASELINE in case["results"] and len(case["results"]) >= 2
         assert case["real_tokens_per_run"] > 0 and case["model_flops_per_run"] > 0
@@ -182,6 +185,9 @@ def test_cuda_grid_covers_sizes_lengths_precisions_and_compile():
     assert {c.precision for c in main} == {"fp32", "bf16"}
     assert {c.workload for c in main} == set(WORKLOADS)
     assert {c.seq_len for c in g.cases if c.group == "sweep"} == {32, 64, 128, 256, 512}
+    unpad = [c for c in g.cases if c.group == "unpad"]
+    assert {c.workload for c in unpad} == {"infer_var", "cls_train"} and {c.precision for c in unpad} == {"bf16"}
+    assert all({f"mb-sdpa+unpad={how}" for how in ("rows", "repad", "nested")} <= set(c.variants) for c in unpad)
     compiled = [v for c in g.cases for v in c.variants if v.endswith("+compile")]
     assert "mb-sdpa+sparse+compile" in compiled and "hf-sdpa+compile" in compiled
     assert all(BASELINE in c.variants for c in g.cases)
@@ -266,7 +272,12 @@ def test_batches_are_real_random_and_masked():
 def test_variant_names():
     v = parse_variant("mb-sdpa+sparse+compile")
     assert (v.family, v.attention, v.sparse, v.compile, v.unpad) == ("mb", "sdpa", True, True, False)
-    for bad in ("hf-math", "mb-sdpa+fast", "hf-sdpa+unpad", "mb-sdpa+unpad+unpad"):
+    v = parse_variant("mb-sdpa+unpad=nested")
+    assert (v.unpad, v.unpad_attention, v.minibert_switches()["unpad_attention"]) == (True, "nested", "nested")
+    assert parse_variant("mb-sdpa+unpad").unpad_attention == "auto"
+    assert parse_variant("mb-sdpa+sparse+fusedqkv").minibert_switches()["fused_qkv"] is True
+    for bad in ("hf-math", "mb-sdpa+fast", "hf-sdpa+unpad", "mb-sdpa+unpad+unpad", "mb-sdpa+unpad+unpad=rows",
+                "mb-sdpa+unpad=flash", "mb-sdpa+sparse=rows", "hf-sdpa+unpad=nested", "hf-sdpa+fusedqkv"):
         with pytest.raises(ValueError):
             parse_variant(bad)
 

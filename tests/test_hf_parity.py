@@ -56,12 +56,13 @@ def outputs(out):
 
 @pytest.mark.parametrize("name", list(PAIRS))
 @given(config=small_configs(), seed=st.integers(0, 1000), impl=st.sampled_from(["math", "sdpa"]),
-       unpad=st.booleans())
-def test_same_outputs_from_same_weights(name, config, seed, impl, unpad):
+       unpad=st.sampled_from([False, "rows", "repad", "nested"]), fused_qkv=st.booleans())
+def test_same_outputs_from_same_weights(name, config, seed, impl, unpad, fused_qkv):
     hf_cls, mb_cls = PAIRS[name]
     torch.manual_seed(seed)
     hf = hf_cls(transformers.BertConfig(**config, attn_implementation="eager")).eval()
-    mb = from_hf_model(hf, mb_cls, attn_impl=impl, unpad=unpad).eval()
+    mb = from_hf_model(hf, mb_cls, attn_impl=impl, unpad=bool(unpad), unpad_attention=unpad or "auto",
+                       fused_qkv=fused_qkv).eval()
     ids, mask, types = padded_batch(config, seed)
     with torch.no_grad():
         a = hf(input_ids=ids, attention_mask=mask, token_type_ids=types)

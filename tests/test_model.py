@@ -61,11 +61,11 @@ def test_sparse_prediction_same_loss_and_gradients_as_dense():
         torch.testing.assert_close(gb[n], ga[n], atol=1e-6, rtol=1e-5, msg=n)
 
 
-@pytest.mark.parametrize("impl", ["math", "sdpa"])
-def test_unpadded_path_equals_padded_path_forward_and_backward(impl):
+@pytest.mark.parametrize("impl,how", [("math", "auto"), ("sdpa", "rows"), ("sdpa", "repad"), ("sdpa", "nested")])
+def test_unpadded_path_equals_padded_path_forward_and_backward(impl, how):
     torch.manual_seed(0)
     padded = BertForSequenceClassification(tiny(attn_impl=impl))
-    unpadded = BertForSequenceClassification(tiny(attn_impl=impl, unpad=True))
+    unpadded = BertForSequenceClassification(tiny(attn_impl=impl, unpad=True, unpad_attention=how))
     unpadded.load_state_dict(padded.state_dict())
     ids, mask, _ = batch()
     y = torch.tensor([0, 1, 1])
@@ -74,6 +74,26 @@ def test_unpadded_path_equals_padded_path_forward_and_backward(impl):
     a.loss.backward()
     b.loss.backward()
     ga, gb = grads(padded), grads(unpadded)
+    for n in ga:
+        torch.testing.assert_close(gb[n], ga[n], atol=1e-6, rtol=1e-5, msg=n)
+
+
+@pytest.mark.parametrize("switches", [{"attn_impl": "math"}, {}, {"unpad": True, "unpad_attention": "rows"},
+                                      {"unpad": True, "unpad_attention": "repad"},
+                                      {"unpad": True, "unpad_attention": "nested", "position_embedding_type": "rotary"}])
+def test_fused_qkv_equals_three_projections_forward_and_backward(switches):
+    torch.manual_seed(0)
+    three = BertForSequenceClassification(tiny(**switches))
+    fused = BertForSequenceClassification(tiny(fused_qkv=True, **switches))
+    fused.load_state_dict(three.state_dict())  # the same parameters, under the same names
+    ids, mask, _ = batch()
+    y = torch.tensor([0, 1, 1])
+    a, b = three(ids, mask, labels=y), fused(ids, mask, labels=y)
+    torch.testing.assert_close(b.logits, a.logits, atol=1e-6, rtol=1e-5)
+    a.loss.backward()
+    b.loss.backward()
+    ga, gb = grads(three), grads(fused)
+    assert ga.keys() == gb.keys() and any("attention.self.key.weight" in n for n in gb)
     for n in ga:
         torch.testing.assert_close(gb[n], ga[n], atol=1e-6, rtol=1e-5, msg=n)
 
@@ -133,6 +153,8 @@ def test_config_json_round_trip_and_errors(tmp_path):
         BertConfig.from_dict({"hidden_sise": 3})
     with pytest.raises(InputError, match="unknown preset"):
         preset("huge")
+    with pytest.raises(InputError, match="unpad_attention must be one of"):
+        BertConfig(unpad_attention="flash")
     with pytest.raises(InputError, match="pre-LN"):
         c.to_hf_config()
 

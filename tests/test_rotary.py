@@ -41,11 +41,12 @@ def config(**kw):
 
 
 @pytest.mark.parametrize("impl", ["math", "sdpa"])
-@pytest.mark.parametrize("unpad", [False, True])
+@pytest.mark.parametrize("unpad", [False, "rows", "repad", "nested"])
 def test_every_attention_path_agrees(impl, unpad):
     torch.manual_seed(0)
     ref = BertForSequenceClassification(config(attn_impl="math")).eval()
-    fast = BertForSequenceClassification(config(attn_impl=impl, unpad=unpad)).eval()
+    how = {"unpad": bool(unpad), "unpad_attention": unpad or "auto"}
+    fast = BertForSequenceClassification(config(attn_impl=impl, **how)).eval()
     fast.load_state_dict(ref.state_dict())
     ids = torch.randint(5, 40, (3, 9))
     mask = torch.ones(3, 9, dtype=torch.long)

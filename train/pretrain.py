@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from minibert import BertConfig, BertForMaskedLM, InputError, preset
 from minibert.checkpoint import atomic_write, save_pretrained, unwrap
+from minibert.compiled import compile_model
 from minibert.heads import IGNORE_INDEX
 from train.builtin_data import BUILTIN_PARTS, builtin_pretraining_texts
 from train.cli import parse_into
@@ -458,7 +459,7 @@ def run(args: PretrainArgs) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    train_model = torch.compile(model) if args.compile else model
+    train_model = compile_model(model) if args.compile else model
     if d.world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None)
