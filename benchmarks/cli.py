@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Workloads: " + "; ".join(f"{w.name}: {w.description}" for w in WORKLOADS.values()) + ". "
             "Variants: hf-eager, hf-sdpa (transformers, the baseline), mb-math, mb-sdpa (minibert), with the "
-            "minibert switches +unpad, +sparse and +compile (e.g. mb-sdpa+sparse+compile). "
+            "minibert switches +unpad (or +unpad=rows|repad|nested, how attention meets the variable lengths), "
+            "+sparse, +fusedqkv and +compile (e.g. mb-sdpa+sparse+compile). "
             "Exit status: 0 done, 1 the correctness check failed (nothing further is timed), 2 bad options."
         ),
     )
@@ -62,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variants", type=_csv(), default=[], metavar="LIST",
                    help="only these variants (the baseline hf-sdpa is always kept)")
     p.add_argument("--groups", type=_csv(), default=[], metavar="LIST",
-                   help=f"only these case groups, from {','.join(GROUPS)} (sweep: the sequence-length sweep)")
+                   help=f"only these case groups, from {','.join(GROUPS)} (sweep: the sequence-length sweep; "
+                        "unpad: the unpadded-attention comparison)")
     compile_group = p.add_mutually_exclusive_group()
     compile_group.add_argument("--compile", dest="compile", action="store_true", default=None,
                                help="include the torch.compile variants: the CUDA grid's compile group (the default on a "

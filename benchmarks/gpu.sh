@@ -5,7 +5,8 @@
 #      each minibert and transformers variant against transformers sdpa, nothing timed; stops at the first
 #      disagreement (exit status 1).                                                       about 2 minutes
 #   2. the whole CUDA grid (each case is gated again before it is timed), the tokenizer comparison, the plots;
-#      a time budget stops starting new cases so the script ends in time; torch.compile runs last.  8-10 minutes
+#      a time budget stops starting new cases so the script ends in time. BERT-base comes first, then the
+#      unpadded-attention comparison, the sequence-length sweep and torch.compile, the small models last.  8-10 minutes
 #
 # Results: $OUT if set, else benchmarks/results/cuda (results.json, results.md, PNGs; the check in check/).
 set -euo pipefail

@@ -4,8 +4,11 @@ Shapes: B batch, T tokens per row (padded), N real tokens in the whole batch (N 
 
 A padded batch of reviews whose median length is a third of its longest row spends most of its arithmetic on
 [PAD]. Projections, the feed-forward network and LayerNorm act on each token independently, so they can run on
-the (N, C) matrix of real tokens alone; only attention, which mixes tokens within a row, needs the rows back,
-and gets them by scattering into a zero (B, T, C) tensor just for that step.
+the (N, C) matrix of real tokens alone. Only attention mixes tokens within a row, and `unpad_attention` picks how
+it finds the rows (minibert/attention.py):
+- rows:   one sequence at a time, each (1, H, n, D), no mask (the CPU's default: measured fastest there);
+- repad:  scatter into a zero (B, T, C) tensor for one masked fused kernel, and gather back (CUDA's default);
+- nested: a jagged nested tensor of the N rows split at `offsets`: one variable-length kernel on CUDA.
 """
 
 from __future__ import annotations
