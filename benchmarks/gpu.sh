@@ -9,27 +9,40 @@
 #      unpadded-attention comparison, the sequence-length sweep and torch.compile, the small models last.  8-10 minutes
 #
 # Results: $OUT if set, else benchmarks/results/cuda (results.json, results.md, PNGs; the check in check/).
+# A rehearsal of the script itself on any machine (the tests run it): BENCH_DEVICE=cpu BENCH_GRID=quick.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DEST="${OUT:-benchmarks/results/cuda}"
+DEVICE="${BENCH_DEVICE:-cuda}"
+GRID="${BENCH_GRID:-cuda}"
+PYTHON="${PYTHON:-python}"
+DEST="${OUT:-benchmarks/results/$DEVICE}"
 mkdir -p "$DEST/check"
 export PYTHONUNBUFFERED=1
 start=$SECONDS
 
-python -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU visible to torch'; \
+if [ "$DEVICE" = cuda ]; then
+    "$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU visible to torch'; \
 print('GPU:', torch.cuda.get_device_name(0), '| torch', torch.__version__, '| CUDA', torch.version.cuda)"
+fi
 
 echo "== 1/2 correctness (fp32 and bf16, every case, no timing)"
-timeout 240 python -m benchmarks --device cuda --grid cuda --check-only --no-compile --no-tokenizers --no-plots \
-    --out "$DEST/check" 2>&1 | tee "$DEST/check/log.txt"
+check=0
+timeout 240 "$PYTHON" -m benchmarks --device "$DEVICE" --grid "$GRID" --check-only --no-compile --no-tokenizers --no-plots \
+    --out "$DEST/check" 2>&1 | tee "$DEST/check/log.txt" || check=$?
+if [ "$check" -eq 124 ]; then
+    echo "the check ran out of time; going on: every case is checked again before it is timed"
+elif [ "$check" -ne 0 ]; then
+    echo "correctness check failed (status $check): nothing is timed"
+    exit "$check"
+fi
 
-echo "== 2/2 full CUDA grid"
+echo "== 2/2 the whole $GRID grid on $DEVICE"
 status=0
-timeout 600 python -m benchmarks --device cuda --grid cuda --time-budget 480 --out "$DEST" 2>&1 \
+timeout 600 "$PYTHON" -m benchmarks --device "$DEVICE" --grid "$GRID" --time-budget 480 --out "$DEST" 2>&1 \
     | tee "$DEST/log.txt" || status=$?
 if [ "$status" -ne 0 ] && [ -f "$DEST/results.json" ]; then
     echo "the grid stopped early (status $status); writing the report from what was measured"
-    python -m benchmarks --report-only --out "$DEST" || true
+    "$PYTHON" -m benchmarks --report-only --out "$DEST" || true
 fi
 echo "== done in $((SECONDS - start)) s: $DEST/results.md"
 exit "$status"

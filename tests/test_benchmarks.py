@@ -231,7 +231,23 @@ def test_gpu_script_is_valid_bash_and_writes_into_out():
     if bash:
         assert subprocess.run([bash, "-n", str(script)]).returncode == 0
     text = script.read_text(encoding="utf-8")
-    assert "--device cuda" in text and "--check-only" in text and "OUT" in text
+    assert 'DEVICE="${BENCH_DEVICE:-cuda}"' in text and 'GRID="${BENCH_GRID:-cuda}"' in text
+    assert "--check-only" in text and "OUT" in text
+
+
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash and timeout")
+def test_gpu_script_rehearsed_on_the_cpu(tmp_path):
+    """The GPU script's own flow (check, grid, report) on the quick CPU grid, so a GPU run is not spent on a typo."""
+    env = {**os.environ, "BENCH_DEVICE": "cpu", "BENCH_GRID": "quick", "OUT": str(tmp_path),
+           "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    check = json.loads((tmp_path / "check" / "results.json").read_text(encoding="utf-8"))
+    assert check["correctness"]["passed"] and check["correctness"]["checks"] > 0
+    results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
+    assert results["status"] == "complete" and results["settings"]["grid"] == "quick"
+    assert (tmp_path / "results.md").stat().st_size > 0 and "== done in" in proc.stdout
 
 
 # --- building blocks ---------------------------------------------------------------------------------------------
