@@ -123,8 +123,8 @@ def cuda_grid(compile: bool = True) -> Grid:
         cases.append(_case("infer_fixed", "base", 128, 64, "bf16", group="compile",
                            variants=("hf-sdpa", "hf-sdpa+compile", "mb-sdpa", "mb-sdpa+compile")))
     cases += main("small", 16384) + main("tiny", 16384)
-    return Grid("cuda", cases, warmup=3, repeats=10, matmul_size=8192, tokenizer_texts=13000, tokenizer_vocab=8000,
-                tokenizer_repeats=5)
+    return Grid("cuda", cases, warmup=3, repeats=10, matmul_size=8192, tokenizer_texts=6000, tokenizer_vocab=8000,
+                tokenizer_repeats=3)
 
 
 def select_grid(name: str, device_type: str, compile: bool | None = None) -> Grid:
