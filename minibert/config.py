@@ -1,8 +1,8 @@
 """BertConfig: every size and switch of the model in one dataclass.
 
 Field names are Hugging Face's (`hidden_size`, `num_attention_heads`, ...), so a `config.json` written by
-`transformers` maps one-to-one. minibert's own switches (`attn_impl`, `norm_first`, `sparse_prediction`, `unpad`, `unpad_attention`, `fused_qkv`)
-come last.
+`transformers` maps one-to-one. minibert's own switches (`attn_impl`, `norm_first`, `sparse_prediction`, `unpad`,
+`unpad_attention`, `fused_qkv`) come last.
 """
 
 from __future__ import annotations
