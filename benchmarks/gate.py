@@ -16,7 +16,10 @@ path stores scores and probabilities in bf16 where a fused kernel keeps them in 
 specific to low precision (overflow, NaN, a step left outside autocast) and gross errors; the exact check of the
 same code is the fp32 one, which every grid with bf16 cases also runs.
 
-A variant over its tolerance raises `CorrectnessError`, which stops the whole run.
+A variant over its tolerance raises `CorrectnessError`, which stops the whole run. A variant that cannot run at all
+in a case (an error, not a wrong number: say a kernel this device or precision lacks) is left out of that case and
+named with its error in `unavailable`, so one missing kernel does not cost the rest of a GPU run; the baseline
+failing still stops it.
 """
 
 from __future__ import annotations
@@ -77,8 +80,12 @@ def check_case(
     device: torch.device,
     precision: str,
     num_layers: int,
+    unavailable: dict[str, str] | None = None,
 ) -> list[Check]:
-    """Compare every variant with `baseline` on `batch`; raise CorrectnessError naming each failure."""
+    """Compare every variant with `baseline` on `batch`; raise CorrectnessError naming each failure.
+
+    With `unavailable` (a dict), a variant whose run raises is recorded there (name -> error) instead of stopping
+    the run; the caller leaves it out of the case."""
     truth = gate_outputs(models[baseline], workload, batch, device, "fp32", num_layers)
     reference_name = f"{baseline} fp32"
     if precision == "fp32":
@@ -91,7 +98,13 @@ def check_case(
     for name, built in models.items():
         if name == baseline:
             continue
-        outputs = gate_outputs(built, workload, batch, device, precision, num_layers)
+        try:
+            outputs = gate_outputs(built, workload, batch, device, precision, num_layers)
+        except Exception as err:  # noqa: BLE001 - any failure to run; a wrong result is judged below
+            if unavailable is None:
+                raise
+            unavailable[name] = f"{type(err).__name__}: {err}"[:600]
+            continue
         for quantity, expected in truth.items():
             rel, max_abs = compare(outputs[quantity], expected)
             tol, base = tolerances[quantity]

@@ -159,6 +159,11 @@ def markdown(results: dict) -> str:
                            f"{r['speed_vs_tokenizers']:.2f} |")
     if results["skipped"]:
         out += ["", f"Skipped (time budget): {', '.join(results['skipped'])}"]
+    unavailable = [(case["id"], name, err) for case in results["cases"]
+                   for name, err in case.get("unavailable", {}).items()]
+    if unavailable:
+        out += ["", "## Variants that could not run", "", "| case | variant | error |", "|---|---|---|"]
+        out += [f"| `{cid}` | {name} | {err.splitlines()[0][:200].replace('|', '/')} |" for cid, name, err in unavailable]
     out += ["", "## How the figures are measured", "", *[f"- {line}" for line in method_notes(results)]]
     return "\n".join(out) + "\n"
 

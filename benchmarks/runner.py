@@ -151,9 +151,13 @@ def run_case(case: Case, grid: Grid, settings: Settings, device, data: Data, cac
         "sequences_per_run": sum(b.sequences for b in batches),
     }
     record["padding_fraction"] = 1 - record["real_tokens_per_run"] / record["padded_tokens_per_run"]
+    unavailable: dict[str, str] = {}
     checks = check_case(case.id, models, BASELINE, workload, batches[0], device, case.precision,
-                        config.num_hidden_layers)
+                        config.num_hidden_layers, unavailable)
     record["gate"] = [c.to_dict() for c in checks]
+    if unavailable:
+        record["unavailable"] = unavailable
+        models = {name: built for name, built in models.items() if name not in unavailable}
     if settings.check_only:
         return record
     if workload.training:
@@ -244,7 +248,9 @@ def run(settings: Settings, log=print) -> dict:
 
 
 def _summary(record: dict) -> str:
+    missing = "".join(f"; {name} could not run ({err.splitlines()[0][:120]})"
+                      for name, err in record.get("unavailable", {}).items())
     if "results" not in record:
-        return f"gate passed ({len(record['gate'])} checks)"
+        return f"gate passed ({len(record['gate'])} checks)" + missing
     parts = [f"{name} x{r['speedup_vs_baseline']:.2f}" for name, r in record["results"].items() if name != BASELINE]
-    return "vs hf-sdpa: " + ", ".join(parts)
+    return "vs hf-sdpa: " + ", ".join(parts) + missing

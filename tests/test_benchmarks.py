@@ -120,6 +120,36 @@ def test_gate_stops_the_run_when_one_weight_differs(tmp_path, monkeypatch, workl
     assert code == 1 and not timed
 
 
+def test_a_variant_that_cannot_run_is_left_out_and_named(tmp_path, monkeypatch):
+    """An error (not a wrong number) in one variant drops it from its case; the rest is still measured."""
+    from benchmarks import runner
+    from benchmarks.variants import ModelSet
+
+    class NoKernel(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            raise RuntimeError("No viable backend for scaled_dot_product_attention was found.")
+
+    original = ModelSet.prepare
+
+    def prepare(self, names):
+        models = original(self, names)
+        if "mb-math" in models:
+            models["mb-math"].call = NoKernel()
+        return models
+
+    monkeypatch.setattr(ModelSet, "prepare", prepare)
+    settings = runner.Settings(device="cpu", grid="quick", out=tmp_path, workloads=["infer_fixed"], groups=["main"],
+                               tokenizers=False, repeats=1, warmup=0)
+    results = runner.run(settings, log=lambda *_: None)
+    (case,) = results["cases"]
+    assert results["status"] == "complete" and results["correctness"]["passed"]
+    assert "No viable backend" in case["unavailable"]["mb-math"]
+    assert "mb-math" not in case["results"] and "mb-sdpa" in case["results"]
+    assert "mb-math" not in {c["variant"] for c in case["gate"]}
+    md = report.markdown(results)
+    assert "Variants that could not run" in md and "No viable backend" in md
+
+
 def test_bf16_autocast_path_runs_and_gates_on_cpu(tmp_path):
     """bf16 is a CUDA-grid precision; on the CPU autocast exercises the same code path, gate included."""
     from benchmarks import runner
