@@ -159,6 +159,10 @@ def markdown(results: dict) -> str:
                            f"{r['speed_vs_tokenizers']:.2f} |")
     if results["skipped"]:
         out += ["", f"Skipped (time budget): {', '.join(results['skipped'])}"]
+    if results.get("failed_cases"):
+        out += ["", "## Cases that failed to run", "", "| case | error |", "|---|---|"]
+        out += [f"| `{f['id']}` | {f['error'].splitlines()[0][:200].replace('|', '/')} |"
+                for f in results["failed_cases"]]
     unavailable = [(case["id"], name, err) for case in results["cases"]
                    for name, err in case.get("unavailable", {}).items()]
     if unavailable:

@@ -199,6 +199,7 @@ def run(settings: Settings, log=print) -> dict:
         "correctness": {"passed": None, "checks": 0, "failures": []},
         "cases": [],
         "skipped": [],
+        "failed_cases": [],
         "notes": list(grid.notes),
     }
     log(f"benchmarks: {len(cases)} cases on {device.type} ({grid.name} grid) -> {out}")
@@ -226,6 +227,13 @@ def run(settings: Settings, log=print) -> dict:
             results["notes"] = sorted(set(results["notes"]) | set(cache.notes()))
             write_json(results, out)
             raise
+        except Exception as err:  # noqa: BLE001 - a case that cannot run (say out of memory): record it, go on
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            results["failed_cases"].append({"id": case.id, "error": f"{type(err).__name__}: {err}"[:600]})
+            write_json(results, out)
+            log(f"  [{i + 1}/{len(cases)}] {case.id}: FAILED to run: {type(err).__name__}: {str(err)[:200]}")
+            continue
         n_checks += len(record["gate"])
         results["cases"].append(record)
         results["correctness"].update(passed=True, checks=n_checks)
@@ -241,7 +249,10 @@ def run(settings: Settings, log=print) -> dict:
         log("  tokenizers: " + ", ".join(
             f"{mode} x{rows['minibert-sentencepiece']['speed_vs_tokenizers']:.2f}"
             for mode, rows in results["tokenizers"]["comparisons"].items()))
-    results["status"] = "partial (time budget)" if results["skipped"] else "complete"
+    n_failed = len(results["failed_cases"])
+    problems = [f"{n_failed} case{'s' if n_failed > 1 else ''} failed to run"] if n_failed else []
+    problems += ["time budget"] if results["skipped"] else []
+    results["status"] = f"partial ({', '.join(problems)})" if problems else "complete"
     results["elapsed_s"] = time.perf_counter() - started
     write_json(results, out)
     return results

@@ -150,6 +150,26 @@ def test_a_variant_that_cannot_run_is_left_out_and_named(tmp_path, monkeypatch):
     assert "Variants that could not run" in md and "No viable backend" in md
 
 
+def test_a_case_that_cannot_run_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch):
+    from benchmarks import runner
+
+    original = runner.run_case
+
+    def run_case(case, *args):
+        if case.workload == "infer_fixed":
+            raise RuntimeError("CUDA out of memory. Tried to allocate 12.00 GiB")
+        return original(case, *args)
+
+    monkeypatch.setattr(runner, "run_case", run_case)
+    settings = runner.Settings(device="cpu", grid="quick", out=tmp_path, workloads=["infer_fixed", "infer_var"],
+                               groups=["main"], tokenizers=False, repeats=1, warmup=0)
+    results = runner.run(settings, log=lambda *_: None)
+    assert results["status"] == "partial (1 case failed to run)"
+    assert [f["id"] for f in results["failed_cases"]] == ["main:infer_fixed/tiny/T32/B4/fp32"]
+    assert [c["workload"] for c in results["cases"]] == ["infer_var"] and "results" in results["cases"][0]
+    assert "Cases that failed to run" in report.markdown(results)
+
+
 def test_bf16_autocast_path_runs_and_gates_on_cpu(tmp_path):
     """bf16 is a CUDA-grid precision; on the CPU autocast exercises the same code path, gate included."""
     from benchmarks import runner
