@@ -178,8 +178,10 @@ def test_bf16_autocast_path_runs_and_gates_on_cpu(tmp_path):
     data = runner.Data(0, 21128)
     cache = runner.ModelCache(device, 0, 21128, capacity=1)
     settings = runner.Settings(device="cpu", out=tmp_path, repeats=1, warmup=0)
-    case = grid.Case("cls_train", "tiny", 32, 4, 1, "bf16", ("hf-sdpa", "mb-sdpa", "mb-sdpa+unpad"))
+    variants = grid.UNPAD + ("mb-sdpa+unpad", "mb-sdpa+fusedqkv")  # every minibert path the CUDA grid runs in bf16
+    case = grid.Case("cls_train", "tiny", 32, 4, 1, "bf16", variants)
     record = runner.run_case(case, grid.quick_grid(), settings, device, data, cache, timing.make_timer(device), 1e12)
+    assert "unavailable" not in record and set(record["results"]) == set(variants)
     assert record["gate"] and all(c["passed"] and c["reference"] == "hf-sdpa fp32" for c in record["gate"])
     assert all(c["baseline_rel_err"] is not None for c in record["gate"])
     assert all(r["real_tokens_per_s"] > 0 for r in record["results"].values())
