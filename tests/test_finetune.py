@@ -314,10 +314,12 @@ def test_end_to_end_with_string_labels_and_seeds(run_dir, tmp_path, capsys):
 
 
 def test_from_scratch_uses_same_architecture_but_not_the_weights(run_dir):
-    pre = ft.load_pretrained_encoder(run_dir, {"unpad": True})
+    pre = ft.load_pretrained_encoder(run_dir, {"unpad": True, "unpad_attention": "repad"})
     torch.manual_seed(0)
     scratch = ft.build_classifier(pre, options(from_scratch=True), ["a", "b"])
     pretrained = ft.build_classifier(pre, options(), ["a", "b"])
+    for clf in (scratch, pretrained):  # --unpad-attention reaches every attention layer
+        assert clf.model.bert.encoder.layer[0].attention.self.unpad_attention == "repad"
     w = "encoder.layer.0.attention.self.query.weight"
     assert torch.equal(pretrained.model.bert.state_dict()[w], pre.encoder.state_dict()[w])
     assert not torch.equal(scratch.model.bert.state_dict()[w], pre.encoder.state_dict()[w])
@@ -335,8 +337,9 @@ def test_init_from_a_hugging_face_directory(run_dir, tmp_path, with_pooler):
     hf_dir = tmp_path / "hf"
     save_hf(source, hf_dir)
     (hf_dir / "vocab.txt").write_bytes((run_dir / "tokenizer" / "vocab.txt").read_bytes())
-    pre = ft.load_pretrained_encoder(hf_dir, {"unpad": True, "hidden_dropout_prob": 0.0})
+    pre = ft.load_pretrained_encoder(hf_dir, {"unpad": True, "unpad_attention": "nested", "hidden_dropout_prob": 0.0})
     assert pre.kind == "huggingface" and pre.encoder.config.unpad and pre.encoder.config.hidden_dropout_prob == 0.0
+    assert pre.encoder.encoder.layer[0].attention.self.unpad_attention == "nested"
     assert (pre.fresh == []) == with_pooler
     torch.manual_seed(0)
     clf = ft.build_classifier(pre, options(), ["a", "b"])

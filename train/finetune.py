@@ -34,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from minibert import BertConfig, BertForSequenceClassification, BertModel
+from minibert.config import UNPAD_ATTENTION
 from minibert.errors import InputError
 from train import metrics
 from train.finetune_data import (
@@ -129,6 +130,10 @@ class Options:
                             "results.json and the table report the mean and sample std of each metric",
                             metavar="SEED")
     unpad: bool = _opt(True, "run per-token work on real tokens only (faster; --no-unpad for the padded path)")
+    unpad_attention: str = _opt("auto", "with --unpad, how attention meets the variable lengths: rows (one sequence "
+                                "at a time), repad (one masked kernel over the re-padded batch), nested (one "
+                                "variable-length kernel on CUDA); auto: rows on the CPU, repad on CUDA",
+                                choices=UNPAD_ATTENTION)
     device: str = _opt("auto", "cpu, cuda, cuda:N, or auto (cuda if available); on cuda the forward pass runs in "
                        "bfloat16 autocast")
 
@@ -243,9 +248,6 @@ def load_pretrained_encoder(path: Path, overrides: dict) -> Pretrained:
         encoder = load_hf(path, BertModel, **overrides)
         tok, kind = load_hf_tokenizer(path), "huggingface"
         fresh = [] if _hf_has_pooler(path) else ["pooler.dense.weight", "pooler.dense.bias"]
-        for key in ("unpad",):  # minibert's own switches: load_hf reads only Hugging Face's fields
-            if key in overrides:
-                setattr(encoder.config, key, overrides[key])
     else:
         raise InputError(
             f"{path}: neither a minibert run (config.json, model.safetensors, tokenizer/) nor a Hugging Face BERT "
@@ -506,7 +508,7 @@ def run(o: Options) -> dict:
     out = prepare_out(o)
     # 1. The pretrained model and its tokenizer.
     path = Path(o.init) if o.init else latest_pretraining_run(Path(o.runs_dir))
-    overrides: dict = {"unpad": o.unpad}
+    overrides: dict = {"unpad": o.unpad, "unpad_attention": o.unpad_attention}
     if o.dropout is not None and o.dropout >= 0:
         overrides.update(hidden_dropout_prob=o.dropout, attention_probs_dropout_prob=o.dropout,
                          classifier_dropout=o.dropout)
