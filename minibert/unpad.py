@@ -26,9 +26,9 @@ class Unpadding:
     indices: torch.Tensor  # (N,) positions of the real tokens in the flattened (B*T) batch
     B: int
     T: int
-    row_lengths: torch.Tensor  # (B,) real tokens per row; the (N, ...) rows hold row 0's tokens, then row 1's, ...
     positions: torch.Tensor  # (N,) each real token's position t within its row (its column in the padded batch)
-    offsets: torch.Tensor  # (B + 1,) row b is [offsets[b], offsets[b + 1]) of the (N, ...) rows: a jagged layout
+    offsets: torch.Tensor  # (B + 1,) the (N, ...) rows hold row 0's tokens, then row 1's, ...: row b is
+    #                        [offsets[b], offsets[b + 1]), a jagged layout
     _lengths: list[int] | None = field(default=None, repr=False)
 
     @classmethod
@@ -37,7 +37,7 @@ class Unpadding:
         indices = torch.nonzero(attention_mask.reshape(-1), as_tuple=True)[0]  # (N,)
         row_lengths = attention_mask.ne(0).sum(dim=1)  # (B,)
         offsets = F.pad(row_lengths.cumsum(0), (1, 0))  # (B,) -> (B + 1,), a 0 in front
-        return cls(indices=indices, B=B, T=T, row_lengths=row_lengths, positions=indices % T, offsets=offsets)
+        return cls(indices=indices, B=B, T=T, positions=indices % T, offsets=offsets)
 
     @property
     def lengths(self) -> list[int]:
@@ -45,7 +45,7 @@ class Unpadding:
         only when asked for (by the per-sequence attention); everything else stays on the device, and in one
         torch.compile graph."""
         if self._lengths is None:
-            self._lengths = self.row_lengths.tolist()
+            self._lengths = self.offsets.diff().tolist()  # (B + 1,) -> (B,) real tokens per row
         return self._lengths
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:

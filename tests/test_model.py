@@ -61,41 +61,36 @@ def test_sparse_prediction_same_loss_and_gradients_as_dense():
         torch.testing.assert_close(gb[n], ga[n], atol=1e-6, rtol=1e-5, msg=n)
 
 
-@pytest.mark.parametrize("impl,how", [("math", "auto"), ("sdpa", "rows"), ("sdpa", "repad"), ("sdpa", "nested")])
-def test_unpadded_path_equals_padded_path_forward_and_backward(impl, how):
+def assert_classifiers_agree(config_a: BertConfig, config_b: BertConfig) -> dict[str, torch.Tensor]:
+    """Two classifiers with the same weights give the same logits and gradients; returns the second's gradients."""
     torch.manual_seed(0)
-    padded = BertForSequenceClassification(tiny(attn_impl=impl))
-    unpadded = BertForSequenceClassification(tiny(attn_impl=impl, unpad=True, unpad_attention=how))
-    unpadded.load_state_dict(padded.state_dict())
+    model_a = BertForSequenceClassification(config_a)
+    model_b = BertForSequenceClassification(config_b)
+    model_b.load_state_dict(model_a.state_dict())  # the same parameters, under the same names
     ids, mask, _ = batch()
     y = torch.tensor([0, 1, 1])
-    a, b = padded(ids, mask, labels=y), unpadded(ids, mask, labels=y)
+    a, b = model_a(ids, mask, labels=y), model_b(ids, mask, labels=y)
     torch.testing.assert_close(b.logits, a.logits, atol=1e-6, rtol=1e-5)
     a.loss.backward()
     b.loss.backward()
-    ga, gb = grads(padded), grads(unpadded)
+    ga, gb = grads(model_a), grads(model_b)
+    assert ga.keys() == gb.keys()
     for n in ga:
         torch.testing.assert_close(gb[n], ga[n], atol=1e-6, rtol=1e-5, msg=n)
+    return gb
+
+
+@pytest.mark.parametrize("impl,how", [("math", "auto"), ("sdpa", "rows"), ("sdpa", "repad"), ("sdpa", "nested")])
+def test_unpadded_path_equals_padded_path_forward_and_backward(impl, how):
+    assert_classifiers_agree(tiny(attn_impl=impl), tiny(attn_impl=impl, unpad=True, unpad_attention=how))
 
 
 @pytest.mark.parametrize("switches", [{"attn_impl": "math"}, {}, {"unpad": True, "unpad_attention": "rows"},
                                       {"unpad": True, "unpad_attention": "repad"},
                                       {"unpad": True, "unpad_attention": "nested", "position_embedding_type": "rotary"}])
 def test_fused_qkv_equals_three_projections_forward_and_backward(switches):
-    torch.manual_seed(0)
-    three = BertForSequenceClassification(tiny(**switches))
-    fused = BertForSequenceClassification(tiny(fused_qkv=True, **switches))
-    fused.load_state_dict(three.state_dict())  # the same parameters, under the same names
-    ids, mask, _ = batch()
-    y = torch.tensor([0, 1, 1])
-    a, b = three(ids, mask, labels=y), fused(ids, mask, labels=y)
-    torch.testing.assert_close(b.logits, a.logits, atol=1e-6, rtol=1e-5)
-    a.loss.backward()
-    b.loss.backward()
-    ga, gb = grads(three), grads(fused)
-    assert ga.keys() == gb.keys() and any("attention.self.key.weight" in n for n in gb)
-    for n in ga:
-        torch.testing.assert_close(gb[n], ga[n], atol=1e-6, rtol=1e-5, msg=n)
+    fused_grads = assert_classifiers_agree(tiny(**switches), tiny(fused_qkv=True, **switches))
+    assert any("attention.self.key.weight" in n for n in fused_grads)
 
 
 def test_pre_ln_has_a_final_norm_and_differs_from_post_ln():
