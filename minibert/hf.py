@@ -25,9 +25,10 @@ from .model import BertModel
 
 MODEL_CLASSES = {c.__name__: c for c in (BertModel, BertForMaskedLM, BertForSequenceClassification)}
 # Weights a target may lack in the checkpoint: a task head starts from BERT's initialisation.
-HEAD_PREFIXES = ("bert.pooler.", "pooler.", "classifier.", "cls.")
-# Stored once: the decoder weight is the word-embedding matrix, the decoder bias is `cls.predictions.bias`.
-TIED_KEYS = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+# ELECTRA's generator and per-token head are pretraining heads too: an encoder loads from an ELECTRA run without them.
+HEAD_PREFIXES = ("bert.pooler.", "pooler.", "classifier.", "cls.", "generator.", "discriminator_predictions.")
+# Stored once: a decoder weight is the word-embedding matrix, the MLM decoder bias is `cls.predictions.bias`.
+TIED_KEYS = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias", "generator.predictions.decoder.weight")
 # Old TensorFlow-era names.
 LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
 
@@ -66,7 +67,7 @@ def load_state_dict_checked(model: nn.Module, state: dict[str, torch.Tensor]) ->
     """Copy `state` into `model`, or raise InputError listing every missing, unexpected or mis-shaped tensor."""
     target = model.state_dict()
     state = _normalise_keys(state, wants_prefix=any(k.startswith("bert.") for k in target))
-    tied = {"cls.predictions.decoder.weight"}  # shares storage with the word embeddings
+    tied = {k for k in TIED_KEYS if k.endswith(".weight")}  # share storage with the word embeddings
     missing = [k for k in target if k not in state and k not in tied]
     unexpected = [k for k in state if k not in target]
     fatal_missing = [k for k in missing if not k.startswith(HEAD_PREFIXES)]

@@ -1,0 +1,173 @@
+"""ELECTRA's replaced-token detection (Clark et al., 2020): a small generator fills the masks, the model we keep
+learns to tell which tokens were replaced, at every position.
+
+Shapes: B batch, T tokens, C the discriminator's hidden size (also the shared embedding width), C_g the
+generator's hidden size, V vocabulary size, M masked positions, N real (non-padding) tokens.
+
+Masked-language modelling learns from the ~15% of tokens it masks. ELECTRA learns from all of them:
+
+    1. mask:        x^mask = x with the positions m_1..m_M replaced by [MASK]
+    2. generator:   a small BERT-like MLM reads x^mask and predicts p_G(x_t | x^mask) at each masked position,
+                    L_G = -(1/M) Σ_i log p_G(x_{m_i} | x^mask)                       (an ordinary MLM loss)
+    3. sample:      x̂_t ~ p_G(· | x^mask) at the masked positions, x̂_t = x_t elsewhere   (no gradient flows back)
+    4. label:       r_t = 1 if x̂_t != x_t else 0: a sample that happens to equal the original counts as original
+    5. discriminator: a BERT reads x̂ and scores each token, D(x̂)_t = sigmoid(w · GELU(W h_t + b) + b'),
+                    L_D = -(1/N) Σ_{t real} [ r_t log D(x̂)_t + (1 - r_t) log(1 - D(x̂)_t) ]
+    6. loss:        L = L_G + λ L_D, with λ = 50 (the paper's weight: L_D is a per-token binary loss, much
+                    smaller than L_G, and the point of the method is the discriminator)
+
+The generator is small on purpose (a fraction of the discriminator's width): a generator as strong as the
+discriminator produces replacements too hard to detect, and costs as much to run. Both share the embeddings
+(word, position and segment tables), which the paper found the most useful sharing; the generator projects the
+C-wide embeddings down to its own width C_g, and its output head projects back up to C so that it can score
+tokens against the shared word-embedding matrix (the same tied decoder BERT's MLM head has).
+
+After pretraining the generator is thrown away; fine-tuning starts from the discriminator's encoder, stored under
+BERT's own keys (`bert.embeddings...`, `bert.encoder...`), so every consumer of a BERT checkpoint reads it as one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import additive_mask
+from .config import BertConfig
+from .encoder import BertEncoder
+from .feed_forward import activation
+from .heads import IGNORE_INDEX, mlm_loss
+from .model import BertModel, init_bert_weights
+
+DISCRIMINATOR_WEIGHT = 50.0  # λ of the paper
+
+
+def generator_config(config: BertConfig, size: float) -> BertConfig:
+    """The generator's BertConfig: `size` times the discriminator's width, heads and feed-forward width (at least
+    one head of the discriminator's head size), the same depth, positions and switches."""
+    heads = max(1, round(config.num_attention_heads * size))
+    return dataclasses.replace(config, hidden_size=heads * config.head_size, num_attention_heads=heads,
+                               intermediate_size=max(1, round(config.intermediate_size * size)), unpad=False)
+
+
+class ElectraGeneratorPredictions(nn.Module):
+    """logits = LayerNorm(GELU(h W_g + b_g)) · W^T + b: from width C_g up to the shared embedding width C, then
+    scored against every word vector (W tied to the word embeddings)."""
+
+    def __init__(self, config: BertConfig, embedding_size: int):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, embedding_size)
+        self.act = activation(config.hidden_act)
+        self.LayerNorm = nn.LayerNorm(embedding_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(embedding_size, config.vocab_size)  # weight tied to W by ElectraForPreTraining
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.LayerNorm(self.act(self.dense(h))))  # (M, C_g) -> (M, C) -> (M, V)
+
+
+class ElectraGenerator(nn.Module):
+    """A small masked-language model on the shared embeddings: project C -> C_g, L blocks of width C_g, the head.
+    It does not own the embeddings: the caller passes them in, so the tables are stored once."""
+
+    def __init__(self, config: BertConfig, embedding_size: int):
+        super().__init__()
+        self.config = config
+        self.embeddings_project = nn.Linear(embedding_size, config.hidden_size)
+        self.encoder = BertEncoder(config)
+        self.predictions = ElectraGeneratorPredictions(config, embedding_size)
+        self.apply(lambda m: init_bert_weights(m, config.initializer_range))
+
+    def forward(self, embedded: torch.Tensor, mask: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor:
+        """embedded: (B, T, C) shared embeddings of x^mask; keep: (B, T) the masked positions. Returns (M, V)."""
+        x = self.embeddings_project(embedded)  # (B, T, C) -> (B, T, C_g)
+        h = self.encoder(x, mask).last  # (B, T, C_g)
+        return self.predictions(h[keep])  # (M, C_g) -> (M, V): only where there is something to predict
+
+
+class ElectraDiscriminatorPredictions(nn.Module):
+    """score_t = w · GELU(h_t W + b) + b': one logit per token, "was this token replaced?"."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = activation(config.hidden_act)
+        self.dense_prediction = nn.Linear(config.hidden_size, 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.dense_prediction(self.act(self.dense(h))).squeeze(-1)  # (B, T, C) -> (B, T)
+
+
+@dataclass
+class ElectraOutput:
+    loss: torch.Tensor  # L_G + λ L_D
+    generator_loss: torch.Tensor  # L_G, mean over the M masked positions
+    discriminator_loss: torch.Tensor  # L_D, mean over the N real tokens
+    generator_logits: torch.Tensor  # (M, V)
+    discriminator_logits: torch.Tensor  # (B, T)
+    corrupted_ids: torch.Tensor  # (B, T) x̂
+    replaced: torch.Tensor  # (B, T) bool r
+    real_tokens: int  # N, the positions L_D averages over
+
+
+def sample_replacements(logits: torch.Tensor, generator: torch.Generator | None = None,
+                        never: torch.Tensor | None = None) -> torch.Tensor:
+    """x̂ ~ softmax(logits) per row, by the Gumbel-max trick: argmax(logits + g) with g = -log(-log u),
+    u ~ U(0, 1). Returns (M,) token ids. The uniform draws come from `generator` (on the logits' device), so a
+    seeded generator gives the same samples again. Ids in `never` (the special tokens) are never drawn: a [MASK]
+    or [SEP] in the discriminator's input would give a replacement away without reading any context."""
+    logits = logits.detach().float()  # sampling passes no gradient back to the generator
+    if never is not None:
+        logits = logits.index_fill(-1, never.to(logits.device), float("-inf"))  # (M, V)
+    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)  # (M, V)
+    u = u.clamp(1e-10, 1.0 - 1e-7)  # keep both logarithms finite
+    gumbel = -torch.log(-torch.log(u))  # (M, V)
+    return (logits + gumbel).argmax(dim=-1)  # (M, V) -> (M,)
+
+
+class ElectraForPreTraining(nn.Module):
+    """The generator and the discriminator, trained together by L = L_G + λ L_D (the module docstring has the math).
+
+    `bert` is the discriminator's encoder (BERT's key names: it is what fine-tuning starts from), with
+    `discriminator_predictions` its per-token head; `generator` shares `bert.embeddings`.
+    """
+
+    def __init__(self, config: BertConfig, generator_size: float = 0.25,
+                 discriminator_weight: float = DISCRIMINATOR_WEIGHT):
+        super().__init__()
+        if not 0 < generator_size <= 1:
+            raise ValueError(f"generator_size must be in (0, 1], got {generator_size}")
+        self.config = config
+        self.discriminator_weight = discriminator_weight
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.discriminator_predictions = ElectraDiscriminatorPredictions(config)
+        self.discriminator_predictions.apply(lambda m: init_bert_weights(m, config.initializer_range))
+        self.generator = ElectraGenerator(generator_config(config, generator_size), config.hidden_size)
+        self.generator.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight  # tie: W
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                special_ids: torch.Tensor | None = None) -> ElectraOutput:
+        """input_ids: (B, T) x^mask; labels: (B, T) the original ids at masked positions, -100 elsewhere;
+        `generator` seeds the samples, `special_ids` are never sampled."""
+        keep = labels != IGNORE_INDEX  # (B, T) the M masked positions
+        # 2. The generator's MLM loss, at the masked positions only.
+        embedded = self.bert.embeddings(input_ids, token_type_ids)  # (B, T) -> (B, T, C)
+        mask = None if attention_mask is None else additive_mask(attention_mask, embedded.dtype)  # (B, 1, 1, T)
+        gen_logits = self.generator(embedded, mask, keep)  # (M, V)
+        gen_loss = mlm_loss(gen_logits, labels[keep])
+        # 3-4. Sample the replacements; a sample equal to the original is not a replacement.
+        original = torch.where(keep, labels, input_ids)  # (B, T) x
+        corrupted = original.clone()
+        corrupted[keep] = sample_replacements(gen_logits, generator, special_ids)  # (B, T) x̂
+        replaced = corrupted != original  # (B, T) r
+        # 5. The discriminator reads x̂ and scores every token; padding carries no loss.
+        h = self.bert(corrupted, attention_mask, token_type_ids).last_hidden_state  # (B, T, C)
+        disc_logits = self.discriminator_predictions(h)  # (B, T)
+        real = torch.ones_like(keep) if attention_mask is None else attention_mask.bool()  # (B, T)
+        disc_loss = F.binary_cross_entropy_with_logits(disc_logits[real].float(), replaced[real].float())
+        # 6. The weighted sum.
+        loss = gen_loss + self.discriminator_weight * disc_loss
+        return ElectraOutput(loss, gen_loss, disc_loss, gen_logits, disc_logits, corrupted, replaced, int(real.sum()))
