@@ -112,19 +112,21 @@ class ElectraOutput:
     real_tokens: int  # N, the positions L_D averages over
 
 
-def sample_replacements(logits: torch.Tensor, generator: torch.Generator | None = None,
-                        never: torch.Tensor | None = None) -> torch.Tensor:
-    """x̂ ~ softmax(logits) per row, by the Gumbel-max trick: argmax(logits + g) with g = -log(-log u),
-    u ~ U(0, 1). Returns (M,) token ids. The uniform draws come from `generator` (on the logits' device), so a
-    seeded generator gives the same samples again. Ids in `never` (the special tokens) are never drawn: a [MASK]
-    or [SEP] in the discriminator's input would give a replacement away without reading any context."""
-    logits = logits.detach().float()  # sampling passes no gradient back to the generator
+def sample_replacements(logits: torch.Tensor, u: torch.Tensor, never: torch.Tensor | None = None) -> torch.Tensor:
+    """x̂ ~ softmax(logits) per row, by inverting the cumulative distribution with one uniform u ~ U(0, 1) per row:
+    x̂ = the first id v with Σ_{w <= v} p_w > u. Returns (M,) token ids.
+
+    One number per position, drawn by the caller for the whole batch, makes the samples independent of how the
+    batch is split over micro-batches, ranks and devices, and a seeded draw gives the same samples again. Ids in
+    `never` (the special tokens) are never drawn: a [MASK] or [SEP] in the discriminator's input would give a
+    replacement away without reading any context.
+    """
+    probs = logits.detach().float().softmax(dim=-1)  # (M, V); sampling passes no gradient back to the generator
     if never is not None:
-        logits = logits.index_fill(-1, never.to(logits.device), float("-inf"))  # (M, V)
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float32)  # (M, V)
-    u = u.clamp(1e-10, 1.0 - 1e-7)  # keep both logarithms finite
-    gumbel = -torch.log(-torch.log(u))  # (M, V)
-    return (logits + gumbel).argmax(dim=-1)  # (M, V) -> (M,)
+        probs = probs.index_fill(-1, never.to(probs.device), 0.0)  # (M, V)
+    cdf = probs.cumsum(dim=-1)  # (M, V)
+    target = u.to(cdf) * cdf[:, -1]  # (M,) scaled to the mass left after removing `never`
+    return torch.searchsorted(cdf, target[:, None], right=True).squeeze(-1).clamp_max(logits.size(-1) - 1)  # (M,)
 
 
 class ElectraForPreTraining(nn.Module):
@@ -148,10 +150,11 @@ class ElectraForPreTraining(nn.Module):
         self.generator.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight  # tie: W
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                token_type_ids: torch.Tensor | None = None, sample_u: torch.Tensor | None = None,
                 special_ids: torch.Tensor | None = None) -> ElectraOutput:
         """input_ids: (B, T) x^mask; labels: (B, T) the original ids at masked positions, -100 elsewhere;
-        `generator` seeds the samples, `special_ids` are never sampled."""
+        sample_u: (B, T) uniforms in [0, 1) that draw the samples (fresh ones if None); `special_ids` are never
+        sampled."""
         keep = labels != IGNORE_INDEX  # (B, T) the M masked positions
         # 2. The generator's MLM loss, at the masked positions only.
         embedded = self.bert.embeddings(input_ids, token_type_ids)  # (B, T) -> (B, T, C)
@@ -159,9 +162,10 @@ class ElectraForPreTraining(nn.Module):
         gen_logits = self.generator(embedded, mask, keep)  # (M, V)
         gen_loss = mlm_loss(gen_logits, labels[keep])
         # 3-4. Sample the replacements; a sample equal to the original is not a replacement.
+        u = torch.rand(keep.shape, device=keep.device) if sample_u is None else sample_u  # (B, T)
         original = torch.where(keep, labels, input_ids)  # (B, T) x
         corrupted = original.clone()
-        corrupted[keep] = sample_replacements(gen_logits, generator, special_ids)  # (B, T) x̂
+        corrupted[keep] = sample_replacements(gen_logits, u[keep], special_ids)  # (B, T) x̂
         replaced = corrupted != original  # (B, T) r
         # 5. The discriminator reads x̂ and scores every token; padding carries no loss.
         h = self.bert(corrupted, attention_mask, token_type_ids).last_hidden_state  # (B, T, C)

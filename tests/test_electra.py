@@ -22,6 +22,10 @@ def tiny(**kw) -> BertConfig:
     return BertConfig(**{**fields, **kw})
 
 
+def uniforms(seed, shape=(3, 12)):
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
+
+
 def masked_batch(B=3, T=12, seed=0):
     g = torch.Generator().manual_seed(seed)
     original = torch.randint(5, 50, (B, T), generator=g)  # (B, T) ids above the special ones
@@ -44,13 +48,13 @@ def test_samples_replace_exactly_the_masked_positions():
     torch.manual_seed(0)
     model = ElectraForPreTraining(tiny(), generator_size=0.5)
     original, ids, labels, keep = masked_batch()
-    out = model(ids, labels, generator=torch.Generator().manual_seed(1), special_ids=SPECIAL)
+    out = model(ids, labels, sample_u=uniforms(1), special_ids=SPECIAL)
     assert torch.equal(out.corrupted_ids[~keep], original[~keep])  # untouched outside the masks
     assert not torch.isin(out.corrupted_ids, SPECIAL).any()  # no [MASK] left, no special token sampled
     # The same seed draws the same samples again, as resume needs; another seed draws others.
-    again = model(ids, labels, generator=torch.Generator().manual_seed(1), special_ids=SPECIAL)
+    again = model(ids, labels, sample_u=uniforms(1), special_ids=SPECIAL)
     assert torch.equal(again.corrupted_ids, out.corrupted_ids)
-    other = model(ids, labels, generator=torch.Generator().manual_seed(2), special_ids=SPECIAL)
+    other = model(ids, labels, sample_u=uniforms(2), special_ids=SPECIAL)
     assert not torch.equal(other.corrupted_ids, out.corrupted_ids)
 
 
@@ -63,13 +67,13 @@ def test_a_sample_equal_to_the_original_counts_as_original():
         model.generator.predictions.decoder.bias.zero_()
     certain = F.one_hot(labels[keep], 50).float() * 1e4  # (M, V)
     model.generator.forward = lambda embedded, mask, keep_: certain
-    out = model(ids, labels, generator=torch.Generator().manual_seed(0))
+    out = model(ids, labels, sample_u=uniforms(0))
     assert torch.equal(out.corrupted_ids, original)
     assert not out.replaced.any()
     # Certain of another token: every masked position is replaced, and only those.
     wrong = F.one_hot((labels[keep] - 5 + 1) % 45 + 5, 50).float() * 1e4
     model.generator.forward = lambda embedded, mask, keep_: wrong
-    out = model(ids, labels, generator=torch.Generator().manual_seed(0))
+    out = model(ids, labels, sample_u=uniforms(0))
     assert torch.equal(out.replaced, keep)
 
 
@@ -81,7 +85,7 @@ def test_discriminator_loss_covers_every_real_token_and_no_padding():
     attention_mask[1, 8:] = 0
     attention_mask[2, 5:] = 0
     labels = torch.where(attention_mask.bool(), labels, torch.full_like(labels, IGNORE_INDEX))
-    out = model(ids, labels, attention_mask=attention_mask, generator=torch.Generator().manual_seed(0))
+    out = model(ids, labels, attention_mask=attention_mask, sample_u=uniforms(0))
     real = attention_mask.bool()
     expected = F.binary_cross_entropy_with_logits(out.discriminator_logits[real], out.replaced[real].float())
     assert out.real_tokens == int(real.sum())
@@ -97,7 +101,7 @@ def test_gradients_reach_both_models_but_not_through_the_samples():
     torch.manual_seed(0)
     model = ElectraForPreTraining(tiny(), generator_size=0.5)
     original, ids, labels, keep = masked_batch()
-    out = model(ids, labels, generator=torch.Generator().manual_seed(0))
+    out = model(ids, labels, sample_u=uniforms(0))
     out.discriminator_loss.backward()
     # L_D trains the discriminator and the shared embeddings, never the generator's own layers.
     assert model.discriminator_predictions.dense.weight.grad.abs().sum() > 0
@@ -105,15 +109,29 @@ def test_gradients_reach_both_models_but_not_through_the_samples():
     gen_only = [p for n, p in model.generator.named_parameters() if "decoder.weight" not in n]
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in gen_only)
     model.zero_grad()
-    model(ids, labels, generator=torch.Generator().manual_seed(0)).generator_loss.backward()
+    model(ids, labels, sample_u=uniforms(0)).generator_loss.backward()
     assert model.generator.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
 
 
 def test_gumbel_max_samples_follow_the_softmax():
     logits = torch.tensor([[2.0, 0.0, -1.0, 1.0]]).expand(20000, 4)  # (M, V)
-    draws = sample_replacements(logits, torch.Generator().manual_seed(0))
+    draws = sample_replacements(logits, uniforms(0, (20000,)))
     freq = torch.bincount(draws, minlength=4).float() / len(draws)
     assert torch.allclose(freq, logits[0].softmax(-1), atol=0.01)
+    # With id 0 never drawn, the others keep their relative odds.
+    draws = sample_replacements(logits, uniforms(1, (20000,)), never=torch.tensor([0]))
+    freq = torch.bincount(draws, minlength=4).float() / len(draws)
+    assert freq[0] == 0 and torch.allclose(freq[1:], logits[0, 1:].softmax(-1), atol=0.01)
+
+
+def test_samples_do_not_depend_on_how_the_batch_is_split():
+    torch.manual_seed(0)
+    model = ElectraForPreTraining(tiny(), generator_size=0.5)
+    _, ids, labels, _ = masked_batch()
+    u = uniforms(5)
+    whole = model(ids, labels, sample_u=u, special_ids=SPECIAL).corrupted_ids
+    parts = [model(ids[r], labels[r], sample_u=u[r], special_ids=SPECIAL).corrupted_ids for r in (slice(0, 1), slice(1, 3))]
+    assert torch.equal(torch.cat(parts), whole)
 
 
 def test_the_run_directory_is_a_bert_checkpoint_of_the_discriminator(tmp_path):
@@ -133,8 +151,8 @@ def test_the_run_directory_is_a_bert_checkpoint_of_the_discriminator(tmp_path):
     assert not report.unused
     assert back.generator.predictions.decoder.weight.data_ptr() == back.bert.embeddings.word_embeddings.weight.data_ptr()
     _, ids, labels, _ = masked_batch()
-    a = model(ids, labels, generator=torch.Generator().manual_seed(3))
-    b = back(ids, labels, generator=torch.Generator().manual_seed(3))
+    a = model(ids, labels, sample_u=uniforms(3))
+    b = back(ids, labels, sample_u=uniforms(3))
     assert math.isclose(a.loss.item(), b.loss.item(), rel_tol=1e-6)
 
 
