@@ -41,7 +41,7 @@ from torch import nn
 
 from .attention import attention_math, attention_sdpa
 from .errors import InputError
-from .feed_forward import activation
+from .feed_forward import ACTIVATIONS, activation
 from .heads import IGNORE_INDEX
 
 KeyValue = tuple[torch.Tensor, torch.Tensor]  # one layer's cached (key, value), each (B, H, S, D)
@@ -80,7 +80,9 @@ class GPT2Config:
             raise InputError(f"attn_impl must be 'math' or 'sdpa', not {self.attn_impl!r}")
         if not self.tie_word_embeddings:
             raise InputError("tie_word_embeddings=False (an LM head apart from wte) is not built; GPT-2 ties them")
-        activation(self.activation_function)  # fails early, naming the choices
+        if self.activation_function not in ACTIVATIONS:
+            raise InputError(f"activation_function {self.activation_function!r} is not supported; "
+                             f"choose one of {sorted(ACTIVATIONS)}")
 
     @property
     def head_size(self) -> int:
