@@ -5,8 +5,11 @@ Importing minibert never imports `transformers`; only `minibert.hf` does, and on
 
 from .config import PRESETS, BertConfig, preset
 from .errors import InputError
+from .generate import GenerationConfig, generate
+from .gpt import CausalLMOutput, GPT2Config, GPT2LMHeadModel
 from .heads import BertForMaskedLM, BertForSequenceClassification, MaskedLMOutput, SequenceClassifierOutput
 from .model import BertModel, BertModelOutput
+from .t5 import Seq2SeqLMOutput, T5Config, T5ForConditionalGeneration
 
 __all__ = [
     "BertConfig",
@@ -14,9 +17,17 @@ __all__ = [
     "BertForSequenceClassification",
     "BertModel",
     "BertModelOutput",
+    "CausalLMOutput",
+    "GPT2Config",
+    "GPT2LMHeadModel",
+    "GenerationConfig",
     "InputError",
     "MaskedLMOutput",
     "PRESETS",
+    "Seq2SeqLMOutput",
     "SequenceClassifierOutput",
+    "T5Config",
+    "T5ForConditionalGeneration",
+    "generate",
     "preset",
 ]

@@ -218,3 +218,13 @@ def test_gpt2_initialisation_scales_the_residual_projections():
     assert abs(mb.transformer.h[0].attn.c_attn.weight.std().item() - 0.02) < 0.002
     assert abs(mb.transformer.h[0].mlp.c_proj.weight.std().item() - 0.02 / 4) < 0.0005  # 0.02 / sqrt(2 * 8)
     assert mb.lm_head.weight is mb.transformer.wte.weight
+
+
+def test_importing_the_new_models_does_not_import_transformers():
+    import subprocess
+    import sys
+
+    code = "import sys, minibert, minibert.gpt, minibert.t5, minibert.hf_gpt_t5, minibert.generate; " \
+           "print('transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
