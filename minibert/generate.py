@@ -45,7 +45,8 @@ class GenerationConfig:
         if self.max_new_tokens < 0:
             raise InputError(f"max_new_tokens must be 0 or more, not {self.max_new_tokens}")
         if not self.temperature > 0:
-            raise InputError(f"temperature must be more than 0, not {self.temperature} (for greedy, leave do_sample off)")
+            raise InputError(f"temperature must be more than 0, not {self.temperature} "
+                             "(for greedy decoding, leave do_sample off)")
         if self.top_k is not None and self.top_k < 1:
             raise InputError(f"top_k must be 1 or more (or None for every token), not {self.top_k}")
 

@@ -123,7 +123,8 @@ def _read_config(path: Path) -> dict:
     except json.JSONDecodeError as e:
         raise InputError(f"{path / CONFIG_NAME}: not valid JSON ({e})") from None
     if config.get("model_type") not in MODELS:
-        raise InputError(f"{path / CONFIG_NAME}: model_type is {config.get('model_type')!r}, not one of {sorted(MODELS)}")
+        raise InputError(f"{path / CONFIG_NAME}: model_type is {config.get('model_type')!r}, "
+                         f"not one of {sorted(MODELS)}")
     return config
 
 

@@ -91,7 +91,12 @@ class T5Config:
 
     @classmethod
     def from_hf_config(cls, hf: dict) -> "T5Config":
-        """From a Hugging Face T5 `config.json` dict; unknown keys are ignored."""
+        """From a Hugging Face T5 `config.json` dict; unknown keys are ignored, except one that changes the output:
+        transformers 5 reads `tie_word_embeddings=False` as "keep the head tied but do not scale it", which it saves
+        as `scale_decoder_outputs: false`; v1.0's head is scaled, so that is refused."""
+        if hf.get("scale_decoder_outputs", True) is False:
+            raise InputError("scale_decoder_outputs=False (an output layer without the d_model^-0.5 scale) is not "
+                             "T5 v1.0 and is not built")
         known = {f.name for f in dataclasses.fields(cls)} - set(MINIBERT_FIELDS)
         d = {k: v for k, v in hf.items() if k in known}
         if isinstance(d.get("eos_token_id"), list):

@@ -79,7 +79,8 @@ def test_export_loads_in_transformers_strictly_with_same_outputs(tmp_path):
     hf.load_state_dict(mb.state_dict(), strict=True)
     ids, mask = padded_batch(40, 1)
     with torch.no_grad():
-        torch.testing.assert_close(hf(input_ids=ids, attention_mask=mask).logits, mb(ids, mask).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(hf(input_ids=ids, attention_mask=mask).logits, mb(ids, mask).logits,
+                                   atol=1e-5, rtol=0)
 
     save_hf(mb, tmp_path)
     again, info = transformers.GPT2LMHeadModel.from_pretrained(tmp_path, output_loading_info=True,

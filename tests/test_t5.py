@@ -176,6 +176,10 @@ def test_what_t5_v1_0_does_not_have_is_refused():
         T5Config(feed_forward_proj="gated-gelu")
     with pytest.raises(InputError, match="untied|tie_word_embeddings"):
         T5Config(tie_word_embeddings=False)
+    hf = transformers.T5Config(vocab_size=20, d_model=8, d_kv=4, d_ff=16, num_layers=1, num_heads=2,
+                               tie_word_embeddings=False)
+    with pytest.raises(InputError, match="scale_decoder_outputs"):
+        T5Config.from_hf_config(hf.to_dict())
 
 
 @pytest.mark.parametrize("impl", ["math", "sdpa"])
