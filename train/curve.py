@@ -1,0 +1,554 @@
+"""python -m train.curve: the learning curve, test accuracy against the number of labelled training examples, for
+the pretrained model, the from-scratch control and the TF-IDF baseline, over several seeds.
+
+    python -m train.curve                                      # latest runs/pretrain-*/, budgets 500 1000 3000 all
+    python -m train.curve --init runs/pretrain-A runs/pretrain-E --labels mlm electra
+    python -m train.curve --budgets 1000 all --seeds 0 --no-baseline --finetune-args "--lr 3e-4"
+
+Every cell (model, budget, seed) is its own process, `python -m train.finetune` or `python -m train.baseline` with
+`--out OUT/cells/CELL`: a cell that fails or is interrupted takes nothing else with it, and memory is returned after
+each. A cell is recorded in `OUT/curve.json` as soon as it finishes, so running the same command again (or
+`--resume`, which finds the latest RUNS_DIR/curve-*/) skips the cells already done and reruns an interrupted one from
+its start. A recorded cell whose command line would now differ is an error, so one curve never mixes recipes. A cell
+that fails stops the curve and shows the end of its log.
+
+The same draws for every model: the cell (budget N, seed S) of every model runs with `--train-examples N
+--split-seed S --seeds S`, so seed S gives its own stratified draw of N training examples
+(`train.finetune_data.subsample_train`), and the pretrained model, the control and the baseline all train on that
+same draw, judged on the same validation and test splits. The built-in task's split is fixed, so there the seed
+changes only the draw (and the neural models' initialisation and batch order); a single --train file is also split
+80/10/10 by --split-seed, so there each seed is a different split as well (give --validation and --test files to
+hold the evaluation sets fixed). The budget "all" uses every training example: its seeds differ only in training
+randomness, which the deterministic baseline does not have.
+
+Fine-tuning epochs, unless --epochs says otherwise: E(N) = min(10, max(3, ceil(1000 / ceil(N / B)))), B the batch
+size: at least 1,000 optimiser steps where 10 epochs reach them, never fewer epochs than train.finetune's default 3
+nor more than 10. With the default batch of 32 that is 10 epochs for 500, 1,000 and 3,000 labels and 3 for all
+13,891, the recipe of README's learning curve.
+
+Outputs in --out: `curve.json` (every cell: test accuracy and macro F1, validation scores, seconds, command),
+`curve.md` (mean ± sample std per budget and model, and the time taken), `curve.png` (test accuracy against labels
+on a log axis, one line per model, its spread as error bars), `cells/` (each cell's own results.json) and `logs/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from minibert.errors import InputError
+from train import metrics
+from train.cli import build_parser
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_BUDGETS = ("500", "1000", "3000", "all")
+MIN_STEPS, MIN_EPOCHS, MAX_EPOCHS = 1000, 3, 10  # the epochs rule of the module docstring
+SCRATCH, BASELINE = "scratch", "baseline"
+# Options the curve sets for every cell itself; --finetune-args / --baseline-args may not set them.
+OWNED = {"init", "from_scratch", "out", "runs_dir", "seeds", "split_seed", "train_examples", "epochs", "train",
+         "validation", "test", "text_column", "text_pair_column", "label_column"}
+DATA_OPTIONS = ("train", "validation", "test", "text_column", "text_pair_column", "label_column")
+
+
+def _opt(default, help: str, **kw):
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class CurveOptions:
+    out: str | None = _opt(None, "the curve's directory; an existing one is resumed. none: RUNS_DIR/curve-YYYYmmdd "
+                           "(so the same command on the same day resumes)", metavar="DIR")
+    runs_dir: str = _opt("runs", "where the latest pretraining run (no --init) and the latest curve (--resume) are "
+                         "looked for, and where the default --out goes", metavar="DIR")
+    resume: bool = _opt(False, "without --out: resume the latest RUNS_DIR/curve-*/ instead of today's")
+    plot_only: bool = _opt(False, "run nothing: rewrite curve.md and curve.png from the curve.json in --out (or the "
+                           "latest curve)")
+    # -- what is measured
+    budgets: list[str] = _opt(DEFAULT_BUDGETS, "numbers of labelled training examples (each drawn stratified, as "
+                              "train.finetune --train-examples), 'all' for every one", metavar="N")
+    seeds: list[int] = _opt((0, 1, 2), "seeds: seed S draws its own training examples (--split-seed S) and seeds "
+                            "the training (--seeds S), the same for every model", metavar="SEED")
+    # --init and --labels are added by hand (repeatable lists); "positional" keeps train.cli from adding them.
+    init: list[str] = _opt((), "", positional=True)
+    labels: list[str] = _opt((), "", positional=True)
+    scratch: bool = _opt(True, "the from-scratch control: the first --init's architecture and tokenizer, random "
+                         "weights (train.finetune --from-scratch)")
+    baseline: bool = _opt(True, "the TF-IDF + logistic regression baseline (python -m train.baseline)")
+    epochs: list[int] = _opt((), "fine-tuning epochs: one number for every budget, or one per budget in --budgets "
+                             "order. none: the rule of --help's description (10 for few labels, 3 for all)",
+                             metavar="E")
+    finetune_args: str = _opt("", "more options for every train.finetune cell, as one string, e.g. "
+                              "\"--lr 3e-4 --batch-size 16\" (not the options the curve sets)", metavar="ARGS")
+    baseline_args: str = _opt("", "more options for every train.baseline cell, e.g. \"--c-values 10 30\"",
+                              metavar="ARGS")
+    max_cells: int | None = _opt(None, "run at most this many cells, then stop (rerun to continue); none: all",
+                                 metavar="N")
+    # -- data: passed to every cell
+    train: str | None = _opt(None, "training data (.csv, .tsv, .jsonl), as train.finetune --train; none: the "
+                             "built-in review task", metavar="FILE")
+    validation: str | None = _opt(None, "validation data, as train.finetune --validation", metavar="FILE")
+    test: str | None = _opt(None, "test data, as train.finetune --test", metavar="FILE")
+    text_column: str = _opt("text", "column holding the text", metavar="NAME")
+    text_pair_column: str | None = _opt(None, "column holding a second text (sentence pairs)", metavar="NAME")
+    label_column: str = _opt("label", "column holding the label", metavar="NAME")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option, the description (this module's docstring) kept as written."""
+
+
+def parse_options(argv: list[str] | None = None) -> CurveOptions:
+    parser = build_parser(CurveOptions, __doc__, "python -m train.curve")
+    parser.formatter_class = HelpFormatter
+    parser.add_argument("--init", action="extend", nargs="+", default=[], metavar="DIR",
+                        help="pretrained runs to fine-tune, each its own line (repeat the option or list several). "
+                        "none: the latest RUNS_DIR/pretrain-*/, as train.finetune chooses it")
+    parser.add_argument("--labels", action="extend", nargs="+", default=[], metavar="NAME",
+                        help="a name for each --init, in order (letters, digits, . _ -). none: the run directories' "
+                        "names")
+    return CurveOptions(**vars(parser.parse_args(sys.argv[1:] if argv is None else argv)))
+
+
+# -- the plan -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Model:
+    label: str
+    kind: str  # "pretrained", "scratch" or "baseline"
+    init: str | None  # the pretrained run (for scratch: whose architecture)
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: Model
+    budget: str  # "500" ... or "all"
+    seed: int
+    module: str  # train.finetune or train.baseline
+    args: tuple[str, ...]  # everything but --out
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.label}-n{self.budget}-s{self.seed}"
+
+
+def _given(parser: argparse.ArgumentParser, tokens: list[str], what: str) -> set[str]:
+    """The destinations that `tokens` set (abbreviations included), checked against `parser`."""
+    sentinel = object()
+    parser.set_defaults(**{dest: sentinel for dest in vars(parser.parse_known_args([])[0])})
+    ns, unknown = parser.parse_known_args(tokens)
+    if unknown:
+        raise InputError(f"{what}: {parser.prog} does not take `{shlex.join(unknown)}`; see {parser.prog} --help")
+    return {k for k, v in vars(ns).items() if v is not sentinel}
+
+
+def split_args(text: str, parser: argparse.ArgumentParser, what: str) -> tuple[list[str], set[str]]:
+    try:
+        tokens = shlex.split(text)
+    except ValueError as err:
+        raise InputError(f"{what}: {err}") from None
+    given = _given(parser, tokens, what)
+    clash = sorted(given & OWNED)
+    if clash:
+        flags = ", ".join("--" + d.replace("_", "-") for d in clash)
+        raise InputError(f"{what} sets {flags}, which the curve sets for every cell; use the curve's own options "
+                         "(--budgets, --seeds, --init, --epochs, the data options)")
+    return tokens, given
+
+
+def epochs_for(n: int, batch_size: int) -> int:
+    """E(N) = min(10, max(3, ceil(1000 / ceil(N / B))))."""
+    return min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(MIN_STEPS / math.ceil(n / batch_size))))
+
+
+def budget_size(budget: str, n_train: int) -> int:
+    return n_train if budget == "all" else int(budget)
+
+
+def check_budgets(budgets: list[str], n_train: int, n_labels: int) -> list[str]:
+    """The budgets as given ("all" or whole numbers), each at most the training set, sorted with "all" last."""
+    for b in budgets:
+        if b != "all" and not re.fullmatch(r"[0-9]+", b):
+            raise InputError(f"--budgets {b}: give whole numbers of examples or 'all'")
+        if b != "all" and not n_labels <= int(b) <= n_train:
+            raise InputError(f"--budgets {b}: must be between {n_labels} (one per label) and {n_train} (the "
+                             "training examples there are), or 'all'")
+    if len(set(budgets)) != len(budgets):
+        raise InputError("--budgets must be distinct")
+    return sorted(budgets, key=lambda b: (b == "all", int(b) if b != "all" else 0))
+
+
+def models_of(o: CurveOptions) -> list[Model]:
+    from train.finetune import latest_pretraining_run
+
+    inits = [str(Path(p)) for p in o.init] or [str(latest_pretraining_run(Path(o.runs_dir)))]
+    for p in inits:
+        if not Path(p).is_dir():
+            raise InputError(f"--init {p}: no such directory")
+    if o.labels and len(o.labels) != len(inits):
+        raise InputError(f"--labels: {len(o.labels)} name(s) for {len(inits)} --init run(s); give one per run")
+    labels = o.labels or [Path(p).name for p in inits]
+    for label in labels:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", label):
+            raise InputError(f"--labels {label!r}: use letters, digits, '.', '_' or '-' (it names directories)")
+    if len(set(labels)) != len(labels) or {SCRATCH, BASELINE} & set(labels):
+        raise InputError(f"--labels must be distinct and not {SCRATCH!r} or {BASELINE!r}: {', '.join(labels)}")
+    models = [Model(label, "pretrained", p) for label, p in zip(labels, inits)]
+    if o.scratch:
+        models.append(Model(SCRATCH, "scratch", inits[0]))
+    if o.baseline:
+        models.append(Model(BASELINE, "baseline", None))
+    return models
+
+
+def plan(o: CurveOptions, models: list[Model], budgets: list[str], n_train: int) -> list[Cell]:
+    """Every cell, small budgets first, so the cheap end of the curve is there soonest."""
+    from train import baseline as bl
+    from train import finetune as ft
+
+    ft_tokens, ft_given = split_args(o.finetune_args, ft.build_parser(), "--finetune-args")
+    bl_tokens, _ = split_args(o.baseline_args, build_parser(bl.BaselineOptions, "", "python -m train.baseline"),
+                              "--baseline-args")
+    batch_size = ft.parse_options(ft_tokens).batch_size if "batch_size" in ft_given else ft.Options().batch_size
+    if o.epochs and len(o.epochs) not in (1, len(o.budgets)):
+        raise InputError(f"--epochs: give one number, or one per budget ({len(o.budgets)})")
+    if any(e < 1 for e in o.epochs):
+        raise InputError("--epochs must be at least 1")
+    given_epochs = dict(zip(o.budgets, o.epochs * len(o.budgets) if len(o.epochs) == 1 else o.epochs))
+    data = []
+    for name in DATA_OPTIONS:
+        value = getattr(o, name)
+        if value is not None and value != CurveOptions.__dataclass_fields__[name].default:
+            data += ["--" + name.replace("_", "-"), str(value)]
+    cells = []
+    for budget in budgets:
+        draw = [] if budget == "all" else ["--train-examples", budget]
+        epochs = given_epochs.get(budget) or epochs_for(budget_size(budget, n_train), batch_size)
+        for seed in o.seeds:
+            common = ["--seeds", str(seed), "--split-seed", str(seed), *draw, *data]
+            for m in models:
+                if m.kind == "baseline":
+                    cells.append(Cell(m, budget, seed, "train.baseline", tuple(common + bl_tokens)))
+                    continue
+                init = ["--init", m.init] + (["--from-scratch"] if m.kind == "scratch" else [])
+                args = init + common + ["--epochs", str(epochs)] + ft_tokens
+                cells.append(Cell(m, budget, seed, "train.finetune", tuple(args)))
+    return cells
+
+
+# -- the record ---------------------------------------------------------------------------------------------
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Write to a temporary file and rename, so an interruption never leaves a half-written curve.json."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_record(out: Path) -> dict:
+    path = out / "curve.json"
+    if not path.is_file():
+        return {"cells": {}}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON ({err.msg}); move it away to start the curve afresh") from None
+
+
+def cell_record(cell: Cell, results: dict, seconds: float, directory: str) -> dict:
+    test, validation = results["test"], results["validation"]
+    return {
+        "model": cell.model.label,
+        "kind": cell.model.kind,
+        "init": cell.model.init,
+        "budget": cell.budget,
+        "seed": cell.seed,
+        "train_examples": results["sizes"]["train"],
+        "epochs": results["options"].get("epochs") if cell.module == "train.finetune" else None,
+        "accuracy": test["accuracy"],
+        "macro_f1": test["macro_f1"],
+        "validation_accuracy": validation["accuracy"],
+        "validation_macro_f1": validation["macro_f1"],
+        "seconds": round(seconds, 1),
+        "module": cell.module,
+        "args": list(cell.args),
+        "dir": directory,
+    }
+
+
+def check_consistent(cells: list[Cell], done: dict) -> None:
+    for cell in cells:
+        old = done.get(cell.name)
+        if old and (old["module"], old["args"]) != (cell.module, list(cell.args)):
+            raise InputError(
+                f"cell {cell.name} was run as `python -m {old['module']} {shlex.join(old['args'])}` and would now run "
+                f"as `python -m {cell.module} {shlex.join(cell.args)}`; use a new --out for a different recipe"
+            )
+
+
+# -- running ------------------------------------------------------------------------------------------------
+
+
+def cell_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+class CellFailed(Exception):
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+def run_cell(cell: Cell, out: Path) -> tuple[dict, float]:
+    """Run one cell as its own process, its output in OUT/logs/CELL.log; returns its results.json and seconds."""
+    directory = out / "cells" / cell.name
+    if directory.exists():
+        shutil.rmtree(directory)  # an interrupted attempt: start the cell again from nothing
+    log_path = out / "logs" / f"{cell.name}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", cell.module, "--out", str(directory), *cell.args]
+    started = time.time()
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write("$ " + shlex.join(command) + "\n")
+        log.flush()
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=cell_env()).returncode
+    seconds = time.time() - started
+    if code != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
+        raise CellFailed(f"cell {cell.name} failed (exit {code}); its log, {log_path}, ends:\n  " + "\n  ".join(tail),
+                         2 if code == 2 else 1)
+    return json.loads((directory / "results.json").read_text(encoding="utf-8")), seconds
+
+
+def default_out(o: CurveOptions) -> Path:
+    if o.out:
+        return Path(o.out)
+    if o.resume or o.plot_only:
+        runs = sorted(p for p in Path(o.runs_dir).glob("curve-*") if (p / "curve.json").is_file())
+        if not runs:
+            raise InputError(f"no curve to {'resume' if o.resume else 'plot'}: no {o.runs_dir}/curve-*/curve.json")
+        return runs[-1]
+    return Path(o.runs_dir) / f"curve-{datetime.now():%Y%m%d}"
+
+
+def run(o: CurveOptions) -> dict:
+    """Everything `main` does; returns what it writes to curve.json."""
+    from train.finetune_data import Columns, load_task
+
+    out = default_out(o)
+    if o.plot_only:
+        record = load_record(out)
+        if not record["cells"]:
+            raise InputError(f"{out}: no curve.json with cells to plot")
+        write_outputs(out, record)
+        return record
+    if o.max_cells is not None and o.max_cells < 1:
+        raise InputError("--max-cells must be at least 1")
+    if not o.seeds or len(set(o.seeds)) != len(o.seeds):
+        raise InputError("--seeds must be distinct")
+    # 1. The task, read once here to check the budgets (every cell reads it again, the same way).
+    task = load_task(o.train, o.validation, o.test, Columns(o.text_column, o.text_pair_column, o.label_column))
+    budgets = check_budgets(o.budgets, len(task.train), len(task.label_names))
+    # 2. The plan: every (model, budget, seed), and what is already done.
+    models = models_of(o)
+    cells = plan(o, models, budgets, len(task.train))
+    if out.is_dir() and any(out.iterdir()) and not (out / "curve.json").is_file():
+        raise InputError(f"{out}: not empty and holds no curve.json, so it is not a curve to resume; choose a new "
+                         "--out (nothing in it was changed)")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; choose a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    record = load_record(out)
+    check_consistent(cells, record["cells"])
+    source = task.source
+    if o.train and not o.validation:
+        source = f"{o.train} split 80/10/10 (stratified, --split-seed = each cell's seed)"
+    record.update(task=source, models=[dataclasses.asdict(m) for m in models], budgets=budgets, seeds=o.seeds)
+    record.setdefault("created", datetime.now().isoformat(timespec="seconds"))
+    todo = [c for c in cells if c.name not in record["cells"]]
+    print(f"curve in {out}: {len(cells)} cells ({len(models)} models x {len(budgets)} budgets x {len(o.seeds)} "
+          f"seeds), {len(cells) - len(todo)} done before, {len(todo)} to run; task: {source}", flush=True)
+    # 3. Each cell as its own process, recorded as soon as it finishes.
+    ran, pending = 0, False
+    try:
+        for i, cell in enumerate(cells, 1):
+            head = f"[{i}/{len(cells)}] {cell.model.label} budget={cell.budget} seed={cell.seed}"
+            if cell.name in record["cells"]:
+                print(f"{head}: done before ({100 * record['cells'][cell.name]['accuracy']:.1f}%), skipped",
+                      flush=True)
+                continue
+            if o.max_cells is not None and ran >= o.max_cells:
+                print(f"stopping after {ran} cell(s) (--max-cells); rerun the same command to continue", flush=True)
+                break
+            print(f"{head} ...", end=" ", flush=True)
+            pending = True
+            results, seconds = run_cell(cell, out)
+            pending = False
+            record["cells"][cell.name] = cell_record(cell, results, seconds, f"cells/{cell.name}")
+            record["updated"] = datetime.now().isoformat(timespec="seconds")
+            write_json_atomic(out / "curve.json", record)
+            ran += 1
+            print(f"{100 * results['test']['accuracy']:.1f}% in {seconds:.0f} s", flush=True)
+    finally:
+        if pending:
+            print(flush=True)  # end the progress line of the cell that did not finish
+        # 4. The table and the picture, from whatever is done (also after a failure or an interruption).
+        write_json_atomic(out / "curve.json", record)
+        if record["cells"]:
+            write_outputs(out, record)
+    return record
+
+
+# -- the table and the picture ------------------------------------------------------------------------------
+
+
+def _budget_key(budget: str) -> tuple:
+    return (budget == "all", int(budget) if budget != "all" else 0)
+
+
+def summarize(record: dict) -> list[dict]:
+    """One row per (model, budget): mean and sample std of test accuracy and macro F1 over the seeds done."""
+    groups: dict[tuple, list[dict]] = {}
+    for cell in record["cells"].values():
+        groups.setdefault((cell["model"], cell["budget"]), []).append(cell)
+    rows = []
+    for (model, budget), cells in groups.items():
+        rows.append({
+            "model": model, "budget": budget,
+            "train_examples": cells[0]["train_examples"],
+            "accuracy": metrics.mean_and_std([c["accuracy"] for c in cells]),
+            "macro_f1": metrics.mean_and_std([c["macro_f1"] for c in cells]),
+            "seconds": metrics.mean_and_std([c["seconds"] for c in cells]),
+            "seeds": sorted(c["seed"] for c in cells),
+        })
+    return rows
+
+
+def model_order(record: dict) -> list[str]:
+    """The models in the order of the last plan, then any others the record holds."""
+    order = [m["label"] for m in record.get("models", [])]
+    return order + sorted({c["model"] for c in record["cells"].values()} - set(order))
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def format_table(record: dict) -> str:
+    rows = {(r["model"], r["budget"]): r for r in summarize(record)}
+    models = model_order(record)
+    budgets = sorted({b for _, b in rows}, key=_budget_key)
+    size = {b: next(r["train_examples"] for (m, bb), r in rows.items() if bb == b) for b in budgets}
+
+    def table(title: str, value) -> list[str]:
+        lines = [f"### {title}", "", "| training labels | " + " | ".join(models) + " |",
+                 "|---:|" + "---:|" * len(models)]
+        for b in budgets:
+            label = f"{size[b]:,}" + (" (all)" if b == "all" else "")
+            lines.append(f"| {label} | " + " | ".join(value(rows[(m, b)]) if (m, b) in rows else "—"
+                                                     for m in models) + " |")
+        return lines + [""]
+
+    def score(key):
+        def cell(r):
+            s = r[key]
+            return f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}" + (f" (n={s['n']})" if s["n"] != n_seeds else "")
+        return cell
+
+    n_seeds = len(record.get("seeds") or {c["seed"] for c in record["cells"].values()})
+    total = sum(c["seconds"] for c in record["cells"].values())
+    lines = [f"# Learning curve: {record.get('task', '')}", "",
+             f"Test split, mean ± sample std over seeds {', '.join(map(str, record.get('seeds', [])))} "
+             f"(n = seeds done where fewer). Seed S draws its own training examples, the same for every model; "
+             f"{len(record['cells'])} cells, {_minutes(total)} in all.", ""]
+    for m in record.get("models", []):
+        what = {"pretrained": f"fine-tuned from `{m['init']}`",
+                "scratch": f"from scratch, the architecture of `{m['init']}`",
+                "baseline": "TF-IDF character n-grams + logistic regression, tuned on validation"}[m["kind"]]
+        lines.append(f"- **{m['label']}**: {what}")
+    lines.append("")
+    lines += table("Test accuracy (%)", score("accuracy"))
+    lines += table("Test macro F1 (%)", score("macro_f1"))
+    lines += table("Time per cell (mean)", lambda r: _minutes(r["seconds"]["mean"]))
+    epochs = sorted({(c["budget"], c["epochs"]) for c in record["cells"].values() if c["epochs"]},
+                    key=lambda be: _budget_key(be[0]))
+    if epochs:
+        lines.append("Fine-tuning epochs: " + ", ".join(f"{e} at {size.get(b, b):,} labels" if b in size else
+                                                         f"{e} at {b}" for b, e in epochs) + ".")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(record: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = summarize(record)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    models = [m for m in model_order(record) if any(r["model"] == m for r in rows)]
+    for i, model in enumerate(models):
+        mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["train_examples"])
+        dodge = 1.025 ** (i - (len(models) - 1) / 2)  # side by side on the log axis, so error bars do not overlap
+        x = [r["train_examples"] * dodge for r in mine]
+        y = [100 * r["accuracy"]["mean"] for r in mine]
+        err = [100 * r["accuracy"]["std"] for r in mine]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=4, linestyle="--" if model == BASELINE else "-",
+                    label=model)
+    ax.set_xscale("log")
+    ticks = sorted({r["train_examples"] for r in rows})
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:,}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("labelled training examples (log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Learning curve: test accuracy against labels (mean ± std over seeds)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_outputs(out: Path, record: dict) -> None:
+    (out / "curve.md").write_text(format_table(record), encoding="utf-8")
+    plot(record, out / "curve.png")
+    print(f"wrote {out / 'curve.md'} and {out / 'curve.png'}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_options(argv)
+    try:
+        run(options)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except CellFailed as err:
+        print(f"\nerror: {err}", file=sys.stderr)
+        return err.code
+    except KeyboardInterrupt:
+        print("\ninterrupted; the cells done are saved: rerun the same command to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
