@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 import minibert.heads
 from minibert import BertForMaskedLM
@@ -197,6 +199,17 @@ def test_auto_tokenizer_type_follows_the_script():
     assert pretrain.auto_model_type(["今天天气很好，我们去公园。"] * 10) == "char"
     assert pretrain.auto_model_type(["The weather is fine today."] * 10) == "unigram"
     assert pretrain.auto_model_type(["质量很好非常满意 good"] * 10) == "char"  # counted by letters
+
+
+@given(n=st.integers(1, 60), batch_size=st.integers(1, 70), seed=st.integers(0, 2**32 - 1))
+def test_each_epoch_of_the_block_stream_visits_every_block_once(n, batch_size, seed):
+    stream = pretrain.BlockStream(n, batch_size, seed)
+    batches = [stream.next_batch() for _ in range(-(-2 * n // batch_size))]  # at least two epochs
+    assert all(len(b) == batch_size for b in batches)  # B indices per step, also across an epoch boundary
+    drawn = np.concatenate(batches)
+    assert sorted(drawn[:n].tolist()) == list(range(n))  # the first epoch: every block exactly once
+    assert sorted(drawn[n:2 * n].tolist()) == list(range(n))  # and the second, in another order
+    assert stream.epoch * n + stream.pos == len(drawn)
 
 
 def test_shuffled_rows_keep_their_tokens_and_targets_together():

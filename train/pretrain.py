@@ -237,15 +237,15 @@ class BlockStream:
         return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
 
     def next_batch(self) -> np.ndarray:
-        take = []
-        while len(take) < self.batch_size:
+        chunks, taken = [], 0  # a batch may straddle two epochs: the end of one order, the start of the next
+        while taken < self.batch_size:
             if self.pos == self.n:
                 self.epoch, self.pos = self.epoch + 1, 0
                 self._order = self._permutation()
-            k = min(self.batch_size - len(take), self.n - self.pos)
-            take.append(self._order[self.pos : self.pos + k])
-            self.pos += k
-        return np.concatenate(take)
+            k = min(self.batch_size - taken, self.n - self.pos)
+            chunks.append(self._order[self.pos : self.pos + k])
+            self.pos, taken = self.pos + k, taken + k
+        return np.concatenate(chunks)  # (B,)
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "pos": self.pos}
