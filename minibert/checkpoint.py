@@ -2,12 +2,14 @@
 
 Keys are Hugging Face's, so the same weights also load through `minibert.hf`. Saving is atomic: files are written
 to a temporary name beside their destination and renamed into place, so a process killed mid-save leaves the
-previous files intact.
+previous files intact (and, at worst, a `.NAME.tmp-PID` file that `remove_leftovers` cleans). A training run records
+its step in the weights file's metadata (`weights_step`), so a copy older than the run's last checkpoint is found.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -32,9 +34,12 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+TMP_MARK = ".tmp-"  # in the name of every file or directory that is written and then renamed into place
+
+
 def atomic_write(path: Path, write) -> None:
     """Call write(tmp_path), then rename tmp_path onto path (atomic on POSIX)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -43,27 +48,69 @@ def atomic_write(path: Path, write) -> None:
             tmp.unlink()
 
 
-def save_pretrained(model: nn.Module, directory: str | Path) -> None:
+def remove_leftovers(directory: Path) -> list[Path]:
+    """Delete the temporary files and directories (`.NAME.tmp-PID`, `.tmp-NAME`) that a killed save left in
+    `directory`; returns what was removed."""
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if p.name.startswith(".") and TMP_MARK in p.name]
+    for p in found:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    return found
+
+
+def save_pretrained(model: nn.Module, directory: str | Path, step: int | None = None) -> None:
+    """config.json + model.safetensors; `step`, when given, is recorded in the weights' metadata."""
     from safetensors.torch import save_file
 
     model = unwrap(model)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in TIED_KEYS}
-    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+    metadata = {"format": "pt", **({} if step is None else {"step": str(step)})}
+    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata=metadata))
     atomic_write(directory / CONFIG_NAME, lambda p: model.config.save(p))
+
+
+def weights_step(directory: str | Path) -> int | None:
+    """The training step recorded in directory/model.safetensors, or None (no file, unreadable, or no step)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(Path(directory) / WEIGHTS_NAME), framework="pt") as f:
+            step = (f.metadata() or {}).get("step")
+        return int(step) if step is not None else None
+    except Exception:  # missing, truncated, not safetensors: no step to trust
+        return None
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; InputError naming the file when it is missing, truncated or not one."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error type (and OSError) for a file cut short or garbled
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{path}: not a readable safetensors file ({detail}); it may be truncated or corrupt: "
+                         "restore it, or write it again") from None
 
 
 def load_pretrained(directory: str | Path, cls: type[nn.Module], **config_overrides) -> tuple[nn.Module, LoadReport]:
     """Build `cls` from a directory written by `save_pretrained`; `config_overrides` replace config fields
     (for example `num_labels` for a classifier on a pretrained encoder). Returns the model and what was not loaded."""
-    from safetensors.torch import load_file
-
     directory = Path(directory)
     if not (directory / WEIGHTS_NAME).is_file():
         raise InputError(f"{directory}: no {WEIGHTS_NAME}; is this a minibert run directory?")
     config = BertConfig.load(directory / CONFIG_NAME)
-    config = BertConfig.from_dict({**config.to_dict(), **config_overrides})
+    config = BertConfig.from_dict({**config.to_dict(), **config_overrides}, str(directory / CONFIG_NAME))
+    weights = read_weights(directory / WEIGHTS_NAME)
     model = cls(config)
-    report = load_state_dict_checked(model, load_file(str(directory / WEIGHTS_NAME)))
+    report = load_state_dict_checked(model, weights)
     return model, report

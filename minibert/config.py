@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +52,16 @@ class BertConfig:
     fused_qkv: bool = False                 # Q, K, V from one (C, 3C) matmul instead of three (C, C); same weights
 
     def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size", "num_labels"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"):
+            p = getattr(self, name)
+            if p is not None and not 0.0 <= p < 1.0:
+                raise InputError(f"{name} must be in [0, 1), not {p}")
+        if not (math.isfinite(self.layer_norm_eps) and self.layer_norm_eps > 0):
+            raise InputError(f"layer_norm_eps must be positive, not {self.layer_norm_eps}")
         if self.hidden_size % self.num_attention_heads:
             raise InputError(
                 f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads ({self.num_attention_heads})"
@@ -75,11 +87,8 @@ class BertConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BertConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise InputError(f"unknown config field(s) {unknown}; known fields are {sorted(known)}")
+    def from_dict(cls, d: dict, source: str = "config") -> "BertConfig":
+        check_fields(d, source)
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
@@ -87,14 +96,8 @@ class BertConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "BertConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: config file not found")
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(d)
+        """The config a file describes; fields the file leaves out take the defaults above (BERT-base)."""
+        return cls(**read_fields(path))
 
     # --- Hugging Face ---
     @classmethod
@@ -121,6 +124,60 @@ class BertConfig:
         d["label2id"] = {v: k for k, v in d["id2label"].items()}
         d["model_type"] = "bert"
         return d
+
+
+def field_types() -> dict[str, tuple[type, bool]]:
+    """Each BertConfig field's type and whether it may be None: {"hidden_size": (int, False), ...}."""
+    out = {}
+    for name, hint in typing.get_type_hints(BertConfig).items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        inner = args[0] if optional else hint
+        out[name] = (typing.get_origin(inner) or inner, optional)
+    return out
+
+
+# How a value of each field type is described in messages.
+TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "an object"}
+
+
+def check_fields(d: dict, source: str = "config") -> None:
+    """InputError for an unknown field or a value of the wrong JSON type (an int field takes an integer, a float
+    field a number, a bool field true or false, a str field a string; an optional field also takes null)."""
+    types = field_types()
+    unknown = sorted(set(d) - set(types))
+    if unknown:
+        raise InputError(f"{source}: unknown config field(s) {unknown}; known fields are {sorted(types)}")
+    for name, value in d.items():
+        base, optional = types[name]
+        if value is None:
+            ok = optional
+        elif base is bool:
+            ok = isinstance(value, bool)
+        elif base is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif base is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, base)
+        if not ok:
+            wanted = TYPE_NAMES[base] + (" or null" if optional else "")
+            raise InputError(f"{source}: {name} must be {wanted}, not {json.dumps(value)}")
+
+
+def read_fields(path: str | Path) -> dict:
+    """The fields a JSON config file sets, checked by `check_fields`, and only those (no defaults filled in)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: config file not found")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise InputError(f"{path}: expected a JSON object of config fields, like {{\"num_hidden_layers\": 3}}")
+    check_fields(d, str(path))
+    return d
 
 
 # Sizes by name. "base" is BERT-base; "tiny" and "small" are sized for CPUs and tests.

@@ -1,7 +1,9 @@
-"""Strict UTF-8 decoding whose error names the file, the line and the offending bytes."""
+"""Strict UTF-8 decoding whose error names the file, the line and the offending bytes; a quick look at whether a
+file is text at all."""
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 from minibert.errors import InputError
@@ -22,3 +24,19 @@ def decode_utf8(data: bytes, path: str | Path, first_line: int = 1) -> str:
             f"e.g. `iconv -f GB18030 -t UTF-8 {path} > fixed.txt` for a Chinese legacy encoding."
         ) from None
     return text[1:] if first_line == 1 and text.startswith("\ufeff") else text
+
+
+def check_looks_like_text(path: str | Path, sample_bytes: int = 1 << 20) -> None:
+    """InputError naming `path` when its first `sample_bytes` hold a NUL byte (a binary file: NUL is valid UTF-8
+    but never in text) or bytes that are not UTF-8; reads only that much, so a large corpus costs nothing extra."""
+    with open(path, "rb") as f:
+        data = f.read(sample_bytes)
+    nul = data.find(b"\0")
+    if nul >= 0:
+        line = data.count(b"\n", 0, nul) + 1
+        raise InputError(f"{path}, line {line}: a NUL byte (0x00), so this is a binary file, not UTF-8 text; give "
+                         "text files, one sentence or paragraph per line")
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(data, final=len(data) < sample_bytes)
+    except UnicodeDecodeError:
+        decode_utf8(data[: data.rfind(b"\n") + 1] or data, path)  # raises, naming the line and the bytes

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from minibert.errors import InputError
 
+from .corpus import text_files
+from .textfile import check_looks_like_text
 from .trainer import MODEL_TYPES, train
 
 
@@ -25,8 +27,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     "[CLS]=2 [SEP]=3 [MASK]=4. Text is NFKC-normalised (full-width letters and digits become "
                     "half-width) and whitespace runs are folded to one space. The output directory gets "
                     "spm.model, spm.vocab and tokenizer_config.json, to be opened with tokenizer.load(DIR).",
-        epilog="Exit status 2 and a message on stderr for bad input (missing, empty or non-UTF-8 files, a "
-               "vocabulary size the text cannot support, an output directory that already holds a tokenizer).",
+        epilog="Exit status 2 and a message on stderr for bad input (missing, empty, binary or non-UTF-8 files, a "
+               "vocabulary size the text cannot support, an option out of range, an output directory that already "
+               "holds a tokenizer or cannot be written).",
     )
     parser.add_argument("--input", nargs="+", required=True, type=Path, metavar="FILE_OR_DIR",
                         help="UTF-8 text files, one sentence or paragraph per line (blank lines are skipped), or "
@@ -58,9 +61,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """The options' ranges, and that each input file looks like text, before any work; InputError names them."""
+    if args.num_threads is not None and args.num_threads < 1:
+        raise InputError("--num-threads must be at least 1 (leave it out for all CPU cores)")
+    if not 0 <= args.seed < 2**32:
+        raise InputError("--seed must be between 0 and 2**32 - 1")
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out {args.out} is a file; give a directory for the tokenizer")
+    for path in text_files(args.input):  # InputError for a missing path or a directory without .txt files
+        check_looks_like_text(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        check_args(args)
         train(
             args.input,
             args.vocab_size,
@@ -76,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a file that cannot be read, or an --out that cannot be written (read-only, full)
+        print(f"error: {err.filename or args.out}: {err.strerror or err}", file=sys.stderr)
         return 2
     return 0
 

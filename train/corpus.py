@@ -32,7 +32,8 @@ _REENCODE_HINT = "re-encode the file as UTF-8, e.g. `iconv -f GBK -t UTF-8 in.tx
 def iter_file_lines(path: Path, progress: tqdm | None = None) -> Iterator[tuple[int, str]]:
     """Yield (line number starting at 1, line without its line ending) for every line of a UTF-8 file.
 
-    A leading byte order mark is dropped. Bytes that are not UTF-8 raise InputError naming the file and line.
+    A leading byte order mark is dropped. Bytes that are not UTF-8, and NUL bytes (which only binary files hold),
+    raise InputError naming the file and line.
     """
     line_number = 0
     carry = b""
@@ -49,6 +50,12 @@ def iter_file_lines(path: Path, progress: tqdm | None = None) -> Iterator[tuple[
             else:
                 carry = b""
             if data:
+                if (nul := data.find(b"\0")) >= 0:  # valid UTF-8, but never in text: a binary file
+                    bad_line = line_number + data.count(b"\n", 0, nul) + 1
+                    raise InputError(
+                        f"{path}, line {bad_line}: a NUL byte (0x00), so this is a binary file, not UTF-8 text; "
+                        "give text files (one document per line)"
+                    )
                 try:
                     text = data.decode("utf-8")
                 except UnicodeDecodeError as err:
@@ -115,7 +122,7 @@ def read_texts(paths: Sequence[str | Path]) -> list[str]:
     """All texts of a corpus given as files and directories, in order: files in the order given, lines in order.
 
     Raises InputError for a missing path, a directory without text files, a file with no text, bytes that are not
-    UTF-8 (naming file and line), a JSONL line that is not an object with a string "text" (naming file and line),
+    UTF-8 or NUL bytes (naming file and line), a JSONL line that is not an object with a string "text" (naming file and line),
     or a corpus with no text at all.
     """
     files = [f for p in paths for f in _expand(Path(p))]
