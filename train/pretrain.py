@@ -10,6 +10,13 @@ directory that `python -m train.finetune` picks up:
         checkpoints/step_NNNNNN/          the last K full checkpoints (weights + optimiser, RNG and data state)
         data/                             the tokenized corpus, cached so a restart does not re-tokenize
         metrics.jsonl, loss.png, args.json
+        .minibert-run                     the marker that makes the directory a run (train.cli)
+
+Resume, force, faults: `--resume` continues the run with its own options (those given again may only be the
+budget and bookkeeping ones, `MAY_CHANGE_ON_RESUME`) from its latest readable checkpoint, and repairs a top-level
+copy of the weights that a kill left older than that checkpoint. `--force` removes only what a run writes, and only
+from a run directory. Ctrl-C (SIGINT) and SIGTERM stop the loop between two steps and save that step's checkpoint,
+so `--resume` gives the same losses as a run that was never stopped; exit status 130 and 143.
 
 Distributed: `torchrun --nproc_per_node N -m train.pretrain ...` (NCCL on GPUs, gloo on CPUs). `--batch-size` is
 the global batch: every rank masks the same global batch with the same generator and takes its own slice, so
@@ -23,8 +30,11 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -37,12 +47,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from minibert import BertConfig, BertForMaskedLM, InputError, preset
-from minibert.checkpoint import atomic_write, save_pretrained, unwrap
+from minibert import BertConfig, BertForMaskedLM, InputError
+from minibert.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_weights, remove_leftovers,
+                                 save_pretrained, unwrap, weights_step)
 from minibert.compiled import compile_model
+from minibert.config import PRESETS, TYPE_NAMES, field_types, read_fields
 from minibert.heads import IGNORE_INDEX
+from minibert.hf import load_state_dict_checked
 from train.builtin_data import BUILTIN_PARTS, builtin_pretraining_texts
-from train.cli import parse_into
+from train.cli import OutDir, OutState, RunKind, check_usable, claim, inspect_out, parse_given, release
 from train.masking import mask_tokens
 from train.optim import lr_at, make_adamw, set_lr
 from train.packing import pack_blocks, split_blocks, tokenize_to_cache
@@ -64,8 +77,11 @@ class PretrainArgs:
                                      "training-split reviews), news, or reviews (in-domain text alone for the built-in "
                                      "sentiment task)", choices=BUILTIN_PARTS)
     out: str | None = opt(None, "run directory; default runs/pretrain-<date>-<time>")
-    resume: bool = opt(False, "continue the run in --out from its latest checkpoint")
-    force: bool = opt(False, "delete an existing run in --out and start over")
+    resume: bool = opt(False, "continue the run in --out exactly, from its latest checkpoint, with its own options; "
+                              "only --max-steps, --max-time, --stop-at-step, the eval/log/save cadence, --keep-last, "
+                              "--device, --micro-batch-size, --compile and --progress may be given anew (a new "
+                              "--max-steps: the learning-rate schedule becomes that of a run of the new length)")
+    force: bool = opt(False, "start over: remove the run in --out (only the files a run writes) first")
     tokenizer: str | None = opt(None, "an existing tokenizer directory; default: train one on the corpus")
     vocab_size: int = opt(8000, "vocabulary size of a newly trained tokenizer")
     tokenizer_model: str = opt("unigram", "SentencePiece model type of a newly trained tokenizer. unigram learns "
@@ -73,7 +89,7 @@ class PretrainArgs:
                                           "which fine-tune better than single characters at this scale; auto: char for "
                                           "a mostly Chinese/Japanese corpus (as Chinese BERT), else unigram",
                                choices=["auto", "unigram", "bpe", "char"])
-    max_seq_length: int = opt(128, "tokens per packed block, [CLS] and [SEP]s included")
+    max_seq_length: int = opt(128, "tokens per packed block, [CLS] and [SEP]s included (8 to 8192)")
     eval_fraction: float = opt(0.01, "fraction of the blocks held out for evaluation")
     # model
     preset: str = opt("tiny", "model size (tiny 2x128 ran 4.6x the tokens/s of small 4x256 on one CPU core, and its "
@@ -124,6 +140,46 @@ class Dist:
         return self.rank == 0
 
 
+MAX_SEQ_LENGTH = 8192  # attention memory grows as T²; BERT itself stops at 512
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def check_args(args: PretrainArgs) -> None:
+    """Every option's range, before any work is done; InputError names the option."""
+    finite = math.isfinite
+    checks = [
+        (args.batch_size >= 1, "--batch-size must be at least 1"),
+        (args.micro_batch_size is None or args.micro_batch_size >= 1, "--micro-batch-size must be at least 1"),
+        (8 <= args.max_seq_length <= MAX_SEQ_LENGTH,
+         f"--max-seq-length must be between 8 and {MAX_SEQ_LENGTH} (attention memory grows with its square)"),
+        (0 < args.eval_fraction < 1, "--eval-fraction must be above 0 and below 1 (the share of blocks held out)"),
+        (args.vocab_size > 5, "--vocab-size must exceed the 5 special tokens"),
+        (finite(args.lr) and args.lr > 0, "--lr must be a positive number"),
+        (args.warmup_steps >= 0, "--warmup-steps must be >= 0"),
+        (finite(args.weight_decay) and args.weight_decay >= 0, "--weight-decay must be >= 0"),
+        (finite(args.grad_clip) and args.grad_clip >= 0, "--grad-clip must be >= 0 (0 = off)"),
+        (0 < args.mlm_probability < 1, "--mlm-probability must be above 0 and below 1 (0.15 in BERT)"),
+        (args.max_steps is None or args.max_steps >= 0, "--max-steps must be >= 0 (0: as many as --max-time allows)"),
+        (args.max_time is None or (finite(args.max_time) and args.max_time > 0),
+         "--max-time must be a positive number of minutes"),
+        (args.max_steps or args.max_time is not None, "give a budget: --max-steps, --max-time, or both"),
+        (args.stop_at_step is None or args.stop_at_step >= 1, "--stop-at-step must be at least 1"),
+        (args.eval_every >= 1, "--eval-every must be at least 1"),
+        (args.eval_batches >= 1, "--eval-batches must be at least 1"),
+        (args.log_every >= 1, "--log-every must be at least 1"),
+        (args.save_every >= 1, "--save-every must be at least 1"),
+        (args.keep_last >= 1, "--keep-last must be at least 1 (the checkpoint that --resume reads)"),
+        (0 <= args.seed < 2**32, "--seed must be between 0 and 2**32 - 1"),
+        (DEVICE_NAME.fullmatch(args.device) is not None, f"--device {args.device!r}: expected cpu, cuda, cuda:N or auto"),
+        (not (args.corpus and args.builtin_corpus != "all"),
+         "--builtin-corpus picks part of the built-in corpus; it cannot be combined with --corpus"),
+        (not (args.resume and args.force), "--resume and --force contradict each other: choose one"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise InputError(message)
+
+
 def setup_distributed(device_arg: str) -> tuple[Dist, torch.device]:
     d = Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
     want_cuda = device_arg.startswith("cuda") or (device_arg == "auto" and torch.cuda.is_available())
@@ -132,6 +188,8 @@ def setup_distributed(device_arg: str) -> tuple[Dist, torch.device]:
     device = torch.device(f"cuda:{d.local_rank}" if want_cuda and d.world > 1 else ("cuda" if want_cuda else "cpu"))
     if device_arg.startswith("cuda:"):
         device = torch.device(device_arg)
+        if device.index >= torch.cuda.device_count():
+            raise InputError(f"--device {device_arg}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     if d.world > 1:
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -140,34 +198,50 @@ def setup_distributed(device_arg: str) -> tuple[Dist, torch.device]:
 
 
 def parse_overrides(pairs: list[str]) -> dict:
-    """`key=value` strings -> typed BertConfig fields (bool, int, float or str, by the field's default)."""
-    fields = {f.name: f for f in dataclasses.fields(BertConfig)}
+    """`key=value` strings -> BertConfig fields of the field's type (true/false, an integer, a number, a string;
+    none for an optional field)."""
+    types = field_types()
     out = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
-        if not eq or key not in fields:
-            raise InputError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {sorted(fields)}")
-        default = fields[key].default
-        if isinstance(default, bool):
-            if value.lower() not in ("true", "false", "1", "0"):
-                raise InputError(f"--set {pair!r}: {key} takes true or false")
-            out[key] = value.lower() in ("true", "1")
-        elif isinstance(default, int):
-            out[key] = int(value)
-        elif isinstance(default, float) or default is None:
-            out[key] = float(value) if key.endswith(("prob", "dropout", "range", "eps")) else value
-        else:
-            out[key] = value
+        if not eq or key not in types:
+            raise InputError(f"--set {pair!r}: expected KEY=VALUE with KEY one of {sorted(types)}")
+        base, optional = types[key]
+        if optional and value.lower() in ("none", "null"):
+            out[key] = None
+            continue
+        try:
+            if base is bool:
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                out[key] = value.lower() in ("true", "1")
+            elif base is int:
+                out[key] = int(value)
+            elif base is float:
+                out[key] = float(value)
+                if not math.isfinite(out[key]):
+                    raise ValueError(value)
+            elif base is str:
+                out[key] = value
+            else:
+                raise InputError(f"--set {pair!r}: {key} cannot be given as KEY=VALUE; put it in a --config file")
+        except ValueError:
+            raise InputError(f"--set {pair!r}: {key} takes {TYPE_NAMES[base]}"
+                             f"{' or none' if optional else ''}") from None
     return out
 
 
+# Pretraining's own defaults over the preset: no dropout (a short run on plenty of data under-fits, so dropout only
+# slows learning), rotary positions (a learned table is not learned at this budget: see docs/MATH.md).
+PRETRAINING_FIELDS = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, position_embedding_type="rotary")
+
+
 def model_config(args: PretrainArgs, vocab_size: int) -> BertConfig:
-    """The preset, then --config, then --set; pretraining defaults: no dropout (a short run on plenty of data
-    under-fits, so dropout only slows learning), rotary positions (a learned table is not learned at this budget:
-    see docs/MATH.md), sparse prediction on."""
-    fields = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, position_embedding_type="rotary")
+    """The preset, pretraining's defaults, then the fields --config sets (and only those), then --set; the
+    vocabulary is the tokenizer's, sparse prediction as --sparse-prediction says."""
+    fields = {**PRESETS[args.preset], **PRETRAINING_FIELDS}
     if args.config:
-        fields.update(BertConfig.load(args.config).to_dict())
+        fields.update(read_fields(args.config))
     fields.update(parse_overrides(args.set))
     fields.update(vocab_size=vocab_size, sparse_prediction=args.sparse_prediction)
     # Positions beyond the block length would never be trained; fine-tuning caps its --max-length at this.
@@ -175,7 +249,7 @@ def model_config(args: PretrainArgs, vocab_size: int) -> BertConfig:
     if fields["max_position_embeddings"] < args.max_seq_length:
         raise InputError(f"--max-seq-length {args.max_seq_length} exceeds max_position_embeddings "
                          f"{fields['max_position_embeddings']}")
-    return preset(args.preset, **fields) if not args.config else BertConfig(**fields)
+    return BertConfig(**fields)
 
 
 def load_corpus(args: PretrainArgs) -> list[str]:
@@ -196,11 +270,14 @@ def auto_model_type(texts: list[str], sample: int = 2000) -> str:
     return "char" if letters and cjk > 0.5 * len(letters) else "unigram"
 
 
-def get_tokenizer(args: PretrainArgs, out: Path, texts: list[str], d: Dist):
+def get_tokenizer(args: PretrainArgs, out: Path, texts: list[str], d: Dist, resumed: bool):
+    """A resumed run's own tokenizer (out/tokenizer); for a new run the one --tokenizer names, or one trained on
+    the corpus, saved to out/tokenizer. A new run's directory holds no tokenizer (`claim` cleared it), so a
+    leftover of an earlier attempt is never taken for the one this run asked for."""
     import tokenizer as tok_pkg
 
     tok_dir = out / "tokenizer"
-    if (tok_dir / "tokenizer_config.json").is_file():
+    if resumed:
         return tok_pkg.load(tok_dir)
     if args.tokenizer:
         tok = tok_pkg.load(args.tokenizer)
@@ -216,9 +293,169 @@ def get_tokenizer(args: PretrainArgs, out: Path, texts: list[str], d: Dist):
     return tok_pkg.load(tok_dir)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# the run directory and its checkpoints
+
+
+def _looks_like_pretraining_run(path: Path) -> bool:
+    """A run written before the marker existed: it has checkpoints, or metrics with weights and their config."""
+    return bool(checkpoint_dirs(path)) or all((path / n).is_file() for n in ("metrics.jsonl", WEIGHTS_NAME, CONFIG_NAME))
+
+
+PRETRAIN_RUN = RunKind("pretrain", "pretraining run",
+                       (CONFIG_NAME, WEIGHTS_NAME, "tokenizer", "checkpoints", "data", "metrics.jsonl", "loss.png",
+                        "args.json"), _looks_like_pretraining_run)
+
+
+def checkpoint_dirs(out: Path) -> list[Path]:
+    """checkpoints/step_N directories in step order (a save in progress, `.tmp-step_N`, is not one)."""
+    root = out / "checkpoints"
+    found = [p for p in root.glob("step_*") if re.fullmatch(r"step_\d+", p.name) and p.is_dir()] if root.is_dir() else []
+    return sorted(found, key=lambda p: int(p.name.removeprefix("step_")))
+
+
 def latest_checkpoint(out: Path) -> Path | None:
-    found = sorted((out / "checkpoints").glob("step_*"))
+    found = checkpoint_dirs(out)
     return found[-1] if found else None
+
+
+def plan_out_dir(args: PretrainArgs) -> OutDir:
+    """What --out is and whether this command may use it, deciding without writing anything.
+
+    A new or empty directory starts a run. A run directory needs --resume (it continues) or --force (it starts
+    over); one that never saved a checkpoint holds nothing worth keeping and starts over as it is. Anything else
+    is refused."""
+    out = inspect_out(Path(args.out or f"runs/pretrain-{datetime.now():%Y%m%d-%H%M%S}"), PRETRAIN_RUN)
+    check_usable(out)
+    is_run = out.state is OutState.RUN
+    worth_keeping = is_run and (latest_checkpoint(out.path) is not None or (out.path / WEIGHTS_NAME).is_file())
+    if args.resume:
+        if not is_run:
+            raise InputError(f"--resume: {out.path} {out.state.value}; there is no run to continue")
+        if latest_checkpoint(out.path) is None:
+            raise InputError(f"--resume: {out.path} holds no checkpoint: the run stopped before its first save "
+                             "completed. Run the same command without --resume to start it over")
+    elif worth_keeping and not args.force:
+        raise InputError(f"{out.path} already holds a run; pass --resume to continue it or --force to start over")
+    elif is_run and not args.force:
+        print(f"note: {out.path} holds a run that stopped before its first checkpoint; starting it over", flush=True)
+    return out
+
+
+@dataclass
+class Resumed:
+    """A checkpoint read whole: the model's config and weights, the loop's state, and the newer checkpoints that
+    could not be read (they are moved aside)."""
+
+    path: Path
+    config: BertConfig
+    weights: dict[str, torch.Tensor]
+    state: dict
+    unreadable: list[tuple[Path, str]]
+
+
+STATE_KEYS = ("step", "total_steps", "train_seconds", "stream", "mask_rng", "torch_rng", "args", "optimizer")
+
+
+def read_checkpoint(ckpt: Path) -> tuple[BertConfig, dict, dict]:
+    """config, weights and state of one checkpoint; InputError naming the file that is missing or cannot be read."""
+    config = BertConfig.load(ckpt / CONFIG_NAME)
+    weights = read_weights(ckpt / WEIGHTS_NAME)
+    state_path = ckpt / "state.pt"
+    if not state_path.is_file():
+        raise InputError(f"{state_path}: missing")
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+    except Exception as e:  # a truncated file fails in the zip reader, the unpickler or with EOFError
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{state_path}: cannot be read ({detail}); it may be truncated or corrupt") from None
+    if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
+        raise InputError(f"{state_path}: not the state of a minibert pretraining checkpoint")
+    return config, weights, state
+
+
+def load_checkpoint(out: Path) -> Resumed:
+    """The latest checkpoint that reads whole; the newer ones that do not are reported. Reads only."""
+    unreadable = []
+    for ckpt in reversed(checkpoint_dirs(out)):
+        try:
+            config, weights, state = read_checkpoint(ckpt)
+        except InputError as e:
+            unreadable.append((ckpt, str(e)))
+            continue
+        return Resumed(ckpt, config, weights, state, unreadable)
+    raise InputError(f"{unreadable[0][1]}; there is no earlier complete checkpoint to fall back to: restore the "
+                     "file, or start the run over with --force")
+
+
+def set_aside_unreadable(resumed: Resumed) -> None:
+    """Rename each unreadable newer checkpoint to checkpoints/broken-step_N, so it is neither resumed from nor
+    rotated in place of a good one; say so."""
+    for ckpt, why in resumed.unreadable:
+        aside = ckpt.with_name(f"broken-{ckpt.name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(ckpt, aside)
+        print(f"warning: {why}. Resuming from the previous complete checkpoint, {resumed.path.name}; the "
+              f"unreadable one is kept as {aside}", file=sys.stderr, flush=True)
+
+
+def repair_top_level(out: Path, ckpt: Path, step: int) -> None:
+    """Make the run's top-level weights those of the checkpoint it resumes from: a kill between a checkpoint and
+    the top-level copy (or a fallback past an unreadable checkpoint) leaves them older, or newer, or missing."""
+    found = weights_step(out)
+    if found == step and (out / CONFIG_NAME).is_file():
+        return
+    was = "missing" if not (out / WEIGHTS_NAME).is_file() else "of an unknown step" if found is None else f"at step {found}"
+    for name in (WEIGHTS_NAME, CONFIG_NAME):
+        atomic_write(out / name, lambda p, name=name: shutil.copyfile(ckpt / name, p))
+    print(f"note: {out / WEIGHTS_NAME} was {was}; copied from {ckpt.relative_to(out)} (step {step})",
+          file=sys.stderr, flush=True)
+
+
+def remove_save_leftovers(out: Path) -> None:
+    """Delete what killed saves left: temporary files beside the run's files and half-written checkpoints."""
+    removed = [p for sub in ("", "checkpoints", "data", "tokenizer") for p in remove_leftovers(out / sub)]
+    if removed:
+        print(f"note: removed {len(removed)} temporary file(s) of an interrupted save: "
+              f"{', '.join(str(p.relative_to(out)) for p in removed)}", file=sys.stderr, flush=True)
+
+
+# Options that may be given anew on --resume: the budget and the bookkeeping, which do not change what a step
+# computes. Every other option would make the run no longer the one it was, so a change to it is refused.
+MAY_CHANGE_ON_RESUME = ("max_steps", "max_time", "eval_every", "log_every", "save_every", "keep_last", "device",
+                        "progress", "compile", "micro_batch_size")
+# Options that are about this command, not the run: never taken from the checkpoint.
+THIS_COMMAND_ONLY = ("out", "resume", "force", "stop_at_step")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def resume_args(stored: dict, args: PretrainArgs, given: set[str]) -> tuple[PretrainArgs, list[str]]:
+    """The run's own options, with those given on this command line that may change; returns them and the names
+    of the options that changed. A given option that may not change, and differs, is an InputError naming it."""
+    def norm(name, value):
+        return None if name == "max_steps" and value == 0 else value
+
+    merged = {}
+    for f in dataclasses.fields(PretrainArgs):
+        inherit = f.name in stored and f.name not in given and f.name not in THIS_COMMAND_ONLY
+        merged[f.name] = stored[f.name] if inherit else getattr(args, f.name)
+    refused = [k for k in sorted(given) if k in stored and k not in MAY_CHANGE_ON_RESUME + THIS_COMMAND_ONLY
+               and norm(k, stored[k]) != norm(k, merged[k])]
+    if refused:
+        listed = "; ".join(f"{_flag(k)} {merged[k]!r} (the run has {stored[k]!r})" for k in refused)
+        raise InputError(f"--resume continues a run exactly, and these options would change what it computes: "
+                         f"{listed}. Leave them out to continue the run, or start a new one")
+    changed = [k for k in MAY_CHANGE_ON_RESUME if k in stored and norm(k, stored[k]) != norm(k, merged[k])]
+    return PretrainArgs(**merged), changed
+
+
+def given_by_value(args: PretrainArgs) -> set[str]:
+    """For a caller without a command line: the options that differ from their defaults."""
+    defaults = PretrainArgs()
+    return {f.name for f in dataclasses.fields(PretrainArgs) if getattr(args, f.name) != getattr(defaults, f.name)}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -322,13 +559,14 @@ def save_checkpoint(out: Path, model, optimizer, state: dict, keep_last: int) ->
     final = ckpt_root / f"step_{state['step']:06d}"
     tmp = ckpt_root / f".tmp-step_{state['step']:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(model, tmp)
+    save_pretrained(model, tmp, step=state["step"])
     torch.save({**state, "optimizer": optimizer.state_dict()}, tmp / "state.pt")
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)  # the checkpoint appears whole or not at all
-    save_pretrained(model, out)  # consumers read the run's top level
-    for old in sorted(ckpt_root.glob("step_*"))[:-keep_last]:
+    # Consumers read the run's top level. A kill before this line leaves it a step behind: --resume repairs it.
+    save_pretrained(model, out, step=state["step"])
+    for old in checkpoint_dirs(out)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -374,49 +612,131 @@ def plot_losses(metrics_path: Path, png: Path) -> None:
 # the loop
 
 
-def prepare_out_dir(args: PretrainArgs, d: Dist) -> Path:
-    out = Path(args.out or f"runs/pretrain-{datetime.now():%Y%m%d-%H%M%S}")
-    has_run = (out / "checkpoints").is_dir() or (out / "model.safetensors").is_file() or (out / "metrics.jsonl").is_file()
-    if args.resume and args.force:
-        raise InputError("--resume and --force contradict each other: choose one")
-    if args.resume and latest_checkpoint(out) is None:
-        raise InputError(f"--resume: {out} holds no checkpoint to resume from")
-    if has_run and not (args.resume or args.force):
-        raise InputError(f"{out} already holds a run; pass --resume to continue it or --force to start over")
-    if d.main and args.force and has_run:
-        shutil.rmtree(out)
-    if d.world > 1:
-        dist.barrier()
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+class StopSignals:
+    """Ctrl-C (SIGINT) and SIGTERM (what schedulers and `docker stop` send) while the loop runs.
+
+    The first one sets `signum`, which the loop reads between two steps: what it then saves is the state after the
+    last completed step, so a resumed run is exact. A second one acts as it would without this (SIGINT raises
+    KeyboardInterrupt, SIGTERM ends the process). A signal ignored when the loop starts (a background job of a
+    non-interactive shell ignores SIGINT) stays ignored; the previous handlers come back when the loop ends.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+            for s in self.SIGNALS:
+                previous = signal.getsignal(s)
+                if previous is not signal.SIG_IGN:
+                    self._previous[s] = previous
+                    signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, previous in self._previous.items():
+            signal.signal(s, signal.SIG_DFL if previous is None else previous)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+            return
+        previous = self._previous.get(signum)
+        signal.signal(signum, signal.SIG_DFL if previous is None else previous)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            os.kill(os.getpid(), signum)
+
+    def received(self, d: Dist, device: torch.device) -> bool:
+        """Whether to stop now; with several ranks, when any rank got a signal (they stop at the same step)."""
+        if d.world > 1:
+            flag = torch.tensor([self.signum or 0], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            self.signum = int(flag.item()) or None
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+@dataclass
+class Outcome:
+    """How the loop ended: the line printed, and the exit status (0: done or paused, 1: the loss stopped being
+    finite, 128 + N: signal N, as a shell reports a process it ended)."""
+
+    message: str
+    exit_code: int = 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_into(PretrainArgs, argv, __doc__.split("\n\n")[0], "python -m train.pretrain")
+    args, given = parse_given(PretrainArgs, argv, __doc__.split("\n\n")[0], "python -m train.pretrain")
     try:
-        return run(args)
+        return run(args, given)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
 
-def run(args: PretrainArgs) -> int:
-    if args.batch_size < 1 or args.max_seq_length < 8:
-        raise InputError("--batch-size must be >= 1 and --max-seq-length >= 8")
+def run(args: PretrainArgs, given: set[str] | None = None) -> int:
+    """Check every option and the run directory without writing anything, then train. `given`: the options set on
+    the command line (what --resume takes anew); without it, those that differ from their defaults.
+
+    A new run that fails before its first checkpoint removes what it wrote (and its directory, if it made it)."""
+    given = given_by_value(args) if given is None else set(given)
+    check_args(args)
+    d, device = setup_distributed(args.device)
+    check_batch_split(args, d)
+    out = plan_out_dir(args)
+    resumed, changed = None, []
+    if args.resume:
+        resumed = load_checkpoint(out.path)
+        args, changed = resume_args(resumed.state["args"], args, given)
+        check_args(args)
+        check_batch_split(args, d)
+        step = resumed.state["step"]
+        if "max_steps" in changed and args.max_steps and args.max_steps < step:
+            raise InputError(f"--max-steps {args.max_steps}: the run is already at step {step}; give at least {step}")
+    else:
+        model_config(args, args.vocab_size)  # --preset, --config and --set, checked before any work
     if args.max_steps == 0:
         args.max_steps = None
-    if args.max_steps is None and args.max_time is None:
-        raise InputError("give a budget: --max-steps, --max-time, or both")
-    if args.corpus and args.builtin_corpus != "all":
-        raise InputError("--builtin-corpus picks part of the built-in corpus; it cannot be combined with --corpus")
-    d, device = setup_distributed(args.device)
-    out = prepare_out_dir(args, d)
-    ckpt = latest_checkpoint(out) if args.resume else None
+    texts = load_corpus(args)
+    created = claim(out, PRETRAIN_RUN, d.main, clear=resumed is None)
+    if d.world > 1:
+        dist.barrier()
+    try:
+        code = train(args, d, device, out.path, texts, resumed, changed)
+    except BaseException:
+        if resumed is None and d.main and latest_checkpoint(out.path) is None:
+            release(out.path, PRETRAIN_RUN, created)
+        raise
+    if d.world > 1:
+        dist.destroy_process_group()
+    return code
+
+
+def check_batch_split(args: PretrainArgs, d: Dist) -> None:
+    share = args.batch_size // d.world
+    micro = args.micro_batch_size or share
+    if args.batch_size % d.world or share == 0 or share % micro:
+        raise InputError(f"--batch-size {args.batch_size} must split evenly over {d.world} rank(s) "
+                         f"and micro-batches of {micro}")
+
+
+def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: list[str], resumed: Resumed | None,
+          changed: list[str]) -> int:
     t_setup = time.perf_counter()
+    if resumed is not None and d.main:
+        set_aside_unreadable(resumed)
+        remove_save_leftovers(out)
 
     # 1. Corpus -> tokenizer -> cached ids -> packed blocks, a fixed slice held out.
-    texts = load_corpus(args)
-    tok = get_tokenizer(args, out, texts, d)
+    tok = get_tokenizer(args, out, texts, d, resumed is not None)
     pieces = "\n".join(tok.id_to_token(i) for i in range(tok.vocab_size))
     fingerprint = f"{tok.kind}:{hashlib.sha256(pieces.encode()).hexdigest()[:16]}"
     if d.main:
@@ -429,7 +749,7 @@ def run(args: PretrainArgs) -> int:
     word_start = torch.from_numpy(tok.word_start) if args.whole_word_mask else None
 
     # 2. Model, optimiser, the state a checkpoint restores.
-    config = BertConfig.load(ckpt / "config.json") if ckpt else model_config(args, tok.vocab_size)
+    config = resumed.config if resumed else model_config(args, tok.vocab_size)
     if config.vocab_size != tok.vocab_size:
         raise InputError(f"the tokenizer has {tok.vocab_size} tokens but the model expects {config.vocab_size}; "
                          "use the tokenizer the model was trained with")
@@ -439,20 +759,26 @@ def run(args: PretrainArgs) -> int:
     stream = BlockStream(len(train_blocks), args.batch_size, args.seed)
     mask_gen = torch.Generator().manual_seed(args.seed)
     step, total_steps, train_seconds = 0, args.max_steps, 0.0
-    if ckpt:
-        from minibert.checkpoint import load_pretrained
-
-        model.load_state_dict(load_pretrained(ckpt, BertForMaskedLM)[0].state_dict())
-        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=False)
+    if resumed:
+        state = resumed.state
+        load_state_dict_checked(model, resumed.weights)
         optimizer.load_state_dict(state["optimizer"])
         stream.restore(state["stream"])
         mask_gen.set_state(state["mask_rng"])
         torch.set_rng_state(state["torch_rng"])
-        step, total_steps, train_seconds = state["step"], state["total_steps"], state["train_seconds"]
+        step, train_seconds = state["step"], state["train_seconds"]
+        # A new budget replaces the planned number of steps (None: measured again, for a time budget); the
+        # learning rate then follows the schedule of a run of the new length from here on.
+        total_steps = args.max_steps if {"max_steps", "max_time"} & set(changed) else state["total_steps"]
         if d.main:
-            truncate_metrics(out / "metrics.jsonl", step)
+            truncate_metrics(out / "metrics.jsonl", step if step > 0 else -1)
+            repair_top_level(out, resumed.path, step)
+            for name in changed:
+                print(f"note: resuming with {_flag(name)} {getattr(args, name)} (the run had "
+                      f"{state['args'][name]})", flush=True)
     if d.main:
-        (out / "args.json").write_text(json.dumps(dataclasses.asdict(args), indent=2) + "\n", encoding="utf-8")
+        atomic_write(out / "args.json", lambda p: p.write_text(json.dumps(dataclasses.asdict(args), indent=2) + "\n",
+                                                              encoding="utf-8"))
 
     # 3. Speed: bf16 autocast, TF32, fused AdamW on CUDA; torch.compile on request; DDP across ranks.
     if device.type == "cuda":
@@ -465,9 +791,6 @@ def run(args: PretrainArgs) -> int:
             train_model, device_ids=[device.index] if device.type == "cuda" else None)
     share = args.batch_size // d.world
     micro = args.micro_batch_size or share
-    if args.batch_size % d.world or share % micro:
-        raise InputError(f"--batch-size {args.batch_size} must split evenly over {d.world} rank(s) "
-                         f"and micro-batches of {micro}")
     accum = share // micro
 
     if d.main:
@@ -479,12 +802,14 @@ def run(args: PretrainArgs) -> int:
     metrics_path = out / "metrics.jsonl"
     tokens_per_step = args.batch_size * args.max_seq_length
     budget = None if args.max_time is None else args.max_time * 60.0
+    saved_step = step if resumed else None
 
     def log(record):
         if d.main:
             append_metrics(metrics_path, record)
 
     def checkpoint():
+        nonlocal saved_step
         state = {"step": step, "total_steps": total_steps, "train_seconds": train_seconds,
                  "stream": stream.state(), "mask_rng": mask_gen.get_state(), "torch_rng": torch.get_rng_state(),
                  "args": dataclasses.asdict(args)}
@@ -492,117 +817,132 @@ def run(args: PretrainArgs) -> int:
             save_checkpoint(out, model, optimizer, state, args.keep_last)
         if d.world > 1:
             dist.barrier()
+        saved_step = step
 
-    # An evaluation before the first step gives the starting point and, for a time budget, its cost.
-    t0 = time.perf_counter()
-    if step == 0:
-        first = evaluate(model, eval_blocks, tok, args, device, d, amp)
-        log({"step": 0, **first})
-    eval_seconds = time.perf_counter() - t0
-    calibrate_at = step + 10 if total_steps is None else None
-    calib_start = None
-    bar = tqdm(total=total_steps, initial=step, disable=not (d.main and args.progress), unit="step",
-               dynamic_ncols=True, desc="pretraining")
-    status, last_eval, window_tokens, window_start = "done", None, 0, time.perf_counter()
-    try:
-        while total_steps is None or step < total_steps:
-            t_step = time.perf_counter()
-            # 4. The global batch, masked identically on every rank; this rank's rows, in micro-batches.
-            lr = lr_at(step, peak_lr=args.lr, warmup_steps=args.warmup_steps,
-                       total_steps=total_steps or 10**9, schedule=args.schedule)
-            set_lr(optimizer, lr)
-            ids, labels = masked_batch(train_blocks, stream.next_batch(), tok, args, mask_gen, word_start)
-            ids, labels = ids[d.rank * share:(d.rank + 1) * share], labels[d.rank * share:(d.rank + 1) * share]
-            n_masked_global = int((labels != IGNORE_INDEX).sum()) if d.world == 1 else None
-            if d.world > 1:  # the denominator is the whole global batch's masked count
-                count = torch.tensor([int((labels != IGNORE_INDEX).sum())], device=device)
-                dist.all_reduce(count)
-                n_masked_global = int(count.item())
-            # 5. Forward and backward per micro-batch. Each micro-batch's summed loss is divided by the masked
-            #    tokens of the whole global batch, so accumulation gives the same gradient as one big batch;
-            #    DDP averages over ranks, hence the factor world.
-            loss_sum = 0.0
-            for m in range(accum):
-                rows = slice(m * micro, (m + 1) * micro)
-                x, y = ids[rows].to(device, non_blocking=True), labels[rows].to(device, non_blocking=True)
-                n_masked = int((y != IGNORE_INDEX).sum())
-                sync = nullcontext() if (d.world == 1 or m == accum - 1) else train_model.no_sync()
-                with sync, amp:
-                    out_ = train_model(x, labels=y)
-                    loss = out_.loss * (n_masked * d.world / n_masked_global)
-                loss.backward()
-                loss_sum += out_.loss.detach() * n_masked
-            # 6. Clip, step, zero.
-            if args.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = loss_sum / (n_masked_global / d.world)
-            if d.world > 1:
-                dist.all_reduce(step_loss)
-                step_loss = step_loss / d.world
-            step_loss = float(step_loss)
-            if not math.isfinite(step_loss):
-                status = f"stopped: the loss became {step_loss} at step {step + 1}; the last good checkpoint is kept"
-                break
-            step += 1
-            train_seconds += time.perf_counter() - t_step
-            window_tokens += tokens_per_step
-            # 7. A time budget becomes a step budget after a few measured steps (so a resumed run is exact).
-            if calibrate_at is not None and step == calibrate_at - 5:
-                calib_start = (step, train_seconds)
-            if calibrate_at is not None and step == calibrate_at:
-                per_step = (train_seconds - calib_start[1]) / (step - calib_start[0])
-                per_step += eval_seconds / args.eval_every  # evaluations share the budget
-                total_steps = step + max(1, int((budget - train_seconds - eval_seconds) / per_step))
-                if args.max_steps is not None:
-                    total_steps = min(total_steps, args.max_steps)
-                total_steps = max(total_steps, step)
-                bar.total = total_steps
-                bar.refresh()
-                calibrate_at = None
-            # 8. Log, evaluate, checkpoint.
-            if step % args.log_every == 0 or step == total_steps:
-                now = time.perf_counter()
-                tps = window_tokens / max(now - window_start, 1e-9)
-                window_tokens, window_start = 0, now
-                log({"step": step, "loss": step_loss, "lr": lr, "tokens_per_s": tps, "time_s": train_seconds})
-                bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{tps:,.0f}", refresh=False)
-            bar.update(1)
-            if step % args.eval_every == 0 or step == total_steps:
-                t0 = time.perf_counter()
-                last_eval = evaluate(model, eval_blocks, tok, args, device, d, amp)
-                eval_seconds = time.perf_counter() - t0
-                train_seconds += eval_seconds
-                log({"step": step, **last_eval})
-                if d.main:
-                    bar.write(f"step {step}: held-out loss {last_eval['eval_loss']:.3f}, "
-                              f"accuracy {last_eval['eval_accuracy']:.1%}, perplexity {last_eval['eval_perplexity']:.1f}, "
-                              f"word order worth {last_eval['eval_order_gain']:.3f} nats")
-            if step % args.save_every == 0 or step == total_steps:
-                checkpoint()
-            if args.stop_at_step is not None and step >= args.stop_at_step:
-                if step % args.save_every:
+    resume_hint = f"continue with: python -m train.pretrain --out {out} --resume"
+    outcome, last_eval, window_tokens = Outcome("done"), None, 0
+    with StopSignals() as stop:
+        # An evaluation before the first step gives the starting point and, for a time budget, its cost.
+        t0 = time.perf_counter()
+        if step == 0:
+            first = evaluate(model, eval_blocks, tok, args, device, d, amp)
+            log({"step": 0, **first})
+        eval_seconds = time.perf_counter() - t0
+        calibrate_at = step + 10 if total_steps is None else None
+        calib_start = None
+        bar = tqdm(total=total_steps, initial=step, disable=not (d.main and args.progress), unit="step",
+                   dynamic_ncols=True, desc="pretraining")
+        window_start = time.perf_counter()
+        try:
+            while total_steps is None or step < total_steps:
+                # A signal is acted on here, between two steps: the checkpoint is exactly the state after `step`.
+                if stop.received(d, device):
+                    if saved_step != step:
+                        checkpoint()
+                    outcome = Outcome(f"{stop.name} received: stopped after step {step}, checkpoint saved; "
+                                      f"{resume_hint}", 128 + stop.signum)
+                    break
+                t_step = time.perf_counter()
+                # 4. The global batch, masked identically on every rank; this rank's rows, in micro-batches.
+                lr = lr_at(step, peak_lr=args.lr, warmup_steps=args.warmup_steps,
+                           total_steps=total_steps or 10**9, schedule=args.schedule)
+                set_lr(optimizer, lr)
+                ids, labels = masked_batch(train_blocks, stream.next_batch(), tok, args, mask_gen, word_start)
+                ids, labels = ids[d.rank * share:(d.rank + 1) * share], labels[d.rank * share:(d.rank + 1) * share]
+                n_masked_global = int((labels != IGNORE_INDEX).sum()) if d.world == 1 else None
+                if d.world > 1:  # the denominator is the whole global batch's masked count
+                    count = torch.tensor([int((labels != IGNORE_INDEX).sum())], device=device)
+                    dist.all_reduce(count)
+                    n_masked_global = int(count.item())
+                # 5. Forward and backward per micro-batch. Each micro-batch's summed loss is divided by the masked
+                #    tokens of the whole global batch, so accumulation gives the same gradient as one big batch;
+                #    DDP averages over ranks, hence the factor world.
+                loss_sum = 0.0
+                for m in range(accum):
+                    rows = slice(m * micro, (m + 1) * micro)
+                    x, y = ids[rows].to(device, non_blocking=True), labels[rows].to(device, non_blocking=True)
+                    n_masked = int((y != IGNORE_INDEX).sum())
+                    sync = nullcontext() if (d.world == 1 or m == accum - 1) else train_model.no_sync()
+                    with sync, amp:
+                        out_ = train_model(x, labels=y)
+                        loss = out_.loss * (n_masked * d.world / n_masked_global)
+                    loss.backward()
+                    loss_sum += out_.loss.detach() * n_masked
+                # 6. Clip, step, zero.
+                if args.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step_loss = loss_sum / (n_masked_global / d.world)
+                if d.world > 1:
+                    dist.all_reduce(step_loss)
+                    step_loss = step_loss / d.world
+                step_loss = float(step_loss)
+                if not math.isfinite(step_loss):
+                    outcome = Outcome(f"stopped: the loss became {step_loss} at step {step + 1}; the last good "
+                                      "checkpoint is kept", 1)
+                    break
+                step += 1
+                train_seconds += time.perf_counter() - t_step
+                window_tokens += tokens_per_step
+                # 7. A time budget becomes a step budget after a few measured steps (so a resumed run is exact).
+                if calibrate_at is not None and step == calibrate_at - 5:
+                    calib_start = (step, train_seconds)
+                if calibrate_at is not None and step == calibrate_at:
+                    per_step = (train_seconds - calib_start[1]) / (step - calib_start[0])
+                    per_step += eval_seconds / args.eval_every  # evaluations share the budget
+                    total_steps = step + max(1, int((budget - train_seconds - eval_seconds) / per_step))
+                    if args.max_steps is not None:
+                        total_steps = min(total_steps, args.max_steps)
+                    total_steps = max(total_steps, step)
+                    bar.total = total_steps
+                    bar.refresh()
+                    calibrate_at = None
+                # 8. Log, evaluate, checkpoint.
+                if step % args.log_every == 0 or step == total_steps:
+                    now = time.perf_counter()
+                    tps = window_tokens / max(now - window_start, 1e-9)
+                    window_tokens, window_start = 0, now
+                    log({"step": step, "loss": step_loss, "lr": lr, "tokens_per_s": tps, "time_s": train_seconds})
+                    bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{tps:,.0f}", refresh=False)
+                bar.update(1)
+                if step % args.eval_every == 0 or step == total_steps:
+                    t0 = time.perf_counter()
+                    last_eval = evaluate(model, eval_blocks, tok, args, device, d, amp)
+                    eval_seconds = time.perf_counter() - t0
+                    train_seconds += eval_seconds
+                    log({"step": step, **last_eval})
+                    if d.main:
+                        bar.write(f"step {step}: held-out loss {last_eval['eval_loss']:.3f}, "
+                                  f"accuracy {last_eval['eval_accuracy']:.1%}, perplexity "
+                                  f"{last_eval['eval_perplexity']:.1f}, word order worth "
+                                  f"{last_eval['eval_order_gain']:.3f} nats")
+                if step % args.save_every == 0 or step == total_steps:
                     checkpoint()
-                status = f"paused at step {step}; continue with --resume"
-                break
-            if budget is not None and train_seconds >= budget and step < (total_steps or 0):
-                if step % args.eval_every:  # the run ends here: report where it got to
-                    log({"step": step, **evaluate(model, eval_blocks, tok, args, device, d, amp)})
-                checkpoint()
-                status = f"stopped by --max-time after {step} steps"
-                break
-    except KeyboardInterrupt:
-        checkpoint()
-        status = f"interrupted at step {step}; checkpoint saved, continue with --resume"
-    finally:
-        bar.close()
+                if args.stop_at_step is not None and step >= args.stop_at_step:
+                    if saved_step != step:
+                        checkpoint()
+                    outcome = Outcome(f"paused at step {step}; {resume_hint}")
+                    break
+                if budget is not None and train_seconds >= budget and step < (total_steps or 0):
+                    if step % args.eval_every:  # the run ends here: report where it got to
+                        log({"step": step, **evaluate(model, eval_blocks, tok, args, device, d, amp)})
+                    if saved_step != step:
+                        checkpoint()
+                    outcome = Outcome(f"stopped by --max-time after {step} steps")
+                    break
+        except KeyboardInterrupt:  # a second Ctrl-C, in the middle of a step: that step is not saved
+            last = latest_checkpoint(out)
+            outcome = Outcome(f"interrupted again during step {step + 1}: nothing saved for it; --resume "
+                              f"continues from {last.name if last else 'the start'}", 130)
+        finally:
+            bar.close()
 
     if d.main:
         plot_losses(metrics_path, out / "loss.png")
         records = [json.loads(ln) for ln in metrics_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
         evals = [r for r in records if "eval_loss" in r]
-        print(f"\n{status}")
+        print(f"\n{outcome.message}")
         print(f"  steps {step:,} | tokens {step * tokens_per_step:,} | training time {train_seconds / 60:.1f} min "
               f"| {step * tokens_per_step / max(train_seconds, 1e-9):,.0f} tokens/s")
         if evals:
@@ -613,11 +953,7 @@ def run(args: PretrainArgs) -> int:
                   f"{evals[-1]['eval_order_gain']:.3f} nats above the real order (0 = the model reads a bag of words)")
         print(f"  run directory {out} (model.safetensors, tokenizer/, metrics.jsonl, loss.png)")
         print(f"  next: python -m train.finetune --init {out}")
-    if d.world > 1:
-        dist.destroy_process_group()
-    if status.startswith("stopped: the loss"):
-        return 1
-    return 130 if status.startswith("interrupted") else 0
+    return outcome.exit_code
 
 
 if __name__ == "__main__":
