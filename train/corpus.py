@@ -122,8 +122,8 @@ def read_texts(paths: Sequence[str | Path]) -> list[str]:
     """All texts of a corpus given as files and directories, in order: files in the order given, lines in order.
 
     Raises InputError for a missing path, a directory without text files, a file with no text, bytes that are not
-    UTF-8 or NUL bytes (naming file and line), a JSONL line that is not an object with a string "text" (naming file and line),
-    or a corpus with no text at all.
+    UTF-8 or NUL bytes (naming file and line), a JSONL line that is not an object with a string "text" (naming file
+    and line), or a corpus with no text at all.
     """
     files = [f for p in paths for f in _expand(Path(p))]
     if not files:

@@ -170,7 +170,8 @@ def check_args(args: PretrainArgs) -> None:
         (args.save_every >= 1, "--save-every must be at least 1"),
         (args.keep_last >= 1, "--keep-last must be at least 1 (the checkpoint that --resume reads)"),
         (0 <= args.seed < 2**32, "--seed must be between 0 and 2**32 - 1"),
-        (DEVICE_NAME.fullmatch(args.device) is not None, f"--device {args.device!r}: expected cpu, cuda, cuda:N or auto"),
+        (DEVICE_NAME.fullmatch(args.device) is not None,
+         f"--device {args.device!r}: expected cpu, cuda, cuda:N or auto"),
         (not (args.corpus and args.builtin_corpus != "all"),
          "--builtin-corpus picks part of the built-in corpus; it cannot be combined with --corpus"),
         (not (args.resume and args.force), "--resume and --force contradict each other: choose one"),
@@ -299,7 +300,8 @@ def get_tokenizer(args: PretrainArgs, out: Path, texts: list[str], d: Dist, resu
 
 def _looks_like_pretraining_run(path: Path) -> bool:
     """A run written before the marker existed: it has checkpoints, or metrics with weights and their config."""
-    return bool(checkpoint_dirs(path)) or all((path / n).is_file() for n in ("metrics.jsonl", WEIGHTS_NAME, CONFIG_NAME))
+    files = ("metrics.jsonl", WEIGHTS_NAME, CONFIG_NAME)
+    return bool(checkpoint_dirs(path)) or all((path / name).is_file() for name in files)
 
 
 PRETRAIN_RUN = RunKind("pretrain", "pretraining run",
@@ -310,7 +312,9 @@ PRETRAIN_RUN = RunKind("pretrain", "pretraining run",
 def checkpoint_dirs(out: Path) -> list[Path]:
     """checkpoints/step_N directories in step order (a save in progress, `.tmp-step_N`, is not one)."""
     root = out / "checkpoints"
-    found = [p for p in root.glob("step_*") if re.fullmatch(r"step_\d+", p.name) and p.is_dir()] if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    found = [p for p in root.glob("step_*") if re.fullmatch(r"step_\d+", p.name) and p.is_dir()]
     return sorted(found, key=lambda p: int(p.name.removeprefix("step_")))
 
 
@@ -405,7 +409,10 @@ def repair_top_level(out: Path, ckpt: Path, step: int) -> None:
     found = weights_step(out)
     if found == step and (out / CONFIG_NAME).is_file():
         return
-    was = "missing" if not (out / WEIGHTS_NAME).is_file() else "of an unknown step" if found is None else f"at step {found}"
+    if not (out / WEIGHTS_NAME).is_file():
+        was = "missing"
+    else:
+        was = "of an unknown step" if found is None else f"at step {found}"
     for name in (WEIGHTS_NAME, CONFIG_NAME):
         atomic_write(out / name, lambda p, name=name: shutil.copyfile(ckpt / name, p))
     print(f"note: {out / WEIGHTS_NAME} was {was}; copied from {ckpt.relative_to(out)} (step {step})",
