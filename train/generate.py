@@ -1,0 +1,274 @@
+"""python -m train.generate RUN "prompt" ...: continue a text with a GPT run, or fill the gaps of one with a T5 run.
+
+    python -m train.generate runs/gpt "今天天气"                          # greedy continuation
+    python -m train.generate runs/gpt "今天天气" --temperature 0.8 --top-k 20 --seed 1
+    python -m train.generate runs/t5 "今天<extra_id_0>很好"               # what goes in the gap
+    python -m train.generate runs/t5 "今天天气很好" --mask-span 2:4        # the same gap, by character offsets
+
+RUN is a directory holding `config.json` (with `model_type` "gpt2" or "t5", as `minibert.hf_gpt_t5.save_pretrained`
+writes it, or a Hugging Face GPT-2 / T5 export), `model.safetensors`, and `tokenizer/` (minibert's tokenizer).
+
+What the model reads is what it was trained on (`train.causal`, `train.span`): a packed block starts with [CLS] and
+a document ends with [SEP].
+- GPT reads `[CLS] prompt` and writes until [SEP] (the end of a document) or --max-new-tokens; the continuation
+  alone is printed.
+- T5 reads `[CLS] text [SEP]` with sentinel k (id V_tok + k, V_tok the tokenizer's vocabulary) in place of each
+  gap, and writes `<extra_id_0> span <extra_id_1> span ... [SEP]`; the prompt with each gap filled is printed
+  (a gap the output leaves unfilled stays `<extra_id_k>`).
+  Gaps are written in the prompt as `<extra_id_0>`, `<extra_id_1>`, ... (T5's spelling; number them from 0 in
+  order, as in training), or given by --mask-span START:END, which replaces the prompt's characters
+  [START, END) with the next sentinel (repeatable; not together with markers in the prompt).
+
+Decoding is greedy unless --temperature or --top-k is given; either turns sampling on (`minibert.generate`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from minibert.errors import InputError
+from minibert.generate import GenerationConfig, generate
+from minibert.gpt import GPT2LMHeadModel
+from minibert.hf_gpt_t5 import MODELS, load_hf, load_pretrained
+from minibert.t5 import T5ForConditionalGeneration
+
+SENTINEL = re.compile(r"<extra_id_(\d+)>")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line and exit status 2 (argparse prints the usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="python -m train.generate",
+               description="Continue a prompt with a GPT run (--objective causal), or fill the gaps of a prompt "
+                           "with a T5 run (--objective span).",
+               epilog="T5 gaps: write <extra_id_0>, <extra_id_1>, ... in the prompt, or use --mask-span. "
+                      "Exit status: 0 done, 2 bad input (one line on stderr).")
+    p.add_argument("run", metavar="RUN", help="run directory: config.json (model_type gpt2 or t5), "
+                   "model.safetensors and tokenizer/")
+    p.add_argument("prompts", nargs="+", metavar="PROMPT", help="one or more prompts, each generated on its own")
+    p.add_argument("--max-new-tokens", type=int, default=50,
+                   help="write at most this many tokens (T5: sentinels and [SEP] included) (default: 50)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="sample from softmax(logits / T) instead of taking the argmax (default: greedy)")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="sample among the K most likely tokens only; turns sampling on, at temperature 1 unless "
+                        "--temperature is given (default: every token)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the sampler, for the same output every time; greedy decoding draws nothing "
+                        "(default: a fresh draw each run)")
+    p.add_argument("--mask-span", action="append", default=[], metavar="START:END",
+                   help="T5 only: replace the prompt's characters [START, END) (0-based) by a gap; repeatable, "
+                        "numbered in order of START")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per prompt: prompt, input_ids, output_ids, text (T5: and spans)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where the model runs; auto is CUDA when a GPU is visible (default: auto)")
+    return p
+
+
+# --- the run ---
+
+
+@dataclass
+class Run:
+    model: GPT2LMHeadModel | T5ForConditionalGeneration
+    tok: object  # a tokenizer.Tokenizer
+    kind: str  # "gpt2" or "t5"
+
+    @property
+    def n_sentinels(self) -> int:
+        return self.model.config.vocab_size - self.tok.vocab_size
+
+
+def load_run(path: str | Path) -> Run:
+    """The model and tokenizer of RUN; InputError naming what is missing or what kind of run it is instead."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{path}: no such run directory")
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise InputError(f"{path}: no config.json; point at a run written by python -m train.pretrain")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InputError(f"{config_path}: cannot be read ({e})") from None
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    if kind not in MODELS:
+        what = "a BERT model" if kind in (None, "bert", "electra") else f"model_type {kind!r}"
+        raise InputError(f"{path} holds {what}, which does not generate text; generation needs a run pretrained "
+                         "with --objective causal (GPT) or --objective span (T5)")
+    config_cls = MODELS[kind][0]
+    own = {f for f in config_cls.__dataclass_fields__} | {"model_type"}
+    model = load_pretrained(path) if set(config) <= own else load_hf(path)  # minibert's own, or an HF export
+    if not (path / "tokenizer").is_dir():
+        raise InputError(f"{path}: no tokenizer/ directory; the run's tokenizer is needed to read the prompt")
+    import tokenizer
+
+    tok = tokenizer.load(path / "tokenizer")
+    if model.config.vocab_size < tok.vocab_size:
+        raise InputError(f"{path}: the model's vocabulary ({model.config.vocab_size}) is smaller than its "
+                         f"tokenizer's ({tok.vocab_size}); they are not from the same run")
+    return Run(model.eval(), tok, kind)
+
+
+# --- prompts ---
+
+
+def mark_spans(prompt: str, spans: list[str]) -> str:
+    """The prompt with each START:END character range replaced by <extra_id_k>, k counted in order of START."""
+    ranges = []
+    for text in spans:
+        start, sep, end = text.partition(":")
+        try:
+            ranges.append((int(start), int(end)))
+        except ValueError:
+            raise InputError(f"--mask-span {text!r}: give START:END, two character offsets such as 2:4") from None
+        if not sep:
+            raise InputError(f"--mask-span {text!r}: give START:END, two character offsets such as 2:4")
+    ranges.sort()
+    for i, (start, end) in enumerate(ranges):
+        if not 0 <= start < end <= len(prompt):
+            raise InputError(f"--mask-span {start}:{end} is not a range of the prompt's {len(prompt)} characters "
+                             "(0 <= START < END <= length)")
+        if i and start < ranges[i - 1][1]:
+            raise InputError(f"--mask-span {ranges[i - 1][0]}:{ranges[i - 1][1]} and {start}:{end} overlap")
+    out, last = [], 0
+    for k, (start, end) in enumerate(ranges):
+        out += [prompt[last:start], f"<extra_id_{k}>"]
+        last = end
+    return "".join(out + [prompt[last:]])
+
+
+def encode_piece(tok, text: str, first: bool) -> list[int]:
+    """The ids of `text`; a piece that does not start the prompt loses the word-boundary token a SentencePiece
+    tokenizer puts at the start of every text ("▁", which decodes to nothing), as it would have mid-text."""
+    ids = tok.encode_plain([text])[0] if text else []
+    if not first and not text[:1].isspace():
+        while ids and ids[0] not in tok.special_ids and tok.decode([ids[0]]) == "":
+            ids = ids[1:]
+    return ids
+
+
+def encode_span_prompt(run: Run, prompt: str) -> list[int]:
+    """[CLS] text [SEP] with sentinel ids V_tok + k at the <extra_id_k> markers."""
+    tok, ids, last = run.tok, [run.tok.cls_token_id], 0
+    for match in SENTINEL.finditer(prompt):
+        k = int(match.group(1))
+        if k >= run.n_sentinels:
+            raise InputError(f"{match.group(0)}: the model has {run.n_sentinels} sentinels, <extra_id_0> to "
+                             f"<extra_id_{run.n_sentinels - 1}>")
+        ids += encode_piece(tok, prompt[last:match.start()], first=last == 0)
+        ids.append(tok.vocab_size + k)
+        last = match.end()
+    if last == 0:
+        raise InputError("a T5 run fills gaps: mark each with <extra_id_0>, <extra_id_1>, ... in the prompt, or "
+                         "give --mask-span START:END")
+    ids += encode_piece(tok, prompt[last:], first=False)
+    return ids + [tok.sep_token_id]
+
+
+def show(run: Run, ids: list[int]) -> str:
+    """Text of ids that may hold sentinels, each written <extra_id_k>."""
+    out, piece = [], []
+    for i in ids + [None]:
+        if i is None or i >= run.tok.vocab_size:
+            out.append(run.tok.decode(piece, skip_special_tokens=True))
+            piece = []
+            if i is not None:
+                out.append(f"<extra_id_{i - run.tok.vocab_size}>")
+        else:
+            piece.append(i)
+    return "".join(out)
+
+
+# --- generation ---
+
+
+def settings_from(args) -> GenerationConfig:
+    sample = args.temperature is not None or args.top_k is not None
+    return GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=sample,
+                            temperature=args.temperature if args.temperature is not None else 1.0,
+                            top_k=args.top_k, seed=args.seed)
+
+
+def continue_prompt(run: Run, prompt: str, settings: GenerationConfig, device) -> dict:
+    ids = [run.tok.cls_token_id] + run.tok.encode_plain([prompt])[0]
+    out = generate(run.model, torch.tensor([ids], device=device), settings)[0].tolist()
+    new = out[len(ids):]
+    return {"prompt": prompt, "input_ids": ids, "output_ids": new,
+            "text": run.tok.decode(new, skip_special_tokens=True)}
+
+
+def fill_prompt(run: Run, prompt: str, settings: GenerationConfig, device) -> dict:
+    """T5's answer, and the prompt with each gap replaced by the span the answer gives it (a gap the answer does
+    not fill stays <extra_id_k>)."""
+    ids = encode_span_prompt(run, prompt)
+    out = generate(run.model, torch.tensor([ids], device=device), settings)[0].tolist()[1:]  # after the start token
+    sentinels = range(run.tok.vocab_size, run.model.config.vocab_size)
+    spans: dict[int, list[int]] = {}
+    current = None
+    for token in out:  # <s0> span <s1> span ... [SEP]
+        if token == run.model.config.eos_token_id:
+            break
+        if token in sentinels:
+            current = token
+            spans[current] = []
+        elif current is not None:
+            spans[current].append(token)
+    filled = [t for token in ids[1:-1] for t in (spans.get(token, [token]) if token in sentinels else [token])]
+    return {"prompt": prompt, "input_ids": ids, "output_ids": out, "text": show(run, filled),
+            "spans": {show(run, [k]): run.tok.decode(v, skip_special_tokens=True) for k, v in spans.items()}}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA GPU is visible to torch")
+    return torch.device(name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from(args)
+        if any(not p.strip() for p in args.prompts):
+            raise InputError("a prompt is empty; give the text to continue (GPT) or to fill (T5)")
+        device = resolve_device(args.device)
+        run = load_run(args.run)
+        if run.kind == "gpt2" and args.mask_span:
+            raise InputError("--mask-span is for a T5 run; this run is GPT, which continues the prompt")
+        if run.kind == "t5" and args.mask_span and len(args.prompts) > 1:
+            raise InputError("--mask-span applies to one prompt; give one prompt with it")
+        run.model.to(device)
+        for prompt in args.prompts:
+            if run.kind == "gpt2":
+                result = continue_prompt(run, prompt, settings, device)
+            else:
+                if args.mask_span:
+                    if SENTINEL.search(prompt):
+                        raise InputError("give gaps either as <extra_id_k> markers in the prompt or by --mask-span, "
+                                         "not both")
+                    prompt = mark_spans(prompt, args.mask_span)
+                result = fill_prompt(run, prompt, settings, device)
+            print(json.dumps(result, ensure_ascii=False) if args.json else result["text"], flush=True)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
