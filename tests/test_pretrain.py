@@ -18,6 +18,7 @@ import minibert.heads
 from minibert import BertForMaskedLM
 from minibert.checkpoint import load_pretrained
 from train import pretrain
+from train.objectives import make_objective
 from train.builtin_data import people_daily_lines
 
 TINY = ["--preset", "tiny", "--set", "hidden_size=32", "num_attention_heads=2", "intermediate_size=64",
@@ -255,7 +256,48 @@ def test_order_gain_is_zero_without_positions_and_not_with_rotary():
         if kind == "absolute":
             with torch.no_grad():
                 model.bert.embeddings.position_embeddings.weight.zero_()  # no position signal at all
-        result = pretrain.evaluate(model, blocks, tok, args, torch.device("cpu"), pretrain.Dist(), nullcontext())
+        objective = make_objective("mlm", tok, mlm_probability=args.mlm_probability)
+        result = pretrain.evaluate(model, objective, blocks, args, torch.device("cpu"), pretrain.Dist(), nullcontext())
         gains[kind] = result["eval_order_gain"]
     assert abs(gains["absolute"]) < 1e-4
     assert abs(gains["rotary"]) > 1e-2
+
+
+def test_electra_learns_accumulates_and_resumes_exactly(tmp_path, corpus):
+    """--objective electra in the same loop: the discriminator learns, micro-batches give the losses of one big batch
+    (both terms), a resumed run the losses of an uninterrupted one, and fine-tuning reads the discriminator."""
+    from minibert import BertModel
+    from minibert.electra import ElectraForPreTraining
+
+    common = ["--objective", "electra", "--generator-size", "0.5", "--max-steps", "30", "--batch-size", "8",
+              "--log-every", "1", "--eval-every", "15", "--warmup-steps", "2", "--lr", "3e-3", "--save-every", "100"]
+    assert run(tmp_path / "whole", corpus, *common) == 0
+    records = metrics(tmp_path / "whole")
+    evals = [r for r in records if "eval_discriminator_loss" in r]
+    assert len(evals) == 3
+    assert evals[-1]["eval_discriminator_loss"] < evals[0]["eval_discriminator_loss"] - 0.1
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"]  # the generator's MLM loss falls too
+    logged = [r for r in records if "loss" in r]
+    assert all(r["loss"] == pytest.approx(r["loss_generator"] + 50 * r["loss_discriminator"], rel=1e-5) for r in logged)
+
+    assert run(tmp_path / "acc", corpus, *common, "--micro-batch-size", "2", "--stop-at-step", "12") == 0
+    assert run(tmp_path / "acc", corpus, *common, "--resume") == 0
+    a = {r["step"]: r for r in logged}
+    b = {r["step"]: r for r in metrics(tmp_path / "acc") if "loss" in r}
+    assert a.keys() == b.keys() == set(range(1, 31))
+    for step in a:
+        for key in ("loss_generator", "loss_discriminator"):
+            assert b[step][key] == pytest.approx(a[step][key], rel=1e-4, abs=1e-6), (step, key)
+
+    # The run directory is a BERT checkpoint of the discriminator, and resumes as the whole ELECTRA model.
+    encoder, report = load_pretrained(tmp_path / "whole", BertModel)
+    assert any(k.startswith("generator.") for k in report.unused)
+    electra = ElectraForPreTraining(encoder.config, generator_size=0.5)
+    from minibert.hf import load_state_dict_checked
+    from minibert.checkpoint import read_weights
+
+    load_state_dict_checked(electra, read_weights(tmp_path / "whole" / "model.safetensors"))
+    body = electra.bert.state_dict()
+    assert body.keys() == {k for k in encoder.state_dict() if not k.startswith("pooler.")}
+    for k, v in body.items():
+        assert torch.equal(encoder.state_dict()[k], v), k

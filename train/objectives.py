@@ -38,6 +38,7 @@ class MaskedLM:
     mlm_probability: float = 0.15
     word_start: torch.Tensor | None = None
     weights: dict = field(default_factory=lambda: {"mlm": 1.0})
+    order_probe = True  # evaluation also scores shuffled blocks: what word order is worth (train/pretrain.py)
 
     def build(self, config: BertConfig) -> nn.Module:
         return BertForMaskedLM(config)
@@ -79,6 +80,7 @@ class ReplacedTokenDetection(MaskedLM):
     generator_size: float = 0.25
     discriminator_weight: float = DISCRIMINATOR_WEIGHT
     weights: dict = field(default_factory=dict)
+    order_probe = False
 
     def __post_init__(self):
         self.weights = {"generator": 1.0, "discriminator": self.discriminator_weight}

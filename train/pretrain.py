@@ -47,16 +47,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from minibert import BertConfig, BertForMaskedLM, InputError
+from minibert import BertConfig, InputError
 from minibert.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_weights, remove_leftovers,
                                  save_pretrained, unwrap, weights_step)
 from minibert.compiled import compile_model
 from minibert.config import PRESETS, TYPE_NAMES, field_types, read_fields
-from minibert.heads import IGNORE_INDEX
 from minibert.hf import load_state_dict_checked
 from train.builtin_data import BUILTIN_PARTS, builtin_pretraining_texts
 from train.cli import OutDir, OutState, RunKind, check_usable, claim, inspect_out, parse_given, release
-from train.masking import mask_tokens
+from train.objectives import OBJECTIVES, make_objective
 from train.optim import lr_at, make_adamw, set_lr
 from train.packing import pack_blocks, split_blocks, tokenize_to_cache
 
@@ -104,6 +103,12 @@ class PretrainArgs:
     schedule: str = opt("linear", "decay after warmup", choices=["linear", "cosine", "constant"])
     weight_decay: float = opt(0.01, "AdamW weight decay on tensors of rank >= 2")
     grad_clip: float = opt(1.0, "clip the global gradient norm to this (0 = off)")
+    objective: str = opt("mlm", "what the encoder learns from: mlm (BERT's masked-language modelling) or electra "
+                                "(replaced-token detection: a small generator fills the masks, the encoder tells "
+                                "replaced tokens from originals at every position; docs/MATH.md)", choices=OBJECTIVES)
+    generator_size: float = opt(0.25, "electra: the generator's width, heads and feed-forward as a fraction of the "
+                                      "encoder's (the paper found 1/4 to 1/2 best)")
+    discriminator_weight: float = opt(50.0, "electra: lambda in L = L_generator + lambda * L_discriminator")
     mlm_probability: float = opt(0.15, "fraction of tokens to predict; 0.3 (MosaicBERT's rate) gave the best "
                                        "fine-tuning result measured with --builtin-corpus reviews, and no gain on the "
                                        "default corpus (README)")
@@ -159,6 +164,8 @@ def check_args(args: PretrainArgs) -> None:
         (finite(args.weight_decay) and args.weight_decay >= 0, "--weight-decay must be >= 0"),
         (finite(args.grad_clip) and args.grad_clip >= 0, "--grad-clip must be >= 0 (0 = off)"),
         (0 < args.mlm_probability < 1, "--mlm-probability must be above 0 and below 1 (0.15 in BERT)"),
+        (0 < args.generator_size <= 1, "--generator-size must be above 0 and at most 1 (a fraction of the encoder)"),
+        (finite(args.discriminator_weight) and args.discriminator_weight > 0, "--discriminator-weight must be > 0"),
         (args.max_steps is None or args.max_steps >= 0, "--max-steps must be >= 0 (0: as many as --max-time allows)"),
         (args.max_time is None or (finite(args.max_time) and args.max_time > 0),
          "--max-time must be a positive number of minutes"),
@@ -499,11 +506,8 @@ class BlockStream:
         self._order = self._permutation()
 
 
-def masked_batch(blocks: np.ndarray, idx: np.ndarray, tok, args: PretrainArgs, gen: torch.Generator, word_start):
-    input_ids = torch.from_numpy(blocks[idx].astype(np.int64))  # (B, T)
-    return mask_tokens(input_ids, vocab_size=tok.vocab_size, special_ids=tok.special_ids,
-                       mask_token_id=tok.mask_token_id, mlm_probability=args.mlm_probability, generator=gen,
-                       word_start=word_start)
+def block_batch(blocks: np.ndarray, idx: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(blocks[idx].astype(np.int64))  # (B, T)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -517,45 +521,59 @@ def shuffle_rows(ids: torch.Tensor, labels: torch.Tensor, gen: torch.Generator) 
 
 
 @torch.no_grad()
-def evaluate(model, eval_blocks, tok, args, device, d: Dist, amp) -> dict:
-    """Held-out MLM loss, accuracy of the masked predictions and perplexity exp(loss), on fixed masks.
+def evaluate(model, objective, eval_blocks, args, device, d: Dist, amp) -> dict:
+    """Held-out loss, accuracy of the predictions and perplexity exp(loss), on fixed masks (the objective's
+    `eval_sums`; for ELECTRA the generator's MLM loss, and the discriminator's loss and accuracy on every token).
 
-    `eval_loss_shuffled` is the loss on the same blocks and targets with each block's tokens in a random order.
-    A model that only knows which words occur scores the same on both; `eval_order_gain` (shuffled minus real)
-    is what it has learned from word order, in nats per masked token.
+    MLM also reports `eval_loss_shuffled`: the loss on the same blocks and targets with each block's tokens in a
+    random order. A model that only knows which words occur scores the same on both; `eval_order_gain` (shuffled
+    minus real) is what it has learned from word order, in nats per masked token.
     """
     model.eval()
     gen = torch.Generator().manual_seed(1234)  # the same masks and shuffles at every evaluation
     B = args.micro_batch_size or args.batch_size
     n = min(len(eval_blocks), B * args.eval_batches)
-    totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, correct, count, shuffled loss sum
-
-    def loss_sum(ids, labels):
-        with amp:
-            out = model(ids, labels=labels)
-        logits = out.logits.float()
-        target = labels[labels != IGNORE_INDEX]
-        if logits.dim() == 3:
-            logits = logits[labels != IGNORE_INDEX]
-        return F.cross_entropy(logits, target, reduction="sum").double(), (logits.argmax(-1) == target).sum().double()
-
+    rows = slice(d.rank, None, d.world)  # every rank a share of each batch
+    totals: dict[str, torch.Tensor] = {}
     for start in range(0, n, B):
-        ids, labels = masked_batch(eval_blocks, np.arange(start, min(n, start + B)), tok, args, gen, None)
-        shuffled_ids, shuffled_labels = shuffle_rows(ids, labels, gen)
-        rows = slice(d.rank, None, d.world)  # every rank a share of the batch
-        ids, labels = ids[rows].to(device), labels[rows].to(device)
-        if len(ids) == 0:
+        batch = objective.make_batch(block_batch(eval_blocks, np.arange(start, min(n, start + B))), gen)
+        shuffled = shuffle_rows(batch["input_ids"], batch["labels"], gen) if objective.order_probe else None
+        part = {k: v[rows].to(device) for k, v in batch.items()}
+        if len(part["input_ids"]) == 0:
             continue
-        loss, correct = loss_sum(ids, labels)
-        shuffled_loss, _ = loss_sum(shuffled_ids[rows].to(device), shuffled_labels[rows].to(device))
-        count = torch.tensor(float((labels != IGNORE_INDEX).sum()), device=device, dtype=torch.float64)
-        totals += torch.stack([loss, correct, count, shuffled_loss])
+        with amp:
+            sums = objective.eval_sums(model, part)
+            if shuffled is not None:
+                ids, labels = (x[rows].to(device) for x in shuffled)
+                sums["shuffled_loss"] = objective.eval_sums(model, {**part, "input_ids": ids, "labels": labels})["loss"]
+        for k, v in sums.items():
+            totals[k] = totals.get(k, 0.0) + v.to(device, torch.float64)
+    names = sorted(totals)
+    stacked = torch.stack([totals[k] for k in names])
     if d.world > 1:
-        dist.all_reduce(totals)
+        dist.all_reduce(stacked)
+    t = dict(zip(names, stacked.tolist()))
     model.train()
-    loss, shuffled = (totals[0] / totals[2]).item(), (totals[3] / totals[2]).item()
-    return {"eval_loss": loss, "eval_accuracy": (totals[1] / totals[2]).item(), "eval_perplexity": math.exp(min(loss, 50)),
-            "eval_loss_shuffled": shuffled, "eval_order_gain": shuffled - loss}
+    loss = t["loss"] / t["count"]
+    out = {"eval_loss": loss, "eval_accuracy": t["correct"] / t["count"], "eval_perplexity": math.exp(min(loss, 50))}
+    if "shuffled_loss" in t:
+        out.update(eval_loss_shuffled=t["shuffled_loss"] / t["count"], eval_order_gain=(t["shuffled_loss"] - t["loss"]) / t["count"])
+    if "disc_loss" in t:
+        out.update(eval_discriminator_loss=t["disc_loss"] / t["disc_count"],
+                   eval_discriminator_accuracy=t["disc_correct"] / t["disc_count"],
+                   eval_replaced_fraction=t["replaced"] / t["disc_count"])
+    return out
+
+
+def describe_eval(e: dict) -> str:
+    """One line of an evaluation's figures."""
+    text = f"held-out loss {e['eval_loss']:.3f}, accuracy {e['eval_accuracy']:.1%}, perplexity {e['eval_perplexity']:.1f}"
+    if "eval_order_gain" in e:
+        text += f", word order worth {e['eval_order_gain']:.3f} nats"
+    if "eval_discriminator_loss" in e:
+        text = (f"generator {text}; discriminator loss {e['eval_discriminator_loss']:.4f}, accuracy "
+                f"{e['eval_discriminator_accuracy']:.1%} ({e['eval_replaced_fraction']:.1%} of the tokens replaced)")
+    return text
 
 
 def save_checkpoint(out: Path, model, optimizer, state: dict, keep_last: int) -> Path:
@@ -754,6 +772,10 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
     blocks = pack_blocks(corpus.ids, corpus.offsets, args.max_seq_length, tok.cls_token_id, tok.sep_token_id)
     train_blocks, eval_blocks = split_blocks(blocks, args.eval_fraction, args.seed)
     word_start = torch.from_numpy(tok.word_start) if args.whole_word_mask else None
+    objective = make_objective(args.objective, tok, mlm_probability=args.mlm_probability, word_start=word_start,
+                               generator_size=args.generator_size, discriminator_weight=args.discriminator_weight)
+    # Held-out masks are drawn token by token for every run, so that held-out losses compare across runs.
+    eval_objective = dataclasses.replace(objective, word_start=None)
 
     # 2. Model, optimiser, the state a checkpoint restores.
     config = resumed.config if resumed else model_config(args, tok.vocab_size)
@@ -761,7 +783,7 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
         raise InputError(f"the tokenizer has {tok.vocab_size} tokens but the model expects {config.vocab_size}; "
                          "use the tokenizer the model was trained with")
     torch.manual_seed(args.seed)
-    model = BertForMaskedLM(config).to(device)
+    model = objective.build(config).to(device)
     optimizer = make_adamw(model, args.lr, args.weight_decay)
     stream = BlockStream(len(train_blocks), args.batch_size, args.seed)
     mask_gen = torch.Generator().manual_seed(args.seed)
@@ -832,7 +854,7 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
         # An evaluation before the first step gives the starting point and, for a time budget, its cost.
         t0 = time.perf_counter()
         if step == 0:
-            first = evaluate(model, eval_blocks, tok, args, device, d, amp)
+            first = evaluate(model, eval_objective, eval_blocks, args, device, d, amp)
             log({"step": 0, **first})
         eval_seconds = time.perf_counter() - t0
         calibrate_at = step + 10 if total_steps is None else None
@@ -850,41 +872,39 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
                                       f"{resume_hint}", 128 + stop.signum)
                     break
                 t_step = time.perf_counter()
-                # 4. The global batch, masked identically on every rank; this rank's rows, in micro-batches.
+                # 4. The global batch, masked identically on every rank (the same generator state everywhere), and
+                #    each loss term's count over all of it; then this rank's rows.
                 lr = lr_at(step, peak_lr=args.lr, warmup_steps=args.warmup_steps,
                            total_steps=total_steps or 10**9, schedule=args.schedule)
                 set_lr(optimizer, lr)
-                ids, labels = masked_batch(train_blocks, stream.next_batch(), tok, args, mask_gen, word_start)
-                ids, labels = ids[d.rank * share:(d.rank + 1) * share], labels[d.rank * share:(d.rank + 1) * share]
-                n_masked_global = int((labels != IGNORE_INDEX).sum()) if d.world == 1 else None
-                if d.world > 1:  # the denominator is the whole global batch's masked count
-                    count = torch.tensor([int((labels != IGNORE_INDEX).sum())], device=device)
-                    dist.all_reduce(count)
-                    n_masked_global = int(count.item())
-                # 5. Forward and backward per micro-batch. Each micro-batch's summed loss is divided by the masked
-                #    tokens of the whole global batch, so accumulation gives the same gradient as one big batch;
-                #    DDP averages over ranks, hence the factor world.
-                loss_sum = 0.0
+                batch = objective.make_batch(block_batch(train_blocks, stream.next_batch()), mask_gen)
+                global_counts = objective.counts(batch)
+                mine = {k: v[d.rank * share:(d.rank + 1) * share] for k, v in batch.items()}
+                # 5. Forward and backward per micro-batch. Each term's micro-batch mean is weighed by its share of
+                #    the global count, L = Σ_k w_k Σ_micro mean_k · n_k / N_k, so accumulation gives the same
+                #    gradient as one big batch; DDP averages over ranks, hence the factor world.
+                terms = dict.fromkeys(global_counts, 0.0)
                 for m in range(accum):
                     rows = slice(m * micro, (m + 1) * micro)
-                    x, y = ids[rows].to(device, non_blocking=True), labels[rows].to(device, non_blocking=True)
-                    n_masked = int((y != IGNORE_INDEX).sum())
+                    part = {k: v[rows].to(device, non_blocking=True) for k, v in mine.items()}
+                    share_of = {k: n / global_counts[k] for k, n in objective.counts(part).items()}
                     sync = nullcontext() if (d.world == 1 or m == accum - 1) else train_model.no_sync()
                     with sync, amp:
-                        out_ = train_model(x, labels=y)
-                        loss = out_.loss * (n_masked * d.world / n_masked_global)
+                        means = objective.losses(train_model, part)
+                        loss = sum(objective.weights[k] * means[k] * share_of[k] * d.world for k in means)
                     loss.backward()
-                    loss_sum += out_.loss.detach() * n_masked
+                    for k in means:
+                        terms[k] += means[k].detach().float() * share_of[k]
                 # 6. Clip, step, zero.
                 if args.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                step_loss = loss_sum / (n_masked_global / d.world)
-                if d.world > 1:
-                    dist.all_reduce(step_loss)
-                    step_loss = step_loss / d.world
-                step_loss = float(step_loss)
+                term_values = torch.stack([torch.as_tensor(terms[k], device=device) for k in terms])
+                if d.world > 1:  # each rank holds its rows' part of each global mean
+                    dist.all_reduce(term_values)
+                terms = dict(zip(terms, term_values.tolist()))
+                step_loss = sum(objective.weights[k] * v for k, v in terms.items())
                 if not math.isfinite(step_loss):
                     outcome = Outcome(f"stopped: the loss became {step_loss} at step {step + 1}; the last good "
                                       "checkpoint is kept", 1)
@@ -910,20 +930,19 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
                     now = time.perf_counter()
                     tps = window_tokens / max(now - window_start, 1e-9)
                     window_tokens, window_start = 0, now
-                    log({"step": step, "loss": step_loss, "lr": lr, "tokens_per_s": tps, "time_s": train_seconds})
+                    parts = {f"loss_{k}": v for k, v in terms.items()} if len(terms) > 1 else {}
+                    log({"step": step, "loss": step_loss, **parts, "lr": lr, "tokens_per_s": tps,
+                         "time_s": train_seconds})
                     bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{tps:,.0f}", refresh=False)
                 bar.update(1)
                 if step % args.eval_every == 0 or step == total_steps:
                     t0 = time.perf_counter()
-                    last_eval = evaluate(model, eval_blocks, tok, args, device, d, amp)
+                    last_eval = evaluate(model, eval_objective, eval_blocks, args, device, d, amp)
                     eval_seconds = time.perf_counter() - t0
                     train_seconds += eval_seconds
                     log({"step": step, **last_eval})
                     if d.main:
-                        bar.write(f"step {step}: held-out loss {last_eval['eval_loss']:.3f}, "
-                                  f"accuracy {last_eval['eval_accuracy']:.1%}, perplexity "
-                                  f"{last_eval['eval_perplexity']:.1f}, word order worth "
-                                  f"{last_eval['eval_order_gain']:.3f} nats")
+                        bar.write(f"step {step}: {describe_eval(last_eval)}")
                 if step % args.save_every == 0 or step == total_steps:
                     checkpoint()
                 if args.stop_at_step is not None and step >= args.stop_at_step:
@@ -933,7 +952,7 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
                     break
                 if budget is not None and train_seconds >= budget and step < (total_steps or 0):
                     if step % args.eval_every:  # the run ends here: report where it got to
-                        log({"step": step, **evaluate(model, eval_blocks, tok, args, device, d, amp)})
+                        log({"step": step, **evaluate(model, eval_objective, eval_blocks, args, device, d, amp)})
                     if saved_step != step:
                         checkpoint()
                     outcome = Outcome(f"stopped by --max-time after {step} steps")
@@ -953,11 +972,17 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
         print(f"  steps {step:,} | tokens {step * tokens_per_step:,} | training time {train_seconds / 60:.1f} min "
               f"| {step * tokens_per_step / max(train_seconds, 1e-9):,.0f} tokens/s")
         if evals:
-            print(f"  held-out MLM loss {evals[0]['eval_loss']:.3f} -> {evals[-1]['eval_loss']:.3f}, "
+            print(f"  held-out {'generator ' if 'eval_discriminator_loss' in evals[-1] else ''}MLM loss {evals[0]['eval_loss']:.3f} -> {evals[-1]['eval_loss']:.3f}, "
                   f"masked-token accuracy {evals[0]['eval_accuracy']:.1%} -> {evals[-1]['eval_accuracy']:.1%}, "
                   f"perplexity {evals[0]['eval_perplexity']:.0f} -> {evals[-1]['eval_perplexity']:.1f}")
-            print(f"  word order: held-out loss with each block shuffled {evals[-1]['eval_loss_shuffled']:.3f}, "
-                  f"{evals[-1]['eval_order_gain']:.3f} nats above the real order (0 = the model reads a bag of words)")
+            if "eval_order_gain" in evals[-1]:
+                print(f"  word order: held-out loss with each block shuffled {evals[-1]['eval_loss_shuffled']:.3f}, "
+                      f"{evals[-1]['eval_order_gain']:.3f} nats above the real order (0 = the model reads a bag of "
+                      "words)")
+            if "eval_discriminator_loss" in evals[-1]:
+                print(f"  discriminator: held-out loss {evals[0]['eval_discriminator_loss']:.4f} -> "
+                      f"{evals[-1]['eval_discriminator_loss']:.4f}, accuracy {evals[-1]['eval_discriminator_accuracy']:.1%} "
+                      f"on every token ({evals[-1]['eval_replaced_fraction']:.1%} replaced)")
         print(f"  run directory {out} (model.safetensors, tokenizer/, metrics.jsonl, loss.png)")
         print(f"  next: python -m train.finetune --init {out}")
     return outcome.exit_code
