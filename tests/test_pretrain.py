@@ -301,3 +301,21 @@ def test_electra_learns_accumulates_and_resumes_exactly(tmp_path, corpus):
     assert body.keys() == {k for k in encoder.state_dict() if not k.startswith("pooler.")}
     for k, v in body.items():
         assert torch.equal(encoder.state_dict()[k], v), k
+
+
+def test_init_continues_pretraining_from_a_run(tmp_path, corpus):
+    """--init RUN (task-adaptive pretraining): the new run starts from RUN's weights, so its first held-out loss is
+    RUN's last on the same held-out blocks; it uses RUN's tokenizer and config and refuses options redefining them."""
+    path, _ = corpus
+    common = ["--max-steps", "20", "--batch-size", "8", "--eval-every", "20", "--warmup-steps", "1", "--lr", "3e-3"]
+    assert run(tmp_path / "general", corpus, *common) == 0
+    general = [r for r in metrics(tmp_path / "general") if "eval_loss" in r]
+    later = ["--corpus", str(path), "--out", str(tmp_path / "later"), "--init", str(tmp_path / "general"),
+             "--max-seq-length", "32", "--no-progress", "--eval-batches", "2", *common]
+    assert pretrain.main(later) == 0
+    first = [r for r in metrics(tmp_path / "later") if "eval_loss" in r][0]
+    assert first["eval_loss"] == pytest.approx(general[-1]["eval_loss"], rel=1e-6)
+    assert first["eval_loss"] < general[0]["eval_loss"] - 0.1
+    assert (tmp_path / "later" / "tokenizer" / "tokenizer_config.json").is_file()
+    assert pretrain.main([*later[:4], "--out", str(tmp_path / "x"), "--preset", "small", *later[6:]]) == 2
+    assert not (tmp_path / "x").exists()

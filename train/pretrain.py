@@ -82,6 +82,10 @@ class PretrainArgs:
                               "--max-steps: the learning-rate schedule becomes that of a run of the new length)")
     force: bool = opt(False, "start over: remove the run in --out (only the files a run writes) first")
     tokenizer: str | None = opt(None, "an existing tokenizer directory; default: train one on the corpus")
+    init: str | None = opt(None, "continue pretraining from the weights of this pretraining run (task-adaptive "
+                                 "pretraining: a run on the general corpus, then --builtin-corpus reviews or your "
+                                 "in-domain --corpus); the run's tokenizer and model config are used, the optimiser, "
+                                 "schedule and data order start fresh", metavar="RUN")
     vocab_size: int = opt(8000, "vocabulary size of a newly trained tokenizer")
     tokenizer_model: str = opt("unigram", "SentencePiece model type of a newly trained tokenizer. unigram learns "
                                           "word-like pieces (about 1.4 Chinese characters each on the built-in corpus), "
@@ -287,8 +291,8 @@ def get_tokenizer(args: PretrainArgs, out: Path, texts: list[str], d: Dist, resu
     tok_dir = out / "tokenizer"
     if resumed:
         return tok_pkg.load(tok_dir)
-    if args.tokenizer:
-        tok = tok_pkg.load(args.tokenizer)
+    if args.tokenizer or args.init:
+        tok = tok_pkg.load(args.tokenizer or Path(args.init) / "tokenizer")
         if d.main:
             tok.save(tok_dir)
         return tok
@@ -726,6 +730,8 @@ def run(args: PretrainArgs, given: set[str] | None = None) -> int:
         step = resumed.state["step"]
         if "max_steps" in changed and args.max_steps and args.max_steps < step:
             raise InputError(f"--max-steps {args.max_steps}: the run is already at step {step}; give at least {step}")
+    elif args.init:
+        check_init(args, given)
     else:
         model_config(args, args.vocab_size)  # --preset, --config and --set, checked before any work
     if args.max_steps == 0:
@@ -743,6 +749,27 @@ def run(args: PretrainArgs, given: set[str] | None = None) -> int:
     if d.world > 1:
         dist.destroy_process_group()
     return code
+
+
+# Options that say what the model and its tokenizer are: an --init run says that instead.
+DEFINED_BY_INIT = ("tokenizer", "vocab_size", "tokenizer_model", "preset", "config", "set")
+
+
+def check_init(args: PretrainArgs, given: set[str]) -> None:
+    """--init RUN: a pretraining run with its weights, config and tokenizer, and no option that would redefine them."""
+    run_dir = Path(args.init)
+    for name in (CONFIG_NAME, WEIGHTS_NAME, "tokenizer"):
+        if not (run_dir / name).exists():
+            raise InputError(f"--init {run_dir}: no {name}; point it at a pretraining run directory")
+    clash = [k for k in DEFINED_BY_INIT if k in given]
+    if clash:
+        raise InputError(f"--init takes the model and tokenizer of {run_dir}; leave out "
+                         f"{', '.join(_flag(k) for k in clash)}")
+    config = BertConfig.load(run_dir / CONFIG_NAME)
+    read_weights(run_dir / WEIGHTS_NAME)  # names the file if it cannot be read
+    if config.max_position_embeddings < args.max_seq_length:
+        raise InputError(f"--max-seq-length {args.max_seq_length} exceeds the --init model's max_position_embeddings "
+                         f"{config.max_position_embeddings}")
 
 
 def check_batch_split(args: PretrainArgs, d: Dist) -> None:
@@ -778,7 +805,13 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
     eval_objective = dataclasses.replace(objective, word_start=None)
 
     # 2. Model, optimiser, the state a checkpoint restores.
-    config = resumed.config if resumed else model_config(args, tok.vocab_size)
+    if resumed:
+        config = resumed.config
+    elif args.init:
+        config = BertConfig.from_dict({**BertConfig.load(Path(args.init) / CONFIG_NAME).to_dict(),
+                                       "sparse_prediction": args.sparse_prediction})
+    else:
+        config = model_config(args, tok.vocab_size)
     if config.vocab_size != tok.vocab_size:
         raise InputError(f"the tokenizer has {tok.vocab_size} tokens but the model expects {config.vocab_size}; "
                          "use the tokenizer the model was trained with")
@@ -788,6 +821,11 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
     stream = BlockStream(len(train_blocks), args.batch_size, args.seed)
     mask_gen = torch.Generator().manual_seed(args.seed)
     step, total_steps, train_seconds = 0, args.max_steps, 0.0
+    if args.init and not resumed:  # the encoder carries over; a head the earlier objective lacked starts fresh
+        report = load_state_dict_checked(model, read_weights(Path(args.init) / WEIGHTS_NAME))
+        if d.main:
+            print(f"init: weights of {args.init}" + (f"; fresh: {', '.join(sorted({k.split('.')[0] for k in report.newly_initialised}))}"
+                                                    if report.newly_initialised else ""), flush=True)
     if resumed:
         state = resumed.state
         load_state_dict_checked(model, resumed.weights)
