@@ -1,12 +1,13 @@
-"""Benchmarks: minibert against Hugging Face `transformers` BERT on the same weights, inputs and device.
+"""Benchmarks: minibert against Hugging Face `transformers` (BERT, GPT-2, T5) on the same weights, inputs and device.
 
     python -m benchmarks                  # CUDA grid if a GPU is present, else a reduced CPU grid
     python -m benchmarks --quick          # a smoke run of a few seconds
     python -m benchmarks --help           # every option
 
 Every comparison builds one `transformers` model, copies its weights into each minibert variant through
-`minibert.hf.from_hf_model`, checks that all variants agree on outputs (and, for training steps, on the loss and the
-gradients of named parameters) before anything is timed, then times the variants alternately (A B A B ...).
+`minibert.hf.from_hf_model` (GPT-2 and T5: `minibert.hf_gpt_t5.from_hf_model`), checks that all variants agree on
+outputs (and, for training steps, on the loss and the gradients of named parameters) before anything is timed, then
+times the variants alternately (A B A B ...).
 
 Modules, one job each:
     cli        the command line

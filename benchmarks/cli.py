@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description=(
-            "Benchmark minibert against Hugging Face transformers' BERT on the same weights and inputs. Every case "
+            "Benchmark minibert against Hugging Face transformers (BERT, GPT-2, T5) on the same weights and "
+            "inputs. Every case "
             "checks that all variants agree (outputs; for training also loss and gradients) before timing them "
             "alternately, then reports ms per step, real tokens/s, sequences/s, the ratio to transformers with "
             "sdpa attention, peak memory and model FLOPs utilisation. Writes results.json, results.md and PNG plots."
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Workloads: " + "; ".join(f"{w.name}: {w.description}" for w in WORKLOADS.values()) + ". "
             "Variants: hf-eager, hf-sdpa (transformers, the baseline), mb-math, mb-sdpa (minibert), with the "
             "minibert switches +unpad (or +unpad=rows|repad|nested, how attention meets the variable lengths), "
-            "+sparse, +fusedqkv and +compile (e.g. mb-sdpa+sparse+compile). "
+            "+sparse, +fusedqkv and +compile (e.g. mb-sdpa+sparse+compile); GPT-2 and T5 take +compile alone. "
             "Exit status: 0 done, 1 the correctness check failed (nothing further is timed), 2 bad options."
         ),
     )

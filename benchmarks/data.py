@@ -7,6 +7,9 @@ the model's vocabulary (`CharVocab`), with the special ids of minibert's tokeniz
 Batches:
 - `packed_blocks`: full rows of T real tokens cut from the concatenated reviews (no padding at all);
 - `mask_for_mlm`: BERT's masking of 15% of the positions (80% [MASK], 10% random, 10% kept), labels -100 elsewhere;
+- `for_next_token`: GPT's batch, the block itself as labels (both libraries shift them inside the loss);
+- `span_corrupt`: T5's batch, the block with 15% of its tokens dropped in spans behind sentinels (`train.span`), the
+  encoder input padded to its longest row, the target (sentinels and spans) padded with -100;
 - `review_batches`: random (not length-sorted) reviews padded to the longest in the batch, as a data loader would
   give them, with their sentiment labels.
 """
@@ -179,6 +182,21 @@ def mask_for_mlm(batch: Batch, vocab_size: int, generator: torch.Generator, prob
     ids = torch.where(to_mask, torch.full_like(ids, MASK), ids)
     ids = torch.where(to_random, random_ids, ids)
     return Batch(ids, batch.attention_mask, labels, batch.full)
+
+
+def for_next_token(batch: Batch) -> Batch:
+    """GPT's training batch: labels = input_ids (position t is scored on token t + 1)."""
+    return Batch(batch.input_ids, batch.attention_mask, batch.input_ids, batch.full)
+
+
+def span_corrupt(batch: Batch, vocab_size: int, generator: torch.Generator, n_sentinels: int = 100) -> Batch:
+    """T5's training batch from full blocks: `train.span.span_corruption` with the special ids above, sentinel k at
+    id vocab_size + k, [SEP] ending each target. attention_mask is the encoder's padding; labels: (B, U)."""
+    from train.span import span_corruption
+
+    out = span_corruption(batch.input_ids, generator, special_ids=torch.arange(len(SPECIAL_TOKENS)),
+                          sentinel_base=vocab_size, n_sentinels=n_sentinels, eos_token_id=SEP, pad_token_id=PAD)
+    return Batch(out.input_ids, out.attention_mask, out.labels, full=False)
 
 
 def review_batches(

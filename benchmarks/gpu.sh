@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The benchmarks on one CUDA GPU, in one go, in under 9 minutes (one command on a lent GPU machine may run 10).
 #
-#   1. correctness: every case of the CUDA grid (tiny/small/BERT-base, 128/512 tokens, fp32 and bf16 autocast),
+#   1. correctness: every case of the CUDA grid (BERT, GPT-2, T5; tiny/small/base, 128/512 tokens, fp32, bf16),
 #      each minibert and transformers variant against transformers sdpa, nothing timed; stops at the first
 #      disagreement (exit status 1). At most CHECK_S seconds (default 120); if that is not enough the script
 #      goes on, since every case is checked again before it is timed.
 #   2. the CUDA grid (gated case by case), the tokenizer comparison, the plots. No new case starts after GRID_S
-#      seconds (default 330); the rest are listed as skipped. BERT-base comes first, then the unpadded-attention
-#      comparison, the sequence-length sweep and torch.compile, the small models last, so a short budget cuts
-#      the least informative cases. results.json is rewritten after every case: a run cut short keeps its figures.
+#      seconds (default 330); the rest are listed as skipped. BERT-base comes first, with GPT-2's and T5's training
+#      step at the base size (128 tokens, bf16), then the unpadded-attention comparison, the sequence-length sweep
+#      and torch.compile, the rest of GPT-2's and T5's cases, the small models last, so a short budget cuts the
+#      least informative cases. results.json is rewritten after every case: a run cut short keeps its figures.
 #
 # Results: $OUT if set, else benchmarks/results/cuda (results.json, results.md, PNGs; the check in check/).
 # A rehearsal of the script itself on any machine (the tests run it): BENCH_DEVICE=cpu BENCH_GRID=quick.

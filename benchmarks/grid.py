@@ -16,7 +16,10 @@ INFER_FIXED = ATTENTION + ("mb-sdpa+fusedqkv",)
 INFER_VAR = ATTENTION + ("mb-sdpa+unpad",)
 MLM_TRAIN = ATTENTION + ("mb-sdpa+sparse", "mb-sdpa+sparse+fusedqkv")
 CLS_TRAIN = ATTENTION + ("mb-sdpa+unpad",)
-VARIANTS = {"infer_fixed": INFER_FIXED, "infer_var": INFER_VAR, "mlm_train": MLM_TRAIN, "cls_train": CLS_TRAIN}
+# GPT-2 and T5: minibert's two attention paths against transformers' two; their models have no other switch
+VARIANTS = {"infer_fixed": INFER_FIXED, "infer_var": INFER_VAR, "mlm_train": MLM_TRAIN, "cls_train": CLS_TRAIN,
+            "gpt_train": ATTENTION, "t5_train": ATTENTION}
+PACKED = ("infer_fixed", "mlm_train", "gpt_train", "t5_train")  # one batch of full blocks per run
 # Which way of attending over unpadded rows wins: one sequence at a time, rows put back for one fused kernel, or a
 # jagged nested tensor (one variable-length kernel on CUDA). minibert's unpad_attention="auto" follows the CPU result.
 UNPAD = ("hf-sdpa", "mb-sdpa", "mb-sdpa+unpad=rows", "mb-sdpa+unpad=repad", "mb-sdpa+unpad=nested")
@@ -53,7 +56,7 @@ class Grid:
 
 
 def _case(workload, size, seq_len, batch_size, precision, n_batches=1, variants=None, group="main") -> Case:
-    packed = workload in ("infer_fixed", "mlm_train")
+    packed = workload in PACKED
     return Case(workload, size, seq_len, batch_size, 1 if packed else n_batches, precision,
                 tuple(variants or VARIANTS[workload]), group)
 
@@ -75,8 +78,8 @@ def quick_grid(compile: bool = False) -> Grid:
 
 
 def cpu_grid() -> Grid:
-    """Minutes on a small CPU: tiny and small at 128 tokens, base at a small batch, a short sweep, the
-    unpadded-attention comparison on the small preset, fp32."""
+    """Minutes on a small CPU: tiny and small at 128 tokens (BERT's four workloads, GPT-2's and T5's training
+    steps), base at a small batch, a short sweep, the unpadded-attention comparison on the small preset, fp32."""
     cases = []
     for size, batch in (("tiny", 16), ("small", 8)):
         for workload in VARIANTS:
@@ -97,19 +100,23 @@ def cpu_grid() -> Grid:
 def cuda_grid(compile: bool = True) -> Grid:
     """The full grid for one GPU: tiny, small and BERT-base; 128 and 512 tokens; fp32 and bf16 autocast;
     a 32..512 sweep of BERT-base in bf16; the unpadded-attention comparison on BERT-base in bf16; torch.compile on
-    BERT-base at 128 tokens in bf16.
+    BERT-base at 128 tokens in bf16; GPT-2's and T5's training steps at the base size (T5: base-sized encoder and
+    decoder), and at the small and tiny sizes with the small models.
 
     Batches hold 16k tokens (tiny, small) or 8k tokens (base); review batches have as many rows as the packed
     batches of the same length, four batches per timed run. The order puts first what a time budget must not
-    cut: BERT-base (where the CUDA target is), then the comparisons that decide defaults, then the small models.
+    cut: BERT-base (where the CUDA target is), GPT-2's and T5's training step at 128 tokens in bf16, then the
+    comparisons that decide defaults, the rest of GPT-2's and T5's, and the small models last.
     """
+    bert = ("mlm_train", "infer_fixed", "infer_var", "cls_train")
+    gen = ("gpt_train", "t5_train")
 
-    def main(size: str, tokens: int) -> list[Case]:
+    def main(size: str, tokens: int, workloads=bert + gen) -> list[Case]:
         return [_case(workload, size, T, tokens // T, precision, n_batches=4)
-                for workload in ("mlm_train", "infer_fixed", "infer_var", "cls_train")
-                for T in (128, 512) for precision in ("bf16", "fp32")]
+                for workload in workloads for T in (128, 512) for precision in ("bf16", "fp32")]
 
-    cases = main("base", 8192)
+    cases = main("base", 8192, bert)
+    cases += [_case(workload, "base", 128, 64, "bf16") for workload in gen]
     for workload in ("infer_var", "cls_train"):
         for T in (128, 512):
             cases.append(_case(workload, "base", T, 8192 // T, "bf16", n_batches=4, variants=UNPAD, group="unpad"))
@@ -122,6 +129,8 @@ def cuda_grid(compile: bool = True) -> Grid:
                                      "mb-sdpa+sparse+fusedqkv+compile")))
         cases.append(_case("infer_fixed", "base", 128, 64, "bf16", group="compile",
                            variants=("hf-sdpa", "hf-sdpa+compile", "mb-sdpa", "mb-sdpa+compile")))
+    first = {c.id for c in cases}
+    cases += [c for c in main("base", 8192, gen) if c.id not in first]
     cases += main("small", 16384) + main("tiny", 16384)
     return Grid("cuda", cases, warmup=3, repeats=10, matmul_size=8192, tokenizer_texts=6000, tokenizer_vocab=8000,
                 tokenizer_repeats=3)

@@ -20,6 +20,8 @@ TARGETS = (
     ("CPU fp32: inference on variable-length review batches", "cpu", "infer_var", None, None, "fp32", "mb-sdpa+unpad",
      2.0),
     ("CUDA bf16, BERT-base, T=128: MLM training step", "cuda", "mlm_train", "base", 128, "bf16", "mb-sdpa+sparse", 1.5),
+    ("CPU fp32: GPT-2 training step", "cpu", "gpt_train", None, None, "fp32", "mb-sdpa", 1.0),
+    ("CPU fp32: T5 training step", "cpu", "t5_train", None, None, "fp32", "mb-sdpa", 1.0),
 )
 
 
@@ -186,7 +188,15 @@ def method_notes(results: dict) -> list[str]:
         "the word embeddings, the first block's query, the last block's output and the head. Relative error "
         "||a-b||/||b|| against hf-sdpa in fp32 must be at most 1e-4 for fp32 variants; a bf16 variant's error may "
         "be at most 3x hf-sdpa's own bf16 error (or 5e-2), since bf16 rounding alone moves small gradients by "
-        "percents (the fp32 cases carry the exact check). Any failure stops the run before timing.",
+        "percents (the fp32 cases carry the exact check). Any failure stops the run before timing. GPT-2 and T5 "
+        "(`minibert.hf_gpt_t5.from_hf_model`): the loss, the logits (T5: at the target's labelled positions) and "
+        "the gradients of the tied embedding, the first and last block (T5: also both relative-position tables "
+        "and the last cross-attention).",
+        "GPT-2 and T5 have a minibert preset's size, as `train.causal` and `train.span` map it (T5: as many "
+        "encoder and as many decoder blocks as the preset has layers, d_kv = C / H, 100 sentinels after the "
+        "vocabulary). GPT-2 reads packed blocks with the block as labels; T5 reads the same blocks span-corrupted "
+        "by `train.span` (15% in spans of 3): its real tokens are the encoder's (the block less the dropped "
+        "tokens, plus one sentinel per span), its MFU counts the encoder on those and the decoder on the target.",
         "ms/step: median of the timed runs divided by the batches per run, with the interquartile range; "
         + ("CUDA events after a synchronize." if device == "cuda" else "time.perf_counter."),
         "real tok/s counts non-padding tokens only; × hf-sdpa is the baseline's median time over the variant's, "

@@ -17,14 +17,15 @@ import torch
 import minibert
 
 from . import flops
-from .data import CharVocab, load_reviews, mask_for_mlm, packed_blocks, review_batches, token_stream
+from .data import (CharVocab, for_next_token, load_reviews, mask_for_mlm, packed_blocks, review_batches,
+                   span_corrupt, token_stream)
 from .device import describe, resolve_device
 from .gate import CorrectnessError, check_case
 from .grid import Case, Grid, filter_cases, select_grid
 from .memory import measure_peak
 from .report import write_json
 from .timing import alternate, make_timer
-from .variants import BASELINE, ModelSet
+from .variants import BASELINE, N_SENTINELS, ModelSet, model_config, num_layers
 from .workloads import WORKLOADS, make_optimizer, run_inference, run_training
 
 MIB = 2**20
@@ -73,6 +74,10 @@ class Data:
             batch = packed_blocks(self.stream, case.batch_size, case.seq_len, generator)
             if workload.model_kind == "mlm":
                 batch = mask_for_mlm(batch, self.vocab.vocab_size, generator)
+            elif workload.model_kind == "gpt":
+                batch = for_next_token(batch)
+            elif workload.model_kind == "t5":
+                batch = span_corrupt(batch, self.vocab.vocab_size, generator, N_SENTINELS)
             return [batch]
         return review_batches(self.vocab, self.reviews, case.n_batches, case.batch_size, case.seq_len, generator)
 
@@ -89,7 +94,7 @@ class ModelCache:
         if key not in self.sets:
             while len(self.sets) >= self.capacity:
                 self.sets.pop(next(iter(self.sets)))
-            config = minibert.preset(size, vocab_size=self.vocab_size)
+            config = model_config(kind, size, self.vocab_size)
             self.sets[key] = ModelSet(kind, config, self.device, self.seed)
         self.sets[key] = self.sets.pop(key)  # most recently used last
         return self.sets[key]
@@ -111,12 +116,23 @@ def measure_peaks(device: torch.device, matmul_size: int, timer) -> dict:
             "mfu_reference_flops_per_s": fp32}
 
 
-def case_figures(case: Case, config: minibert.BertConfig, batches: list, stats: dict, memory: dict, peak: float) -> dict:
+def sizing(config) -> dict:
+    """The fields that size a model, under its own config's names."""
+    if isinstance(config, minibert.GPT2Config):
+        names = ("n_embd", "n_layer", "n_head", "n_inner", "vocab_size")
+    elif isinstance(config, minibert.T5Config):
+        names = ("d_model", "num_layers", "num_decoder_layers", "num_heads", "d_kv", "d_ff", "vocab_size")
+    else:
+        names = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+    return {k: getattr(config, k) for k in names}
+
+
+def case_figures(case: Case, config, batches: list, stats: dict, memory: dict, peak: float) -> dict:
     """Per variant: ms per step, tokens/s, sequences/s, ratio to the baseline, peak memory, MFU."""
     workload = WORKLOADS[case.workload]
     real = sum(b.real_tokens for b in batches)
     seqs = sum(b.sequences for b in batches)
-    model_flops = sum(flops.model_flops(config, b.row_lengths, workload.training) for b in batches)
+    model_flops = sum(flops.batch_flops(config, b, workload.training) for b in batches)
     base = stats[BASELINE].median
     out = {}
     for name, s in stats.items():
@@ -144,8 +160,7 @@ def run_case(case: Case, grid: Grid, settings: Settings, device, data: Data, cac
         "id": case.id, "group": case.group, "workload": case.workload, "description": workload.description,
         "size": case.size, "seq_len": case.seq_len, "batch_size": case.batch_size, "n_batches": len(batches),
         "precision": case.precision, "variants": list(case.variants), "baseline": BASELINE,
-        "config": {k: getattr(config, k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
-                                                  "intermediate_size", "vocab_size")},
+        "config": sizing(config),
         "real_tokens_per_run": sum(b.real_tokens for b in batches),
         "padded_tokens_per_run": sum(b.padded_tokens for b in batches),
         "sequences_per_run": sum(b.sequences for b in batches),
@@ -153,7 +168,7 @@ def run_case(case: Case, grid: Grid, settings: Settings, device, data: Data, cac
     record["padding_fraction"] = 1 - record["real_tokens_per_run"] / record["padded_tokens_per_run"]
     unavailable: dict[str, str] = {}
     checks = check_case(case.id, models, BASELINE, workload, batches[0], device, case.precision,
-                        config.num_hidden_layers, unavailable)
+                        num_layers(config), unavailable)
     record["gate"] = [c.to_dict() for c in checks]
     if unavailable:
         record["unavailable"] = unavailable
@@ -170,7 +185,7 @@ def run_case(case: Case, grid: Grid, settings: Settings, device, data: Data, cac
     repeats = settings.repeats if settings.repeats is not None else grid.repeats
     stats = alternate(fns, warmup, repeats, timer)
     memory = {name: measure_peak(fn, device) for name, fn in fns.items()}
-    record["model_flops_per_run"] = sum(flops.model_flops(config, b.row_lengths, workload.training) for b in batches)
+    record["model_flops_per_run"] = sum(flops.batch_flops(config, b, workload.training) for b in batches)
     record["results"] = case_figures(case, config, batches, stats, memory, peak)
     return record
 

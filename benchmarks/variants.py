@@ -2,8 +2,8 @@
 
 A variant is named by its family and switches:
 
-    hf-eager, hf-sdpa            transformers' BERT with attn_implementation="eager" / "sdpa"
-    mb-math, mb-sdpa             minibert with attn_impl="math" / "sdpa"
+    hf-eager, hf-sdpa            transformers' model with attn_implementation="eager" / "sdpa"
+    mb-math, mb-sdpa             minibert's with attn_impl="math" / "sdpa"
     ...+unpad                    minibert with unpad=True (per-token work on real tokens only)
     ...+unpad=rows|repad|nested  the same, with that unpad_attention (how attention meets the variable lengths)
     ...+sparse                   minibert with sparse_prediction=True (MLM head at labelled positions only)
@@ -11,10 +11,14 @@ A variant is named by its family and switches:
     ...+compile                  the same model wrapped in torch.compile (`minibert.compiled.compile_model`, which
                                  only widens what dynamo traces in one graph; transformers' models get it too)
 
+The model kinds: BERT's encoder, MLM model and classifier (`minibert.hf`), GPT-2 and T5 (`minibert.hf_gpt_t5`, which
+take attn_impl and no other switch). GPT-2 and T5 are sized from a minibert preset as the causal and span objectives
+size them (`train.causal`, `train.span`: T5 with as many encoder and as many decoder blocks as the preset has).
+
 `ModelSet` holds the models of one model kind and size. Its reference is a freshly initialised transformers model
 (hf-sdpa); every other transformers variant loads its state dict, and every minibert variant is made from it by
-`minibert.hf.from_hf_model`. `prepare` puts the reference weights back into every model before each comparison,
-so a training case never starts from weights another case has updated.
+`minibert.hf.from_hf_model` (or `minibert.hf_gpt_t5.from_hf_model`). `prepare` puts the reference weights back into
+every model before each comparison, so a training case never starts from weights another case has updated.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import torch
 from torch import nn
 
 import minibert
+from minibert import hf_gpt_t5
 from minibert.compiled import compile_model
+from minibert.config import PRESETS
 from minibert.hf import from_hf_model, load_state_dict_checked
 
 FAMILIES = {"hf": "transformers", "mb": "minibert"}
@@ -35,12 +41,47 @@ SWITCHES = ("unpad", "sparse", "fusedqkv", "compile")
 UNPAD_ATTENTION = ("rows", "repad", "nested")  # the explicit choices of minibert's unpad_attention
 BASELINE = "hf-sdpa"
 
-# kind -> (minibert class, transformers auto-class name)
+# kind -> (minibert class, transformers auto-class name, transformers config class name)
 MODEL_KINDS = {
-    "encoder": (minibert.BertModel, "AutoModel"),
-    "mlm": (minibert.BertForMaskedLM, "AutoModelForMaskedLM"),
-    "classifier": (minibert.BertForSequenceClassification, "AutoModelForSequenceClassification"),
+    "encoder": (minibert.BertModel, "AutoModel", "BertConfig"),
+    "mlm": (minibert.BertForMaskedLM, "AutoModelForMaskedLM", "BertConfig"),
+    "classifier": (minibert.BertForSequenceClassification, "AutoModelForSequenceClassification", "BertConfig"),
+    "gpt": (minibert.GPT2LMHeadModel, "AutoModelForCausalLM", "GPT2Config"),
+    "t5": (minibert.T5ForConditionalGeneration, "AutoModelForSeq2SeqLM", "T5Config"),
 }
+BERT_KINDS = ("encoder", "mlm", "classifier")
+GPT_POSITIONS = 1024  # GPT-2's position table: longer than any block of the grids
+N_SENTINELS = 100  # T5's sentinel ids, after the vocabulary (train.span)
+SPECIAL_IDS = (0, 1, 2, 3, 4)  # [PAD] [UNK] [CLS] [SEP] [MASK], as in benchmarks.data
+
+
+def model_config(kind: str, size: str, vocab_size: int):
+    """The minibert config of one kind at a preset's size: a BertConfig, or the GPT2Config / T5Config that the
+    causal and span objectives map the preset onto (T5's vocabulary gets the sentinels)."""
+    if kind in BERT_KINDS:
+        return minibert.preset(size, vocab_size=vocab_size)
+    if size not in PRESETS:
+        raise ValueError(f"unknown preset {size!r}; choose one of {sorted(PRESETS)}")
+    special = torch.tensor(SPECIAL_IDS)
+    if kind == "gpt":
+        from train.causal import CausalLM
+
+        objective = CausalLM(vocab_size, special, bos_token_id=2, eos_token_id=3, pad_token_id=0)
+        return objective.config_from(PRESETS[size], vocab_size, GPT_POSITIONS)
+    if kind == "t5":
+        from train.span import SpanCorruption
+
+        objective = SpanCorruption(vocab_size, special, pad_token_id=0, eos_token_id=3, n_sentinels=N_SENTINELS)
+        return objective.config_from(PRESETS[size], vocab_size, 0)
+    raise ValueError(f"unknown model kind {kind!r}; choose one of {sorted(MODEL_KINDS)}")
+
+
+def num_layers(config) -> int:
+    """L of any of the three configs (T5: the encoder's, which the grids give the decoder too)."""
+    for name in ("num_hidden_layers", "n_layer", "num_layers"):
+        if hasattr(config, name):
+            return getattr(config, name)
+    raise TypeError(f"no layer count in {type(config).__name__}")
 
 
 @dataclass(frozen=True)
@@ -65,6 +106,13 @@ class Variant:
     def minibert_switches(self) -> dict:
         return {"attn_impl": self.attention, "unpad": self.unpad, "sparse_prediction": self.sparse,
                 "unpad_attention": self.unpad_attention, "fused_qkv": self.fused_qkv}
+
+    def decoder_switches(self) -> dict:
+        """GPT-2's and T5's config switches: the attention path alone (unpad, sparse and fusedqkv are BERT's)."""
+        if self.unpad or self.sparse or self.fused_qkv:
+            raise ValueError(f"variant {self.name!r}: unpad, sparse and fusedqkv are switches of minibert's BERT, "
+                             "not of its GPT-2 or T5")
+        return {"attn_impl": self.attention}
 
 
 def parse_variant(name: str) -> Variant:
@@ -118,17 +166,18 @@ def minibert_from_hf(hf_model: nn.Module, cls: type[nn.Module], switches: dict) 
 class ModelSet:
     """All variants of one model kind and config, sharing the reference weights."""
 
-    def __init__(self, kind: str, config: minibert.BertConfig, device: torch.device, seed: int):
+    def __init__(self, kind: str, config, device: torch.device, seed: int):
         import transformers
 
         if kind not in MODEL_KINDS:
             raise ValueError(f"unknown model kind {kind!r}; choose one of {sorted(MODEL_KINDS)}")
         self.kind = kind
-        self.config = config
+        self.config = config  # minibert's BertConfig, GPT2Config or T5Config
         self.device = device
-        self.minibert_class, auto_name = MODEL_KINDS[kind]
+        self.minibert_class, auto_name, config_name = MODEL_KINDS[kind]
         self.auto_class = getattr(transformers, auto_name)
-        self.hf_config = transformers.BertConfig(**config.to_hf_config())
+        hf_fields = {k: v for k, v in config.to_hf_config().items() if k != "model_type"}
+        self.hf_config = getattr(transformers, config_name)(**hf_fields)
         torch.manual_seed(seed)
         reference = self._hf_model("sdpa")
         self.reference_state = {k: v.detach().clone() for k, v in reference.state_dict().items()}
@@ -146,6 +195,10 @@ class ModelSet:
             model.load_state_dict(self.reference_state)
             return model
         reference = self.models[BASELINE].module  # holds the reference weights: prepare() reset it first
+        if self.kind not in BERT_KINDS:
+            with torch.device(self.device):
+                model = hf_gpt_t5.from_hf_model(reference, **variant.decoder_switches())
+            return model.to(self.device)
         with torch.device(self.device):
             model, dropped = minibert_from_hf(reference, self.minibert_class, variant.minibert_switches())
         if dropped:
@@ -160,8 +213,10 @@ class ModelSet:
         for built in self.models.values():
             if built.variant.family == "hf":
                 built.module.load_state_dict(self.reference_state)
-            else:
+            elif self.kind in BERT_KINDS:
                 load_state_dict_checked(built.module, self.reference_state)
+            else:
+                hf_gpt_t5.load_checked(built.module, self.reference_state)
             built.module.zero_grad(set_to_none=True)
         out = {}
         for name in names:

@@ -1,9 +1,12 @@
-"""The four workloads: what one timed run does, and which outputs the correctness gate compares.
+"""The workloads: what one timed run does, and which outputs the correctness gate compares.
 
     infer_fixed  inference (BertModel) on packed full-length batches: no padding
     infer_var    inference (BertModel) on random review batches padded to their longest row
     mlm_train    one MLM training step per batch: forward, backward, AdamW step; packed full blocks, 15% masked
     cls_train    one classification fine-tuning step per batch on random padded review batches
+    gpt_train    one GPT-2 training step per batch: the next-token loss at every position of packed full blocks
+    t5_train     one T5 training step per batch: packed blocks span-corrupted (`train.span`), the encoder reading the
+                 block with its spans dropped (padded to the longest row), the decoder writing the spans
 
 A timed run goes once through the case's batches (one batch for packed blocks, several for review batches, so
 that one run sees several padding patterns). Training runs in train mode (dropout on, as in real training);
@@ -40,6 +43,9 @@ WORKLOADS = {
         Workload("infer_var", "encoder", False, False, "inference, variable-length review batches (padded)"),
         Workload("mlm_train", "mlm", True, True, "MLM training step (fwd+bwd+AdamW), packed blocks, 15% masked"),
         Workload("cls_train", "classifier", True, False, "classification fine-tuning step, padded review batches"),
+        Workload("gpt_train", "gpt", True, True, "GPT-2 training step (fwd+bwd+AdamW), next token, packed blocks"),
+        Workload("t5_train", "t5", True, True,
+                 "T5 training step (fwd+bwd+AdamW), span corruption (15%, spans of 3) of packed blocks"),
     )
 }
 
@@ -82,7 +88,18 @@ def run_training(
 
 
 def gradient_names(model_kind: str, num_layers: int) -> list[str]:
-    """The parameters whose gradients the gate compares: the embeddings, the first and last block, the head."""
+    """The parameters whose gradients the gate compares: the embeddings, the first and last block, the head
+    (GPT-2 and T5: the tied embedding is the head; T5 also the relative-position table and cross-attention)."""
+    last = num_layers - 1
+    if model_kind == "gpt":
+        return ["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.attn.c_attn.weight",
+                f"transformer.h.{last}.mlp.c_proj.weight", "transformer.ln_f.weight"]
+    if model_kind == "t5":
+        return ["shared.weight", "encoder.block.0.layer.0.SelfAttention.q.weight",
+                "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+                "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
+                f"decoder.block.{last}.layer.1.EncDecAttention.k.weight",
+                f"decoder.block.{last}.layer.2.DenseReluDense.wo.weight"]
     names = [
         "bert.embeddings.word_embeddings.weight",
         "bert.encoder.layer.0.attention.self.query.weight",
@@ -102,7 +119,8 @@ def gate_outputs(
 
     encoder: the last hidden state at real tokens (padding positions are undefined and differ with unpadding) and
     the pooled output. mlm: the loss, the logits at labelled positions, named gradients. classifier: the loss,
-    the logits, named gradients.
+    the logits, named gradients. gpt: the loss, the logits, named gradients. t5: the loss, the logits at the
+    target's labelled positions, named gradients.
     """
     model = built.module
     model.eval()
@@ -116,7 +134,7 @@ def gate_outputs(
         out = built.call(**batch.inputs(with_labels=True))
     out.loss.backward()
     logits = out.logits
-    if workload.model_kind == "mlm" and logits.dim() == 3:  # dense head: (B, T, V) -> (M, V) at labelled positions
+    if workload.model_kind in ("mlm", "t5") and logits.dim() == 3:  # (B, T, V) -> (M, V) at labelled positions
         logits = logits[batch.labels != IGNORE_INDEX]
     result = {"loss": out.loss.detach().float().reshape(1), "logits": logits.detach().float()}
     params = dict(model.named_parameters())

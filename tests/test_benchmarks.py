@@ -18,7 +18,8 @@ import torch
 
 import minibert
 from benchmarks import flops, gate, grid, memory, report, timing
-from benchmarks.data import IGNORE_INDEX, CharVocab, Review, mask_for_mlm, packed_blocks, review_batches
+from benchmarks.data import (IGNORE_INDEX, CharVocab, Review, for_next_token, mask_for_mlm, packed_blocks,
+                             review_batches, span_corrupt)
 from benchmarks.device import resolve_device
 from benchmarks.variants import BASELINE, parse_variant
 from benchmarks.workloads import WORKLOADS, precision_context
@@ -95,7 +96,10 @@ def _perturbing_prepare(original, variant_name: str, parameter: str):
 @pytest.mark.parametrize(
     "workload, parameter",
     [("infer_fixed", "encoder.layer.0.attention.self.query.weight"),
-     ("mlm_train", "bert.encoder.layer.1.output.dense.weight")],
+     ("mlm_train", "bert.encoder.layer.1.output.dense.weight"),
+     ("gpt_train", "transformer.h.1.mlp.c_fc.weight"),
+     ("t5_train", "decoder.block.1.layer.1.EncDecAttention.o.weight"),
+     ("t5_train", "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")],
 )
 def test_gate_stops_the_run_when_one_weight_differs(tmp_path, monkeypatch, workload, parameter):
     from benchmarks import cli, runner
@@ -187,6 +191,34 @@ def test_bf16_autocast_path_runs_and_gates_on_cpu(tmp_path):
     assert all(r["real_tokens_per_s"] > 0 for r in record["results"].values())
 
 
+@pytest.mark.parametrize("workload", ["gpt_train", "t5_train"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_gpt_and_t5_training_steps_gate_and_run_against_transformers(tmp_path, workload, precision):
+    """Equal weights pass the gate (loss, logits, gradients) in fp32 and under bf16 autocast, and every variant runs
+    a timed training step; the reference weights are put back before each comparison."""
+    from benchmarks import runner
+
+    device = torch.device("cpu")
+    data = runner.Data(0, 21128)
+    cache = runner.ModelCache(device, 0, 21128, capacity=1)
+    settings = runner.Settings(device="cpu", out=tmp_path, repeats=1, warmup=0)
+    case = grid.Case(workload, "tiny", 32, 4, 1, precision, grid.VARIANTS[workload])
+    record = runner.run_case(case, grid.quick_grid(), settings, device, data, cache, timing.make_timer(device), 1e12)
+    assert "unavailable" not in record and set(record["results"]) == set(grid.ATTENTION)
+    quantities = {c["quantity"] for c in record["gate"]}
+    assert "loss" in quantities and "logits" in quantities and sum(q.startswith("grad ") for q in quantities) >= 5
+    assert all(c["passed"] for c in record["gate"])
+    if precision == "fp32":
+        assert max(c["rel_err"] for c in record["gate"]) < 1e-5
+    assert record["model_flops_per_run"] > 0 and all(r["mfu"] > 0 for r in record["results"].values())
+    # the timed steps moved the weights; the next comparison starts from the reference again
+    model_set = cache.get(WORKLOADS[workload].model_kind, "tiny")
+    again = model_set.prepare(list(case.variants))
+    batch = data.batches(case, 0)[0]
+    assert all(c.passed for c in gate.check_case(case.id, again, BASELINE, WORKLOADS[workload], batch, device,
+                                                   "fp32", 2))
+
+
 def test_bf16_gate_catches_a_wrong_weight(tmp_path):
     from benchmarks import runner
     from benchmarks.gate import CorrectnessError
@@ -237,6 +269,15 @@ def test_cuda_grid_covers_sizes_lengths_precisions_and_compile():
     assert {c.precision for c in main} == {"fp32", "bf16"}
     assert {c.workload for c in main} == set(WORKLOADS)
     assert {c.seq_len for c in g.cases if c.group == "sweep"} == {32, 64, 128, 256, 512}
+    for workload in ("gpt_train", "t5_train"):  # at every size, length and precision, base first under a budget
+        cases = [c for c in main if c.workload == workload]
+        assert {(c.size, c.seq_len, c.precision) for c in cases} == {
+            (size, T, p) for size in ("tiny", "small", "base") for T in (128, 512) for p in ("fp32", "bf16")}
+        first = g.cases.index(next(c for c in cases if c.size == "base"))
+        assert first < g.cases.index(next(c for c in g.cases if c.group == "unpad"))
+        assert set(cases[0].variants) == set(grid.ATTENTION)
+    cpu = {(c.workload, c.size) for c in grid.select_grid("cpu", "cpu").cases}
+    assert {("gpt_train", "small"), ("t5_train", "small"), ("gpt_train", "tiny"), ("t5_train", "tiny")} <= cpu
     unpad = [c for c in g.cases if c.group == "unpad"]
     assert {c.workload for c in unpad} == {"infer_var", "cls_train"} and {c.precision for c in unpad} == {"bf16"}
     assert all({f"mb-sdpa+unpad={how}" for how in ("rows", "repad", "nested")} <= set(c.variants) for c in unpad)
@@ -337,6 +378,33 @@ def test_batches_are_real_random_and_masked():
     assert not chosen[:, 0].any()  # [CLS] is never a target
 
 
+def test_gpt_and_t5_batches_and_flops():
+    stream = [5 + i % 50 for i in range(5000)]
+    for i in range(0, 5000, 37):
+        stream[i] = 3  # a [SEP] after each "review"
+    block = packed_blocks(stream, 6, 64, torch.Generator().manual_seed(0))
+    gpt = for_next_token(block)
+    assert torch.equal(gpt.labels, block.input_ids) and gpt.full
+    t5 = span_corrupt(block, 100, torch.Generator().manual_seed(0))
+    assert not t5.full and t5.labels.size(0) == 6 and t5.input_ids.size(1) < 64
+    spans = (t5.labels >= 100).sum(1)
+    noise = (t5.labels != IGNORE_INDEX).sum(1) - spans - 1  # U = n + k + 1
+    assert (spans > 0).all() and torch.equal(t5.attention_mask.sum(1), 64 - noise + spans)  # S = T - n + k
+    assert (t5.input_ids[t5.input_ids >= 100] < 200).all()  # sentinels right after the 100-id vocabulary
+    # GPT-2 is counted as BERT of the same shape; T5 by its encoder and decoder formulas, here by hand
+    config = minibert.GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=2, n_inner=64)
+    bert = minibert.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64)
+    assert flops.batch_flops(config, gpt, True) == flops.model_flops(bert, [64] * 6, True)
+    t5_config = minibert.T5Config(vocab_size=200, d_model=32, d_kv=8, num_heads=2, d_ff=64, num_layers=2,
+                                  num_decoder_layers=3)
+    C, A, I, S, U = 32, 16, 64, 10, 4
+    encoder = 2 * 2 * (4 * C * A + 2 * C * I) * S + 4 * 2 * A * S * S
+    decoder = 2 * 3 * (6 * C * A + 2 * C * I) * U + 4 * 3 * C * A * S + 4 * 3 * A * (U * U + U * S)
+    assert flops.t5_flops(t5_config, [S], [U], False) == encoder + decoder
+    assert flops.t5_flops(t5_config, [S, S], [U, U], True) == 6 * (encoder + decoder)
+
+
 def test_variant_names():
     v = parse_variant("mb-sdpa+sparse+compile")
     assert (v.family, v.attention, v.sparse, v.compile, v.unpad) == ("mb", "sdpa", True, True, False)
@@ -348,6 +416,9 @@ def test_variant_names():
                 "mb-sdpa+unpad=flash", "mb-sdpa+sparse=rows", "hf-sdpa+unpad=nested", "hf-sdpa+fusedqkv"):
         with pytest.raises(ValueError):
             parse_variant(bad)
+    assert parse_variant("mb-math+compile").decoder_switches() == {"attn_impl": "math"}
+    with pytest.raises(ValueError, match="GPT-2 or T5"):
+        parse_variant("mb-sdpa+sparse").decoder_switches()  # BERT's switches are not GPT-2's or T5's
 
 
 def test_cpu_peak_memory_sees_an_allocation():
