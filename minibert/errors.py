@@ -1,9 +1,11 @@
-"""The one exception type for bad user input.
+"""The one exception type for bad user input, under the model package's name.
 
-Every command-line entry point catches `InputError`, prints its message (which names the file, line or option at
-fault and what to do about it) and exits with status 2, without touching any existing output.
+It is `tokenizer.errors.InputError` itself, defined below both packages (the tokenizer never imports the model), so
+that an `except InputError` in any command catches what the tokenizer raises too. Every command-line entry point
+catches it, prints its message (which names the file, line or option at fault and what to do about it) and exits
+with status 2, without touching any existing output.
 """
 
+from tokenizer.errors import InputError
 
-class InputError(Exception):
-    """Bad user input: a missing or empty file, undecodable bytes, a wrong column, a mismatched vocabulary, ..."""
+__all__ = ["InputError"]

@@ -368,7 +368,7 @@ def test_pretraining_refuses_nonsense_with_one_line_before_any_work(tmp_path, da
 
 
 def test_finetune_predict_and_tokenizer_refuse_nonsense(tmp_path, data, capsys):
-    import tokenizer.train as tokenizer_train
+    import tokenizer.cli as tokenizer_train
 
     garbage = make_pretrain_run(tmp_path, "garbage")
     (garbage / "model.safetensors").write_bytes(b"not safetensors at all")

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from minibert.errors import InputError
-
+from .errors import InputError
 from .textfile import decode_utf8
 
 #: Inputs at least this large (in bytes) get a progress bar while they are read.

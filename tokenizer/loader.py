@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minibert.errors import InputError
-
 from .base import Tokenizer
 from .config import CONFIG_NAME, read_config
+from .errors import InputError
 from .spm_tokenizer import MODEL_NAME, SentencePieceTokenizer
 from .wordpiece import VOCAB_NAME, WordPieceTokenizer
 

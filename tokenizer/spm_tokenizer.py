@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
 
-from minibert.errors import InputError
-
 from .base import Tokenizer
 from .chars import is_cjk, is_punctuation
-from .config import SPECIAL_TOKENS, read_config, write_config
+from .config import CONFIG_NAME, SPECIAL_TOKENS, read_config, write_config
+from .errors import InputError
+from .trainer import TrainingStats, check_options, train_model
 
 MODEL_NAME = "spm.model"
 WORD_BOUNDARY = "\u2581"  # "▁", SentencePiece's marker for a preceding space
 SPECIAL_IDS = {name: i for i, name in enumerate(SPECIAL_TOKENS)}  # pad=0 unk=1 cls=2 sep=3 mask=4
 SMALL_BATCH = 64  # fewer texts than this are encoded one by one
+#: Files whose presence means a directory already holds a tokenizer that training must not silently replace.
+TOKENIZER_FILES = (CONFIG_NAME, MODEL_NAME, "vocab.txt")
 
 
 def _default_threads() -> int:
@@ -61,12 +65,68 @@ class SentencePieceTokenizer(Tokenizer):
 
     @classmethod
     def train(
-        cls, inputs, vocab_size: int = 8000, out_dir: str | Path | None = None, **options
+        cls, inputs, vocab_size: int = 8000, out_dir: str | Path | None = None, *, verbose: bool = True, **options
     ) -> SentencePieceTokenizer:
-        """Train a model on `inputs` (paths, or an iterable of sentences); see `tokenizer.trainer.train`."""
-        from .trainer import train  # here, not at the top: the trainer module imports this one
+        """Train a SentencePiece tokenizer on `inputs` and save it to `out_dir` (if given); also `tokenizer.train`.
 
-        return train(inputs, vocab_size, out_dir, **options)
+        `inputs`: a path (text file, or directory searched recursively for .txt files), or an iterable mixing
+        `pathlib.Path` objects (files/directories) and `str` items (in-memory text, one sentence per line).
+        Blank lines are skipped; beyond `input_sentence_size` lines, a uniform random sample is used.
+        The options, those of `train_with_stats`: `model_type` "unigram" (default), "bpe", "char" or "word";
+        `character_coverage`, the share of character occurrences the vocabulary must cover (rarer characters become
+        [UNK], or bytes with `byte_fallback`); `num_threads`, SentencePiece threads, all cores by default; `seed`;
+        `force`, to replace a tokenizer already in `out_dir` (refused otherwise); `progress`, a tqdm bar while
+        reading (None: only for inputs of 4 MiB or more). With `verbose`, a one-line report (vocabulary size,
+        characters per token, time) goes to stderr.
+        Bad input (missing/empty/non-UTF-8 files, a vocabulary size the text cannot support) raises `InputError`.
+        """
+        tokenizer, stats = cls.train_with_stats(inputs, vocab_size, out_dir, **options)
+        if verbose:
+            model_type = options.get("model_type", "unigram")
+            where = f", saved to {out_dir}" if out_dir is not None else ""
+            print(f"trained a {model_type} SentencePiece tokenizer: {stats.summary()}{where}", file=sys.stderr)
+        return tokenizer
+
+    @classmethod
+    def train_with_stats(
+        cls,
+        inputs,
+        vocab_size: int = 8000,
+        out_dir: str | Path | None = None,
+        *,
+        model_type: str = "unigram",
+        character_coverage: float = 0.9995,
+        byte_fallback: bool = False,
+        input_sentence_size: int = 2_000_000,
+        num_threads: int | None = None,
+        seed: int = 0,
+        force: bool = False,
+        progress: bool | None = None,
+    ) -> tuple[SentencePieceTokenizer, TrainingStats]:
+        """Like `train`, and also return the `TrainingStats` of the run; also `tokenizer.train_with_stats`."""
+        start = time.perf_counter()
+        vocab_size = int(vocab_size)
+        check_options(vocab_size, model_type, character_coverage, input_sentence_size)
+        if out_dir is not None:
+            check_out_dir(Path(out_dir), force)
+        model, corpus = train_model(
+            inputs, vocab_size, model_type=model_type, character_coverage=character_coverage,
+            byte_fallback=byte_fallback, input_sentence_size=input_sentence_size, num_threads=num_threads, seed=seed,
+            progress=progress,
+        )
+        tokenizer = cls(model, num_threads=num_threads)
+        n_tokens = sum(map(len, tokenizer.encode_plain(corpus.sentences)))
+        if out_dir is not None:
+            tokenizer.save(out_dir)
+        stats = TrainingStats(
+            vocab_size=tokenizer.vocab_size,
+            n_sentences=corpus.n_sentences,
+            n_sampled=len(corpus.sentences),
+            n_chars=sum(map(len, corpus.sentences)),
+            n_tokens=n_tokens,
+            seconds=time.perf_counter() - start,
+        )
+        return tokenizer, stats
 
     def _starts_word(self, i: int) -> bool:
         # A piece starts a word if it follows a space ("▁"), is special, or is CJK/punctuation: Chinese has no
@@ -177,3 +237,18 @@ class SentencePieceTokenizer(Tokenizer):
         if not model_file.is_file():
             raise InputError(f"{directory} has no {model_file.name}; a SentencePiece tokenizer directory needs one")
         return cls.from_file(model_file, num_threads)
+
+
+def existing_tokenizer_files(out_dir: Path) -> list[str]:
+    """Names of tokenizer files already in `out_dir`."""
+    return [name for name in TOKENIZER_FILES if (out_dir / name).exists()]
+
+
+def check_out_dir(out_dir: Path, force: bool) -> None:
+    """Refuse an output path that is a file, or a directory holding a tokenizer unless `force`."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir} is a file; give a directory for the tokenizer")
+    found = existing_tokenizer_files(out_dir) if out_dir.is_dir() else []
+    if found and not force:
+        raise InputError(f"{out_dir} already holds a tokenizer ({', '.join(found)}); choose another directory or "
+                         "pass --force to overwrite it")

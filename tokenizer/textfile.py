@@ -6,7 +6,7 @@ from __future__ import annotations
 import codecs
 from pathlib import Path
 
-from minibert.errors import InputError
+from .errors import InputError
 
 
 def decode_utf8(data: bytes, path: str | Path, first_line: int = 1) -> str:

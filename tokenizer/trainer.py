@@ -1,26 +1,25 @@
-"""Training a SentencePiece tokenizer with BERT's special tokens at ids [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4."""
+"""The SentencePiece training step: text in, a model with BERT's special tokens at ids [PAD]=0 [UNK]=1 [CLS]=2
+[SEP]=3 [MASK]=4 out, as the bytes of a `.model` file.
+
+`SentencePieceTokenizer.train` (also `tokenizer.train`) wraps those bytes in a tokenizer, saves it and reports;
+this module knows nothing of the tokenizer class, so the class can offer training without an import cycle.
+"""
 
 from __future__ import annotations
 
 import io
 import os
 import re
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import sentencepiece as spm
 
-from minibert.errors import InputError
-
-from .config import CONFIG_NAME, SPECIAL_TOKENS
+from .config import SPECIAL_TOKENS
 from .corpus import Corpus, read_corpus
-from .spm_tokenizer import MODEL_NAME, SentencePieceTokenizer
+from .errors import InputError
 
 MODEL_TYPES = ("unigram", "bpe", "char", "word")
-#: Files whose presence means a directory already holds a tokenizer that training must not silently replace.
-TOKENIZER_FILES = (CONFIG_NAME, MODEL_NAME, "vocab.txt")
 
 
 @dataclass
@@ -43,22 +42,8 @@ class TrainingStats:
                 f"{self.n_sampled:,} training lines ({self.n_chars:,} characters); {self.seconds:.1f} s")
 
 
-def existing_tokenizer_files(out_dir: Path) -> list[str]:
-    """Names of tokenizer files already in `out_dir`."""
-    return [name for name in TOKENIZER_FILES if (out_dir / name).exists()]
-
-
-def check_out_dir(out_dir: Path, force: bool) -> None:
-    """Refuse an output path that is a file, or a directory holding a tokenizer unless `force`."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"{out_dir} is a file; give a directory for the tokenizer")
-    found = existing_tokenizer_files(out_dir) if out_dir.is_dir() else []
-    if found and not force:
-        raise InputError(f"{out_dir} already holds a tokenizer ({', '.join(found)}); choose another directory or "
-                         "pass --force to overwrite it")
-
-
-def _check_options(vocab_size: int, model_type: str, character_coverage: float, input_sentence_size: int) -> None:
+def check_options(vocab_size: int, model_type: str, character_coverage: float, input_sentence_size: int) -> None:
+    """InputError for an option out of range, before any text is read."""
     if model_type not in MODEL_TYPES:
         raise InputError(f"unknown model type {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
     if vocab_size <= len(SPECIAL_TOKENS):
@@ -88,26 +73,21 @@ def _explain(err: RuntimeError, corpus: Corpus, vocab_size: int) -> InputError:
     return InputError(f"SentencePiece could not train on {corpus.source}: {detail}")
 
 
-def train_with_stats(
+def train_model(
     inputs,
-    vocab_size: int = 8000,
-    out_dir: str | Path | None = None,
+    vocab_size: int,
     *,
-    model_type: str = "unigram",
-    character_coverage: float = 0.9995,
-    byte_fallback: bool = False,
-    input_sentence_size: int = 2_000_000,
-    num_threads: int | None = None,
-    seed: int = 0,
-    force: bool = False,
-    progress: bool | None = None,
-) -> tuple[SentencePieceTokenizer, TrainingStats]:
-    """Like `train`, and also return the `TrainingStats` of the run."""
-    start = time.perf_counter()
-    vocab_size = int(vocab_size)
-    _check_options(vocab_size, model_type, character_coverage, input_sentence_size)
-    if out_dir is not None:
-        check_out_dir(Path(out_dir), force)
+    model_type: str,
+    character_coverage: float,
+    byte_fallback: bool,
+    input_sentence_size: int,
+    num_threads: int | None,
+    seed: int,
+    progress: bool | None,
+) -> tuple[bytes, Corpus]:
+    """Read `inputs` (see `corpus.read_corpus`) and train a SentencePiece model on them; returns the model's bytes
+    and the corpus it was trained on. The options are those of `SentencePieceTokenizer.train`, checked beforehand
+    by `check_options`; a vocabulary the text cannot support raises InputError saying what to change."""
     threads = num_threads or max(1, os.cpu_count() or 1)
     corpus = read_corpus(inputs, input_sentence_size, seed, progress)
     # SentencePiece silently drops lines longer than max_sentence_length (in bytes); allow the longest we have.
@@ -141,54 +121,4 @@ def train_with_stats(
         )
     except RuntimeError as err:
         raise _explain(err, corpus, vocab_size) from None
-    tokenizer = SentencePieceTokenizer(model.getvalue(), num_threads=num_threads)
-    n_tokens = sum(map(len, tokenizer.encode_plain(corpus.sentences)))
-    if out_dir is not None:
-        tokenizer.save(out_dir)
-    stats = TrainingStats(
-        vocab_size=tokenizer.vocab_size,
-        n_sentences=corpus.n_sentences,
-        n_sampled=len(corpus.sentences),
-        n_chars=sum(map(len, corpus.sentences)),
-        n_tokens=n_tokens,
-        seconds=time.perf_counter() - start,
-    )
-    return tokenizer, stats
-
-
-def train(
-    inputs,
-    vocab_size: int = 8000,
-    out_dir: str | Path | None = None,
-    *,
-    model_type: str = "unigram",
-    character_coverage: float = 0.9995,
-    byte_fallback: bool = False,
-    input_sentence_size: int = 2_000_000,
-    num_threads: int | None = None,
-    seed: int = 0,
-    force: bool = False,
-    progress: bool | None = None,
-    verbose: bool = True,
-) -> SentencePieceTokenizer:
-    """Train a SentencePiece tokenizer on `inputs` and save it to `out_dir` (if given).
-
-    `inputs`: a path (text file, or directory searched recursively for .txt files), or an iterable mixing
-    `pathlib.Path` objects (files/directories) and `str` items (in-memory text, one sentence per line).
-    Blank lines are skipped; beyond `input_sentence_size` lines, a uniform random sample is used.
-    `model_type`: "unigram" (default), "bpe", "char" or "word". `character_coverage`: the share of character
-    occurrences the vocabulary must cover; rarer characters become [UNK] (or bytes, with `byte_fallback`).
-    `num_threads`: SentencePiece threads, all cores by default. An `out_dir` that already holds a tokenizer is
-    refused unless `force`. `progress`: tqdm bar while reading (None: only for inputs of 4 MiB or more).
-    With `verbose`, a one-line report (vocabulary size, characters per token, time) goes to stderr.
-    Bad input (missing/empty/non-UTF-8 files, a vocabulary size the text cannot support) raises `InputError`.
-    """
-    tokenizer, stats = train_with_stats(
-        inputs, vocab_size, out_dir, model_type=model_type, character_coverage=character_coverage,
-        byte_fallback=byte_fallback, input_sentence_size=input_sentence_size, num_threads=num_threads, seed=seed,
-        force=force, progress=progress,
-    )
-    if verbose:
-        where = f", saved to {out_dir}" if out_dir is not None else ""
-        print(f"trained a {model_type} SentencePiece tokenizer: {stats.summary()}{where}", file=sys.stderr)
-    return tokenizer
+    return model.getvalue(), corpus

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from minibert.errors import InputError
-
+from .errors import InputError
 from .textfile import decode_utf8
 
 

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from minibert.errors import InputError
-
 from .base import Tokenizer
 from .basic import BasicTokenizer
 from .config import SPECIAL_TOKENS, read_config, write_config
+from .errors import InputError
 from .vocab import read_vocab
 
 VOCAB_NAME = "vocab.txt"
