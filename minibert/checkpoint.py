@@ -17,7 +17,7 @@ from torch import nn
 
 from .config import BertConfig
 from .errors import InputError
-from .hf import TIED_KEYS, LoadReport, load_state_dict_checked
+from .state_dict import TIED_KEYS, LoadReport, load_state_dict_checked
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
