@@ -166,7 +166,12 @@ def t5_attention_math(q, k, v, bias, dropout_p: float = 0.0, training: bool = Fa
 
 
 def t5_attention_sdpa(q, k, v, bias, dropout_p: float = 0.0, training: bool = False) -> torch.Tensor:
-    """The fast path: the same formula in one fused kernel, its scale set to 1."""
+    """The fast path: the same formula in one fused kernel, its scale set to 1.
+
+    Training with dropout on the CPU takes the readable path instead: torch has no fused CPU kernel that drops out
+    attention probabilities, and its fallback computes the same formula plus a scan for fully masked rows."""
+    if training and dropout_p > 0 and q.device.type == "cpu":
+        return t5_attention_math(q, k, v, bias, dropout_p, training)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p if training else 0.0,
                                           scale=1.0)
 

@@ -94,3 +94,21 @@ def test_config_from_gives_a_gpt_of_the_preset_size():
     bert = BertModel(BertConfig(**PRESETS["small"], vocab_size=1200))
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(gpt.transformer.h[0]) == count(bert.encoder.layer[0])
+
+
+def test_training_with_dropout_on_the_cpu_takes_the_readable_attention_path():
+    """torch has no fused CPU kernel with attention dropout; the sdpa model then runs the math path, so with the same
+    seed both draw the same dropout masks and give the same loss and gradients."""
+    fields = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    models = {}
+    for impl in ("math", "sdpa"):
+        torch.manual_seed(0)
+        models[impl] = objective().build(objective().config_from({**fields, "attn_impl": impl}, V, 24)).train()
+    batch = objective().make_batch(blocks(), torch.Generator())
+    grads = {}
+    for impl, model in models.items():
+        torch.manual_seed(1)
+        loss = objective().losses(model, batch)["causal"]
+        loss.backward()
+        grads[impl] = (loss.detach(), model.transformer.h[0].attn.c_attn.weight.grad)
+    assert torch.equal(grads["math"][0], grads["sdpa"][0]) and torch.equal(grads["math"][1], grads["sdpa"][1])

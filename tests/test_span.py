@@ -179,3 +179,22 @@ def test_a_few_steps_lower_the_loss_on_one_batch():
         loss.backward()
         opt.step()
     assert objective.losses(model, batch)["span"].item() < 0.7 * first
+
+
+def test_training_with_dropout_on_the_cpu_takes_the_readable_attention_path(monkeypatch):
+    """As for GPT: no fused CPU kernel drops out attention probabilities (torch falls back to a composite of the
+    same formula), so T5's sdpa path runs the math path in training on the CPU, and sdpa's kernel otherwise."""
+    import minibert.t5
+
+    objective = SpanCorruption(vocab_size=V, special_ids=SPECIAL, pad_token_id=PAD, eos_token_id=SEP, n_sentinels=8)
+    batch = objective.make_batch(blocks(4, 32, 0), torch.Generator().manual_seed(0))
+    fields = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32)
+    model = objective.build(objective.config_from({**fields, "attn_impl": "sdpa"}, V, 32))
+    calls = []
+    sdpa = minibert.t5.F.scaled_dot_product_attention
+    counted = lambda *a, **k: calls.append(1) or sdpa(*a, **k)  # noqa: E731
+    monkeypatch.setattr(minibert.t5.F, "scaled_dot_product_attention", counted)
+    objective.losses(model.train(), batch)["span"].backward()
+    assert calls == []
+    objective.losses(model.eval(), batch)
+    assert len(calls) == 2 + 2 * 2  # every attention: two encoder blocks, two decoder blocks (self and cross)
