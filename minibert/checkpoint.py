@@ -1,6 +1,10 @@
-"""minibert's own checkpoint directory: `config.json` (every BertConfig field, minibert's too) + `model.safetensors`.
+"""minibert's own checkpoint directory: `config.json` (every config field, minibert's too) + `model.safetensors`.
 
-Keys are Hugging Face's, so the same weights also load through `minibert.hf`. Saving is atomic: files are written
+Keys are Hugging Face's, so the same weights also load through `minibert.hf` (BERT) and `minibert.hf_gpt_t5`.
+One directory format for every model family: a BERT model's `config.json` holds its BertConfig fields alone (as it
+always has); a GPT-2 or T5 model's adds its `model_type`, "gpt2" or "t5" (`minibert.hf_gpt_t5.save_pretrained`).
+`read_config` and `load_checked` choose the family by that field, so a training loop saves, resumes and loads
+any model through the same three calls. Saving is atomic: files are written
 to a temporary name beside their destination and renamed into place, so a process killed mid-save leaves the
 previous files intact (and, at worst, a `.NAME.tmp-PID` file that `remove_leftovers` cleans). A training run records
 its step in the weights file's metadata (`weights_step`), so a copy older than the run's last checkpoint is found.
@@ -8,6 +12,7 @@ its step in the weights file's metadata (`weights_step`), so a copy older than t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -62,17 +67,77 @@ def remove_leftovers(directory: Path) -> list[Path]:
     return found
 
 
-def save_pretrained(model: nn.Module, directory: str | Path, step: int | None = None) -> None:
-    """config.json + model.safetensors; `step`, when given, is recorded in the weights' metadata."""
+def write_model(directory: str | Path, state: dict[str, torch.Tensor], config: dict, step: int | None = None) -> None:
+    """model.safetensors (the tensors of `state`; `step`, when given, in its metadata), then config.json (`config`
+    as JSON), each written atomically."""
     from safetensors.torch import save_file
 
-    model = unwrap(model)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in TIED_KEYS}
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     metadata = {"format": "pt", **({} if step is None else {"step": str(step)})}
     atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata=metadata))
-    atomic_write(directory / CONFIG_NAME, lambda p: model.config.save(p))
+    text = json.dumps(config, indent=2) + "\n"
+    atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def save_pretrained(model: nn.Module, directory: str | Path, step: int | None = None) -> None:
+    """config.json + model.safetensors; `step`, when given, is recorded in the weights' metadata. A GPT-2 or T5
+    model (its config a GPT2Config or T5Config) is written by `minibert.hf_gpt_t5.save_pretrained`."""
+    model = unwrap(model)
+    if not isinstance(model.config, BertConfig):
+        from .hf_gpt_t5 import save_pretrained as save_gpt_t5
+
+        return save_gpt_t5(model, directory, step=step)
+    state = {k: v for k, v in model.state_dict().items() if k not in TIED_KEYS}
+    write_model(directory, state, model.config.to_dict(), step)
+
+
+def family(config) -> str:
+    """"bert", "gpt2" or "t5": the model family of a config object."""
+    from .hf_gpt_t5 import config_type
+
+    kind = "bert" if isinstance(config, BertConfig) else config_type(config)
+    if kind is None:
+        raise InputError(f"{type(config).__name__} is not the config of a BERT, GPT-2 or T5 model")
+    return kind
+
+
+def stored_model_type(path: str | Path) -> str | None:
+    """The `model_type` a config.json names ("gpt2", "t5"), or None: a minibert BERT config has none. A file that
+    cannot be read also gives None, for `BertConfig.load` to name what is wrong with it."""
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return d.get("model_type") if isinstance(d, dict) else None
+
+
+def read_config(path: str | Path, **overrides):
+    """The config object a config.json describes, of the family its `model_type` names (none: BERT);
+    `overrides` replace fields. InputError naming the file when it is missing, unreadable or not a config."""
+    from .hf_gpt_t5 import MODELS, read_config as read_gpt_t5_config
+
+    path = Path(path)
+    kind = stored_model_type(path)
+    if kind is None:
+        config = BertConfig.load(path)
+        return BertConfig.from_dict({**config.to_dict(), **overrides}, str(path)) if overrides else config
+    if kind not in MODELS:
+        raise InputError(f"{path}: model_type {kind!r} is not one minibert builds (BERT has none; "
+                         f"{', '.join(sorted(MODELS))})")
+    return read_gpt_t5_config(path, **overrides)
+
+
+def load_checked(model: nn.Module, state: dict[str, torch.Tensor]) -> LoadReport:
+    """Copy `state` into `model` with the check of its family (`minibert.hf.load_state_dict_checked` for BERT,
+    whose task heads may start fresh; `minibert.hf_gpt_t5.load_checked` for GPT-2 and T5, which takes every key)."""
+    if isinstance(unwrap(model).config, BertConfig):
+        return load_state_dict_checked(model, state)
+    from .hf_gpt_t5 import load_checked as load_gpt_t5
+
+    load_gpt_t5(unwrap(model), state)
+    return LoadReport()
 
 
 def weights_step(directory: str | Path) -> int | None:
@@ -108,6 +173,9 @@ def load_pretrained(directory: str | Path, cls: type[nn.Module], **config_overri
     directory = Path(directory)
     if not (directory / WEIGHTS_NAME).is_file():
         raise InputError(f"{directory}: no {WEIGHTS_NAME}; is this a minibert run directory?")
+    kind = stored_model_type(directory / CONFIG_NAME)
+    if kind is not None:
+        raise InputError(f"{directory} holds a {kind} model, not BERT; {cls.__name__} needs a BERT run")
     config = BertConfig.load(directory / CONFIG_NAME)
     config = BertConfig.from_dict({**config.to_dict(), **config_overrides}, str(directory / CONFIG_NAME))
     weights = read_weights(directory / WEIGHTS_NAME)

@@ -12,6 +12,10 @@ rewrites none. What is handled on the way:
 Nothing here imports `transformers`: checkpoints are plain files (`config.json`, `model.safetensors` or
 `pytorch_model.bin`), and in-memory models are read through their `config` and `state_dict()`. (The BERT loader in
 `minibert/hf.py` knows BERT's prefixes and tied keys; these two models have their own, hence their own checker.)
+
+A model is GPT-2 or T5 by its config (a GPT2Config or a T5Config), so a model built on either body, a fine-tuning
+classifier for instance, is saved and loaded here too. Which keys are tied is read off the model itself: a
+parameter registered under several names is stored once, under the name it was registered by first.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, atomic_write, unwrap
+from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_weights, unwrap, write_model
 from .errors import InputError
 from .gpt import GPT2Config, GPT2LMHeadModel
 from .t5 import T5Config, T5ForConditionalGeneration
@@ -32,12 +36,34 @@ GPT2_BODY = ("wte.", "wpe.", "h.", "ln_f.")  # the keys of a bare GPT2Model
 GPT2_MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")
 
 
-def model_type(model: nn.Module) -> str:
-    """"gpt2" or "t5", Hugging Face's `model_type` of a minibert model."""
-    for name, (_, cls) in MODELS.items():
-        if isinstance(model, cls):
+def config_type(config) -> str | None:
+    """"gpt2" for a GPT2Config, "t5" for a T5Config, None for anything else."""
+    for name, (config_cls, _) in MODELS.items():
+        if isinstance(config, config_cls):
             return name
-    raise InputError(f"expected GPT2LMHeadModel or T5ForConditionalGeneration, not {type(model).__name__}")
+    return None
+
+
+def model_type(model: nn.Module) -> str:
+    """"gpt2" or "t5", Hugging Face's `model_type` of a minibert model, by its config's class."""
+    kind = config_type(getattr(model, "config", None))
+    if kind is None:
+        raise InputError(f"expected a model with a GPT2Config or a T5Config, not {type(model).__name__}")
+    return kind
+
+
+def tied_keys(model: nn.Module) -> dict[str, str]:
+    """{tied key: the key it is stored under}: every name of a parameter registered under several names, but the
+    first. GPT2LMHeadModel: {lm_head.weight: transformer.wte.weight}; T5ForConditionalGeneration: the two
+    embed_tokens and lm_head, all shared.weight (their `TIED_KEYS`)."""
+    first: dict[int, str] = {}
+    tied = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            tied[name] = first[id(p)]
+        else:
+            first[id(p)] = name
+    return tied
 
 
 def normalise_keys(state: dict[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
@@ -60,7 +86,8 @@ def load_checked(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     must equal that tensor (an untied head is not a model these classes build)."""
     target = model.state_dict()
     state = normalise_keys(state, model_type(model))
-    tied = set(type(model).TIED_KEYS)
+    ties = tied_keys(model)
+    tied = set(ties)
     missing = [k for k in target if k not in state and k not in tied]
     unexpected = [k for k in state if k not in target]
     wrong_shape = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
@@ -74,10 +101,10 @@ def load_checked(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
         problems.append("wrong shape: " + "; ".join(wrong_shape))
     if problems:
         raise InputError("checkpoint does not match the model config:\n  " + "\n  ".join(problems))
-    source = "transformer.wte.weight" if isinstance(model, GPT2LMHeadModel) else "shared.weight"
-    untied = [k for k in tied if k in state and not torch.equal(state[k], state[source])]
+    untied = sorted(k for k in tied if k in state and not torch.equal(state[k], state[ties[k]]))
     if untied:
-        raise InputError(f"{', '.join(untied)} differ from {source}: the checkpoint has an untied output layer, "
+        sources = ", ".join(sorted({ties[k] for k in untied}))
+        raise InputError(f"{', '.join(untied)} differ from {sources}: the checkpoint has an untied output layer, "
                          "which this model does not build")
     with torch.no_grad():
         for k, v in target.items():
@@ -106,37 +133,41 @@ def from_hf_model(hf_model, **config_overrides) -> nn.Module:
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     if (path / WEIGHTS_NAME).is_file():
-        from safetensors.torch import load_file
-
-        return load_file(str(path / WEIGHTS_NAME))
+        return read_weights(path / WEIGHTS_NAME)  # names the file if it is cut short or garbled
     if (path / "pytorch_model.bin").is_file():
         return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
     raise InputError(f"{path}: no {WEIGHTS_NAME} or pytorch_model.bin")
 
 
 def _read_config(path: Path) -> dict:
-    if not (path / CONFIG_NAME).is_file():
-        raise InputError(f"{path}: no {CONFIG_NAME}; point at a directory saved by save_hf, save_pretrained or "
-                         "transformers' save_pretrained")
+    return _read_config_file(path / CONFIG_NAME)
+
+
+def _read_config_file(file: Path) -> dict:
+    if not file.is_file():
+        raise InputError(f"{file.parent}: no {CONFIG_NAME}; point at a directory saved by save_hf, save_pretrained "
+                         "or transformers' save_pretrained")
     try:
-        config = json.loads((path / CONFIG_NAME).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path / CONFIG_NAME}: not valid JSON ({e})") from None
-    if config.get("model_type") not in MODELS:
-        raise InputError(f"{path / CONFIG_NAME}: model_type is {config.get('model_type')!r}, "
-                         f"not one of {sorted(MODELS)}")
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(config, dict) or config.get("model_type") not in MODELS:
+        kind = config.get("model_type") if isinstance(config, dict) else None
+        raise InputError(f"{file}: model_type is {kind!r}, not one of {sorted(MODELS)}")
     return config
 
 
-def _write(model: nn.Module, path: Path, config: dict) -> None:
-    from safetensors.torch import save_file
+def read_config(file: str | Path, **overrides) -> GPT2Config | T5Config:
+    """The GPT2Config or T5Config of a config.json written by `save_pretrained` (every field, and `model_type`),
+    with `overrides` replacing fields; unknown fields are an error."""
+    d = _read_config_file(Path(file))
+    config_cls = MODELS[d.pop("model_type")][0]
+    return config_cls.from_dict({**d, **overrides})
 
-    tied = set(type(model).TIED_KEYS)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k not in tied}
-    path.mkdir(parents=True, exist_ok=True)
-    atomic_write(path / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
-    text = json.dumps(config, indent=2) + "\n"
-    atomic_write(path / CONFIG_NAME, lambda p: p.write_text(text, encoding="utf-8"))
+
+def _write(model: nn.Module, path: Path, config: dict, step: int | None = None) -> None:
+    tied = tied_keys(model)
+    write_model(path, {k: v for k, v in model.state_dict().items() if k not in tied}, config, step)
 
 
 def save_hf(model: nn.Module, path: str | Path) -> None:
@@ -144,6 +175,8 @@ def save_hf(model: nn.Module, path: str | Path) -> None:
     `from_pretrained` loads with no missing or unexpected keys. Tied weights are left out, as Hugging Face does."""
     model = unwrap(model)
     kind = model_type(model)
+    if not isinstance(model, MODELS[kind][1]):
+        raise InputError(f"save_hf writes {MODELS[kind][1].__name__}, not {type(model).__name__}")
     config = {**model.config.to_hf_config(), "architectures": [MODELS[kind][1].__name__]}
     _write(model, Path(path), config)
 
@@ -158,18 +191,18 @@ def load_hf(path: str | Path, **config_overrides) -> nn.Module:
     return model
 
 
-def save_pretrained(model: nn.Module, directory: str | Path) -> None:
+def save_pretrained(model: nn.Module, directory: str | Path, step: int | None = None) -> None:
     """minibert's own directory: `config.json` with every config field (minibert's switches too) and `model_type`,
-    and `model.safetensors` with Hugging Face's keys; each file written atomically, as `minibert.checkpoint` does."""
+    and `model.safetensors` with Hugging Face's keys (`step`, when given, in its metadata); each file written
+    atomically by `minibert.checkpoint.write_model`, as for BERT."""
     model = unwrap(model)
-    _write(model, Path(directory), {"model_type": model_type(model), **model.config.to_dict()})
+    _write(model, Path(directory), {"model_type": model_type(model), **model.config.to_dict()}, step)
 
 
 def load_pretrained(directory: str | Path, **config_overrides) -> nn.Module:
     """The model saved by `save_pretrained`; `config_overrides` replace config fields. Unknown fields are an error."""
     directory = Path(directory)
-    d = _read_config(directory)
-    config_cls, model_cls = MODELS[d.pop("model_type")]
-    model = model_cls(config_cls.from_dict({**d, **config_overrides}))
+    config = read_config(directory / CONFIG_NAME, **config_overrides)
+    model = MODELS[config_type(config)][1](config)
     load_checked(model, _read_weights(directory))
     return model

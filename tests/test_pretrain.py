@@ -319,3 +319,145 @@ def test_init_continues_pretraining_from_a_run(tmp_path, corpus):
     assert (tmp_path / "later" / "tokenizer" / "tokenizer_config.json").is_file()
     assert pretrain.main([*later[:4], "--out", str(tmp_path / "x"), "--preset", "small", *later[6:]]) == 2
     assert not (tmp_path / "x").exists()
+
+
+# -- GPT's and T5's objectives in the same loop ----------------------------------------------------------------
+
+
+def gpt_t5_common(objective):
+    return ["--objective", objective, "--max-steps", "24", "--batch-size", "8", "--log-every", "1", "--eval-every",
+            "12", "--warmup-steps", "2", "--lr", "3e-3", "--save-every", "100"]
+
+
+@pytest.fixture(scope="module", params=["causal", "span"])
+def gpt_t5_run(request, corpus, tmp_path_factory):
+    """An uninterrupted 24-step run of each objective, which the tests below compare other runs with."""
+    out = tmp_path_factory.mktemp(request.param) / "whole"
+    assert run(out, corpus, *gpt_t5_common(request.param)) == 0
+    return request.param, out
+
+
+def lm_weights(path):
+    from minibert.hf_gpt_t5 import load_pretrained as load_gpt_t5
+
+    return load_gpt_t5(path).state_dict()
+
+
+def test_causal_and_span_learn_and_leave_a_run_of_their_own_model(gpt_t5_run):
+    objective, out = gpt_t5_run
+    records = metrics(out)
+    evals = [r for r in records if "eval_loss" in r]
+    assert [r["step"] for r in evals] == [0, 12, 24]
+    assert evals[-1]["eval_loss"] < evals[0]["eval_loss"] - 0.3  # next-token / span-target cross-entropy
+    assert "eval_order_gain" not in evals[-1]  # MLM's probe only
+    train = losses(out)
+    assert sum(train[s] for s in range(19, 25)) < sum(train[s] for s in range(1, 7))
+    assert all(r["tokens_per_s"] > 0 for r in records if "loss" in r)
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == {"causal": "gpt2", "span": "t5"}[objective]
+    tok_vocab = 1200
+    if objective == "causal":  # the preset's BERT sizes, field for field
+        assert (config["n_embd"], config["n_layer"], config["n_head"], config["n_inner"]) == (32, 2, 2, 64)
+        assert config["vocab_size"] == tok_vocab and config["n_positions"] == 32
+    else:
+        assert (config["d_model"], config["num_layers"], config["num_heads"], config["d_ff"]) == (32, 2, 2, 64)
+        assert config["vocab_size"] == tok_vocab + 100  # the sentinels
+    # The top-level weights are the last checkpoint's, and read back into the model they came from.
+    top, last = lm_weights(out), lm_weights(pretrain.latest_checkpoint(out))
+    assert top.keys() == last.keys() and all(torch.equal(top[k], last[k]) for k in top)
+
+
+def test_causal_and_span_accumulate_micro_batches_as_one_big_batch(gpt_t5_run, corpus, tmp_path):
+    objective, _ = gpt_t5_run
+    common = [*gpt_t5_common(objective), "--max-steps", "6"]  # the later --max-steps is the one taken
+    assert run(tmp_path / "big", corpus, *common) == 0
+    assert run(tmp_path / "acc", corpus, *common, "--micro-batch-size", "2") == 0
+    a, b = losses(tmp_path / "big"), losses(tmp_path / "acc")
+    assert a.keys() == b.keys() == set(range(1, 7))
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-4), step
+    wa, wb = lm_weights(tmp_path / "big"), lm_weights(tmp_path / "acc")
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], atol=1e-5, rtol=1e-4)
+
+
+def test_causal_and_span_resume_exactly(gpt_t5_run, corpus, tmp_path):
+    objective, whole = gpt_t5_run
+    split = tmp_path / "split"
+    assert run(split, corpus, *gpt_t5_common(objective), "--stop-at-step", "9") == 0
+    assert max(losses(split)) == 9
+    assert run(split, corpus, *gpt_t5_common(objective), "--resume") == 0
+    a, b = losses(whole), losses(split)
+    assert a.keys() == b.keys() == set(range(1, 25))  # no step lost or logged twice
+    assert all(b[step] == a[step] for step in a)  # the same arithmetic from the same state: bit for bit
+    assert [r["eval_loss"] for r in metrics(split) if "eval_loss" in r] == \
+        [r["eval_loss"] for r in metrics(whole) if "eval_loss" in r]
+    wa, wb = lm_weights(whole), lm_weights(split)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_generate_continues_a_prompt_with_the_causal_run(gpt_t5_run, capsys):
+    from train import generate
+
+    objective, out = gpt_t5_run
+    prompt = "今天<extra_id_0>很好" if objective == "span" else "中国人民"
+    assert generate.main([str(out), prompt, "--max-new-tokens", "6", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["prompt"] == prompt and 1 <= len(result["output_ids"]) <= 6
+    if objective == "causal":
+        again = subprocess.run([sys.executable, "-m", "train.generate", str(out), prompt, "--max-new-tokens", "6",
+                                "--json"], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["output_ids"] == result["output_ids"]  # greedy: the same tokens
+
+
+def test_init_continues_a_gpt_or_t5_run_and_refuses_another_family(gpt_t5_run, corpus, tmp_path, capsys):
+    objective, out = gpt_t5_run
+    path, _ = corpus
+    later = ["--corpus", str(path), "--init", str(out), "--max-seq-length", "32", "--no-progress",
+             "--eval-batches", "2", "--max-steps", "2", "--batch-size", "8", "--eval-every", "100"]
+    assert pretrain.main([*later, "--out", str(tmp_path / "later"), "--objective", objective]) == 0
+    first = [r for r in metrics(tmp_path / "later") if "eval_loss" in r][0]
+    last = [r for r in metrics(out) if "eval_loss" in r][-1]
+    assert first["eval_loss"] == pytest.approx(last["eval_loss"], rel=1e-6)  # the same weights, the same blocks
+    other = {"causal": ("mlm", "span"), "span": ("electra", "causal")}[objective]
+    for wrong in other:
+        capsys.readouterr()
+        assert pretrain.main([*later, "--out", str(tmp_path / wrong), "--objective", wrong]) == 2
+        err = capsys.readouterr().err
+        family = {"causal": "GPT-2", "span": "T5"}[objective]
+        assert err.startswith("error: ") and f"holds a {family} model" in err and f"--objective {objective}" in err
+        assert not (tmp_path / wrong).exists()
+
+
+def test_a_bert_run_is_refused_as_init_for_causal_and_span(tmp_path, corpus, capsys):
+    path, _ = corpus
+    assert run(tmp_path / "bert", corpus, "--max-steps", "1", "--batch-size", "4", "--eval-every", "100") == 0
+    for objective in ("causal", "span"):
+        code = pretrain.main(["--corpus", str(path), "--init", str(tmp_path / "bert"), "--out", str(tmp_path / "x"),
+                              "--objective", objective, "--max-steps", "1", "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and "holds a BERT model (pretrained with --objective mlm or electra)" in err, err
+        assert not (tmp_path / "x").exists()
+    assert run(tmp_path / "y", corpus, "--objective", "causal", "--whole-word-mask", "--max-steps", "1") == 2
+    assert "--whole-word-mask" in capsys.readouterr().err
+
+
+def test_span_under_torchrun_matches_one_process(tmp_path, corpus):
+    """The span batch is padded to the global batch's longest row before each rank takes its rows."""
+    path, tok = corpus
+    common = ["--corpus", str(path), "--tokenizer", str(tok), *TINY, "--objective", "span", "--max-steps", "3",
+              "--batch-size", "8", "--log-every", "1", "--eval-every", "3", "--warmup-steps", "1", "--device", "cpu"]
+    assert pretrain.main(["--out", str(tmp_path / "one"), *common]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          "29534", "-m", "train.pretrain", "--out", str(tmp_path / "two"), *common],
+                         capture_output=True, text=True, env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x["step"] == y["step"]
+        for key in ("loss", "eval_loss", "eval_accuracy"):
+            if key in x:
+                assert y[key] == pytest.approx(x[key], rel=1e-4), (x, y)

@@ -38,6 +38,15 @@ class CausalLM:
     eos_token_id: int  # [SEP], the end of a document
     pad_token_id: int  # [PAD]; packed blocks have none
     weights: dict = field(default_factory=lambda: {"causal": 1.0})
+    family = "gpt2"  # the model it trains (`train.objectives`)
+    order_probe = False  # shuffling a block would shuffle the targets too: no bag-of-words baseline to compare with
+    eval_loss_name = "next-token loss"
+    eval_accuracy_name = "next-token accuracy"
+
+    @property
+    def model_vocab_size(self) -> int:
+        """V = the tokenizer's vocabulary: GPT needs no token of its own ([CLS] starts, [SEP] ends a text)."""
+        return self.vocab_size
 
     @classmethod
     def from_tokenizer(cls, tok, **kw) -> "CausalLM":

@@ -2,12 +2,20 @@
 
 Shapes: B blocks in the (global) batch, T tokens per block.
 
-The pretraining loop is the same for every objective. An objective says
+The pretraining loop is the same for every objective. An objective (`Objective` below) says
+- `family`: the model it trains, "bert" (mlm, electra), "gpt2" (causal, `train/causal.py`) or "t5" (span,
+  `train/span.py`); `config_from(fields, vocab_size, max_len)`: that model's config, of the size of a minibert
+  preset's BERT fields, so that the objectives compare at the same size; `model_vocab_size`: the rows of its
+  embedding (T5's include the sentinels);
 - `build(config)`: the model it trains;
 - `make_batch(blocks, gen)`: the global batch (inputs, targets, any random draws), every tensor (B, ...), drawn
   from `gen` with shapes that depend only on (B, T), so a checkpointed generator state resumes exactly;
 - `counts(batch)`: for each loss term, how many positions it averages over;
-- `losses(model, batch)`: for each loss term, its mean over a (micro-)batch.
+- `losses(model, batch)`: for each loss term, its mean over a (micro-)batch;
+- `eval_sums(model, batch)`: the held-out sums that `train.pretrain.evaluate` turns into `eval_loss` (the
+  cross-entropy of the objective's own predictions: masked tokens, next tokens, span targets), `eval_accuracy`
+  and the perplexity exp(eval_loss); `eval_loss_name` and `eval_accuracy_name` say what they are about;
+- `order_probe`: whether evaluation also scores shuffled blocks (MLM's measure of what word order is worth).
 The loop weighs each micro-batch's mean by its share of the global count, L = Σ_k w_k Σ_micro mean_k · n_k / N_k,
 so accumulation and ranks give the same gradient as one big batch for every term.
 """
@@ -15,6 +23,7 @@ so accumulation and ranks give the same gradient as one big batch for every term
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +32,30 @@ from torch import nn
 from minibert import BertConfig, BertForMaskedLM
 from minibert.electra import DISCRIMINATOR_WEIGHT, ElectraForPreTraining
 from minibert.heads import IGNORE_INDEX
+from train.causal import CausalLM
 from train.masking import mask_tokens
+from train.span import SpanCorruption
 
-OBJECTIVES = ("mlm", "electra")
+OBJECTIVES = ("mlm", "electra", "causal", "span")
+
+
+class Objective(Protocol):
+    """What the pretraining loop asks of an objective (the module docstring says what each part does)."""
+
+    family: str
+    weights: dict
+    order_probe: bool
+    eval_loss_name: str
+    eval_accuracy_name: str
+
+    @property
+    def model_vocab_size(self) -> int: ...
+    def config_from(self, fields: dict, vocab_size: int, max_len: int): ...
+    def build(self, config) -> nn.Module: ...
+    def make_batch(self, blocks: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]: ...
+    def counts(self, batch: dict) -> dict[str, int]: ...
+    def losses(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]: ...
+    def eval_sums(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]: ...
 
 
 @dataclass
@@ -38,7 +68,20 @@ class MaskedLM:
     mlm_probability: float = 0.15
     word_start: torch.Tensor | None = None
     weights: dict = field(default_factory=lambda: {"mlm": 1.0})
+    family = "bert"
     order_probe = True  # evaluation also scores shuffled blocks: what word order is worth (train/pretrain.py)
+    eval_loss_name = "MLM loss"
+    eval_accuracy_name = "masked-token accuracy"
+
+    @property
+    def model_vocab_size(self) -> int:
+        return self.vocab_size
+
+    def config_from(self, fields: dict, vocab_size: int, max_len: int) -> BertConfig:
+        """The BERT the fields describe, as they are (`train.pretrain.model_config` has put in the vocabulary and
+        the position table)."""
+        del vocab_size, max_len
+        return BertConfig(**fields)
 
     def build(self, config: BertConfig) -> nn.Module:
         return BertForMaskedLM(config)
@@ -81,6 +124,7 @@ class ReplacedTokenDetection(MaskedLM):
     discriminator_weight: float = DISCRIMINATOR_WEIGHT
     weights: dict = field(default_factory=dict)
     order_probe = False
+    eval_loss_name = "generator MLM loss"
 
     def __post_init__(self):
         self.weights = {"generator": 1.0, "discriminator": self.discriminator_weight}
@@ -120,8 +164,19 @@ class ReplacedTokenDetection(MaskedLM):
                 "replaced": replaced.sum()}
 
 
-def make_objective(name: str, tok, *, mlm_probability: float, word_start=None, generator_size: float = 0.25,
-                   discriminator_weight: float = DISCRIMINATOR_WEIGHT) -> MaskedLM:
+CLASSES = {"mlm": MaskedLM, "electra": ReplacedTokenDetection, "causal": CausalLM, "span": SpanCorruption}
+FAMILY = {name: cls.family for name, cls in CLASSES.items()}  # the model each objective trains
+
+
+def make_objective(name: str, tok, *, mlm_probability: float = 0.15, word_start=None, generator_size: float = 0.25,
+                   discriminator_weight: float = DISCRIMINATOR_WEIGHT) -> Objective:
+    """The objective `name` on the ids of tokenizer `tok`. mlm_probability and word_start (whole-word masking)
+    are MLM's and ELECTRA's; generator_size and discriminator_weight ELECTRA's; causal and span take the
+    tokenizer's special ids and nothing else (span: T5's 15% noise in spans of mean length 3)."""
+    if name == "causal":
+        return CausalLM.from_tokenizer(tok)
+    if name == "span":
+        return SpanCorruption.from_tokenizer(tok)
     special = torch.as_tensor(sorted(tok.special_ids), dtype=torch.long)
     common = dict(vocab_size=tok.vocab_size, special_ids=special, mask_token_id=tok.mask_token_id,
                   mlm_probability=mlm_probability, word_start=word_start)

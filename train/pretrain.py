@@ -1,8 +1,11 @@
-"""`python -m train.pretrain`: masked-language-model pretraining, on one CPU or many GPUs, resumable exactly.
+"""`python -m train.pretrain`: pretraining (BERT's masked words, ELECTRA, GPT's next token or T5's span corruption),
+on one CPU or many GPUs, resumable exactly.
 
 With no arguments it trains a SentencePiece tokenizer and a small BERT on the built-in Chinese corpus (People's
 Daily, January 1998, plus the training split of the product reviews) for about ten minutes, and leaves a run
-directory that `python -m train.finetune` picks up:
+directory that `python -m train.finetune` picks up. `--objective causal` trains a GPT-2 and `--objective span` a
+T5 instead, of the preset's size, on the same corpus and tokenizer in the same loop (`train/objectives.py`); their
+run directories also feed `python -m train.generate`:
 
     runs/pretrain-YYYYmmdd-HHMMSS/
         config.json, model.safetensors   the latest weights (Hugging Face key names)
@@ -47,15 +50,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from minibert import BertConfig, InputError
-from minibert.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_weights, remove_leftovers,
-                                 save_pretrained, unwrap, weights_step)
+from minibert import BertConfig, GPT2Config, InputError, T5Config
+from minibert.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, atomic_write, family, load_checked, read_config,
+                                 read_weights, remove_leftovers, save_pretrained, unwrap, weights_step)
 from minibert.compiled import compile_model
 from minibert.config import PRESETS, TYPE_NAMES, field_types, read_fields
-from minibert.hf import load_state_dict_checked
 from train.builtin_data import BUILTIN_PARTS, builtin_pretraining_texts
 from train.cli import OutDir, OutState, RunKind, check_usable, claim, inspect_out, parse_given, release
-from train.objectives import OBJECTIVES, make_objective
+from train.objectives import FAMILY, OBJECTIVES, Objective, make_objective
 from train.optim import lr_at, make_adamw, set_lr
 from train.packing import pack_blocks, split_blocks, tokenize_to_cache
 
@@ -85,7 +87,8 @@ class PretrainArgs:
     init: str | None = opt(None, "continue pretraining from the weights of this pretraining run (task-adaptive "
                                  "pretraining: a run on the general corpus, then --builtin-corpus reviews or your "
                                  "in-domain --corpus); the run's tokenizer and model config are used, the optimiser, "
-                                 "schedule and data order start fresh", metavar="RUN")
+                                 "schedule and data order start fresh. The run's model must be the one --objective "
+                                 "trains (BERT for mlm and electra, GPT-2 for causal, T5 for span)", metavar="RUN")
     vocab_size: int = opt(8000, "vocabulary size of a newly trained tokenizer")
     tokenizer_model: str = opt("unigram", "SentencePiece model type of a newly trained tokenizer. unigram learns "
                                           "word-like pieces (about 1.4 Chinese characters each on the built-in corpus), "
@@ -107,17 +110,21 @@ class PretrainArgs:
     schedule: str = opt("linear", "decay after warmup", choices=["linear", "cosine", "constant"])
     weight_decay: float = opt(0.01, "AdamW weight decay on tensors of rank >= 2")
     grad_clip: float = opt(1.0, "clip the global gradient norm to this (0 = off)")
-    objective: str = opt("mlm", "what the encoder learns from: mlm (BERT's masked-language modelling) or electra "
-                                "(replaced-token detection: a small generator fills the masks, the encoder tells "
-                                "replaced tokens from originals at every position; docs/MATH.md)", choices=OBJECTIVES)
+    objective: str = opt("mlm", "what is learned, and so which model: mlm (BERT's masked-language modelling), "
+                                "electra (replaced-token detection: a small generator fills the masks, the BERT "
+                                "encoder tells replaced tokens from originals at every position; docs/MATH.md), "
+                                "causal (a GPT-2 predicts every next token) or span (a T5 writes back the spans, "
+                                "15%% of the tokens, that its input has each replaced by a sentinel). --preset, "
+                                "--config and --set size every model in BERT's field names (hidden_size, "
+                                "num_hidden_layers, ...), mapped onto GPT-2's and T5's", choices=OBJECTIVES)
     generator_size: float = opt(0.25, "electra: the generator's width, heads and feed-forward as a fraction of the "
                                       "encoder's (the paper found 1/4 to 1/2 best)")
     discriminator_weight: float = opt(50.0, "electra: lambda in L = L_generator + lambda * L_discriminator")
-    mlm_probability: float = opt(0.15, "fraction of tokens to predict; 0.3 (MosaicBERT's rate) gave the best "
-                                       "fine-tuning result measured with --builtin-corpus reviews, and no gain on the "
-                                       "default corpus (README)")
-    whole_word_mask: bool = opt(False, "mask whole words (using the tokenizer's word starts)")
-    sparse_prediction: bool = opt(True, "project to the vocabulary only at masked positions")
+    mlm_probability: float = opt(0.15, "mlm, electra: fraction of tokens to predict; 0.3 (MosaicBERT's rate) gave "
+                                       "the best fine-tuning result measured with --builtin-corpus reviews, and no "
+                                       "gain on the default corpus (README)")
+    whole_word_mask: bool = opt(False, "mlm, electra: mask whole words (using the tokenizer's word starts)")
+    sparse_prediction: bool = opt(True, "mlm, electra: project to the vocabulary only at masked positions")
     # budget and bookkeeping
     max_steps: int | None = opt(3000, "optimiser steps (about 22 minutes of the tiny preset on one CPU core); 0: as "
                                      "many as --max-time allows, measured after a few steps")
@@ -186,6 +193,8 @@ def check_args(args: PretrainArgs) -> None:
         (not (args.corpus and args.builtin_corpus != "all"),
          "--builtin-corpus picks part of the built-in corpus; it cannot be combined with --corpus"),
         (not (args.resume and args.force), "--resume and --force contradict each other: choose one"),
+        (not (args.whole_word_mask and FAMILY[args.objective] != "bert"),
+         f"--whole-word-mask chooses the words MLM and ELECTRA mask; --objective {args.objective} masks none"),
     ]
     for ok, message in checks:
         if not ok:
@@ -248,9 +257,11 @@ def parse_overrides(pairs: list[str]) -> dict:
 PRETRAINING_FIELDS = dict(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, position_embedding_type="rotary")
 
 
-def model_config(args: PretrainArgs, vocab_size: int) -> BertConfig:
+def model_config(args: PretrainArgs, vocab_size: int, objective: Objective | None = None):
     """The preset, pretraining's defaults, then the fields --config sets (and only those), then --set; the
-    vocabulary is the tokenizer's, sparse prediction as --sparse-prediction says."""
+    vocabulary is the tokenizer's, sparse prediction as --sparse-prediction says. These are BERT's fields, checked
+    as a BertConfig whatever the objective; the objective's `config_from` maps them onto the model it trains (a
+    GPT2Config or a T5Config of the same size), and without an objective the BertConfig is returned."""
     fields = {**PRESETS[args.preset], **PRETRAINING_FIELDS}
     if args.config:
         fields.update(read_fields(args.config))
@@ -261,7 +272,8 @@ def model_config(args: PretrainArgs, vocab_size: int) -> BertConfig:
     if fields["max_position_embeddings"] < args.max_seq_length:
         raise InputError(f"--max-seq-length {args.max_seq_length} exceeds max_position_embeddings "
                          f"{fields['max_position_embeddings']}")
-    return BertConfig(**fields)
+    config = BertConfig(**fields)  # every field checked as BERT's, whatever the model
+    return config if objective is None else objective.config_from(fields, vocab_size, args.max_seq_length)
 
 
 def load_corpus(args: PretrainArgs) -> list[str]:
@@ -363,7 +375,7 @@ class Resumed:
     could not be read (they are moved aside)."""
 
     path: Path
-    config: BertConfig
+    config: BertConfig | GPT2Config | T5Config  # the family its config.json's model_type names
     weights: dict[str, torch.Tensor]
     state: dict
     unreadable: list[tuple[Path, str]]
@@ -372,9 +384,9 @@ class Resumed:
 STATE_KEYS = ("step", "total_steps", "train_seconds", "stream", "mask_rng", "torch_rng", "args", "optimizer")
 
 
-def read_checkpoint(ckpt: Path) -> tuple[BertConfig, dict, dict]:
+def read_checkpoint(ckpt: Path) -> tuple[BertConfig | GPT2Config | T5Config, dict, dict]:
     """config, weights and state of one checkpoint; InputError naming the file that is missing or cannot be read."""
-    config = BertConfig.load(ckpt / CONFIG_NAME)
+    config = read_config(ckpt / CONFIG_NAME)
     weights = read_weights(ckpt / WEIGHTS_NAME)
     state_path = ckpt / "state.pt"
     if not state_path.is_file():
@@ -613,7 +625,7 @@ def truncate_metrics(path: Path, after_step: int) -> None:
         atomic_write(path, lambda p: p.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8"))
 
 
-def plot_losses(metrics_path: Path, png: Path) -> None:
+def plot_losses(metrics_path: Path, png: Path, loss_name: str = "MLM loss") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -628,7 +640,7 @@ def plot_losses(metrics_path: Path, png: Path) -> None:
     if evals:
         ax.plot(*zip(*evals), "o-", label="held-out loss")
     ax.set_xlabel("optimiser step")
-    ax.set_ylabel("MLM cross-entropy (nats)")
+    ax.set_ylabel(f"{loss_name} (nats)")
     ax.set_title("minibert pretraining")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -755,8 +767,14 @@ def run(args: PretrainArgs, given: set[str] | None = None) -> int:
 DEFINED_BY_INIT = ("tokenizer", "vocab_size", "tokenizer_model", "preset", "config", "set")
 
 
+# How a run of each model family was pretrained, for the message that refuses the wrong one.
+TRAINED_BY = {"bert": "--objective mlm or electra", "gpt2": "--objective causal", "t5": "--objective span"}
+FAMILY_NAMES = {"bert": "BERT", "gpt2": "GPT-2", "t5": "T5"}
+
+
 def check_init(args: PretrainArgs, given: set[str]) -> None:
-    """--init RUN: a pretraining run with its weights, config and tokenizer, and no option that would redefine them."""
+    """--init RUN: a pretraining run with its weights, config and tokenizer, of the model family that --objective
+    trains, and no option that would redefine them."""
     run_dir = Path(args.init)
     for name in (CONFIG_NAME, WEIGHTS_NAME, "tokenizer"):
         if not (run_dir / name).exists():
@@ -765,11 +783,17 @@ def check_init(args: PretrainArgs, given: set[str]) -> None:
     if clash:
         raise InputError(f"--init takes the model and tokenizer of {run_dir}; leave out "
                          f"{', '.join(_flag(k) for k in clash)}")
-    config = BertConfig.load(run_dir / CONFIG_NAME)
+    config = read_config(run_dir / CONFIG_NAME)
+    have, want = family(config), FAMILY[args.objective]
+    if have != want:
+        raise InputError(f"--init {run_dir} holds a {FAMILY_NAMES[have]} model (pretrained with {TRAINED_BY[have]}), "
+                         f"but --objective {args.objective} trains {FAMILY_NAMES[want]}; continue it with "
+                         f"{TRAINED_BY[have]}, or give --init a {FAMILY_NAMES[want]} run")
     read_weights(run_dir / WEIGHTS_NAME)  # names the file if it cannot be read
-    if config.max_position_embeddings < args.max_seq_length:
-        raise InputError(f"--max-seq-length {args.max_seq_length} exceeds the --init model's max_position_embeddings "
-                         f"{config.max_position_embeddings}")
+    positions = {"bert": "max_position_embeddings", "gpt2": "n_positions"}.get(have)  # T5: relative positions
+    if positions and getattr(config, positions) < args.max_seq_length:
+        raise InputError(f"--max-seq-length {args.max_seq_length} exceeds the --init model's {positions} "
+                         f"{getattr(config, positions)}")
 
 
 def check_batch_split(args: PretrainArgs, d: Dist) -> None:
@@ -799,22 +823,23 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
     blocks = pack_blocks(corpus.ids, corpus.offsets, args.max_seq_length, tok.cls_token_id, tok.sep_token_id)
     train_blocks, eval_blocks = split_blocks(blocks, args.eval_fraction, args.seed)
     word_start = torch.from_numpy(tok.word_start) if args.whole_word_mask else None
-    objective = make_objective(args.objective, tok, mlm_probability=args.mlm_probability, word_start=word_start,
-                               generator_size=args.generator_size, discriminator_weight=args.discriminator_weight)
+    settings = dict(mlm_probability=args.mlm_probability, generator_size=args.generator_size,
+                    discriminator_weight=args.discriminator_weight)
+    objective = make_objective(args.objective, tok, word_start=word_start, **settings)
     # Held-out masks are drawn token by token for every run, so that held-out losses compare across runs.
-    eval_objective = dataclasses.replace(objective, word_start=None)
+    eval_objective = make_objective(args.objective, tok, word_start=None, **settings)
 
     # 2. Model, optimiser, the state a checkpoint restores.
     if resumed:
         config = resumed.config
     elif args.init:
-        config = BertConfig.from_dict({**BertConfig.load(Path(args.init) / CONFIG_NAME).to_dict(),
-                                       "sparse_prediction": args.sparse_prediction})
+        bert_only = {"sparse_prediction": args.sparse_prediction} if objective.family == "bert" else {}
+        config = read_config(Path(args.init) / CONFIG_NAME, **bert_only)
     else:
-        config = model_config(args, tok.vocab_size)
-    if config.vocab_size != tok.vocab_size:
-        raise InputError(f"the tokenizer has {tok.vocab_size} tokens but the model expects {config.vocab_size}; "
-                         "use the tokenizer the model was trained with")
+        config = model_config(args, tok.vocab_size, objective)
+    if config.vocab_size != objective.model_vocab_size:
+        raise InputError(f"the tokenizer has {tok.vocab_size} tokens, so the model needs {objective.model_vocab_size} "
+                         f"embeddings, but it has {config.vocab_size}; use the tokenizer the model was trained with")
     torch.manual_seed(args.seed)
     model = objective.build(config).to(device)
     optimizer = make_adamw(model, args.lr, args.weight_decay)
@@ -822,13 +847,13 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
     mask_gen = torch.Generator().manual_seed(args.seed)
     step, total_steps, train_seconds = 0, args.max_steps, 0.0
     if args.init and not resumed:  # the encoder carries over; a head the earlier objective lacked starts fresh
-        report = load_state_dict_checked(model, read_weights(Path(args.init) / WEIGHTS_NAME))
+        report = load_checked(model, read_weights(Path(args.init) / WEIGHTS_NAME))
         if d.main:
             print(f"init: weights of {args.init}" + (f"; fresh: {', '.join(sorted({k.split('.')[0] for k in report.newly_initialised}))}"
                                                     if report.newly_initialised else ""), flush=True)
     if resumed:
         state = resumed.state
-        load_state_dict_checked(model, resumed.weights)
+        load_checked(model, resumed.weights)
         optimizer.load_state_dict(state["optimizer"])
         stream.restore(state["stream"])
         mask_gen.set_state(state["mask_rng"])
@@ -861,12 +886,18 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
     accum = share // micro
 
     if d.main:
-        n_params = unwrap(model).bert.num_parameters()
+        # BERT's encoder (what fine-tuning keeps; not ELECTRA's generator nor the MLM head); GPT-2 and T5 whole,
+        # their output layers being their embeddings
+        counted = unwrap(model).bert if objective.family == "bert" else unwrap(model)
+        what = "encoder" if objective.family == "bert" else FAMILY_NAMES[objective.family]
+        n_params = sum(p.numel() for p in counted.parameters())
         print(f"run {out} | {len(texts):,} texts -> {len(blocks):,} blocks of {args.max_seq_length} "
               f"({len(train_blocks):,} train, {len(eval_blocks):,} held out) | vocab {tok.vocab_size:,} | "
-              f"encoder {n_params / 1e6:.2f}M parameters | {d.world} rank(s) on {device} | "
+              f"{what} {n_params / 1e6:.2f}M parameters | {d.world} rank(s) on {device} | "
               f"set-up {time.perf_counter() - t_setup:.0f}s", flush=True)
     metrics_path = out / "metrics.jsonl"
+    # Tokens of the corpus per step, B·T for every objective (span corruption's encoder reads fewer, its decoder the
+    # ~0.3 T targets): tokens/s says how fast each objective gets through the same text.
     tokens_per_step = args.batch_size * args.max_seq_length
     budget = None if args.max_time is None else args.max_time * 60.0
     saved_step = step if resumed else None
@@ -1003,15 +1034,16 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
             bar.close()
 
     if d.main:
-        plot_losses(metrics_path, out / "loss.png")
+        plot_losses(metrics_path, out / "loss.png", objective.eval_loss_name)
         records = [json.loads(ln) for ln in metrics_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
         evals = [r for r in records if "eval_loss" in r]
         print(f"\n{outcome.message}")
         print(f"  steps {step:,} | tokens {step * tokens_per_step:,} | training time {train_seconds / 60:.1f} min "
               f"| {step * tokens_per_step / max(train_seconds, 1e-9):,.0f} tokens/s")
         if evals:
-            print(f"  held-out {'generator ' if 'eval_discriminator_loss' in evals[-1] else ''}MLM loss {evals[0]['eval_loss']:.3f} -> {evals[-1]['eval_loss']:.3f}, "
-                  f"masked-token accuracy {evals[0]['eval_accuracy']:.1%} -> {evals[-1]['eval_accuracy']:.1%}, "
+            first, last = evals[0], evals[-1]
+            print(f"  held-out {objective.eval_loss_name} {first['eval_loss']:.3f} -> {last['eval_loss']:.3f}, "
+                  f"{objective.eval_accuracy_name} {first['eval_accuracy']:.1%} -> {last['eval_accuracy']:.1%}, "
                   f"perplexity {evals[0]['eval_perplexity']:.0f} -> {evals[-1]['eval_perplexity']:.1f}")
             if "eval_order_gain" in evals[-1]:
                 print(f"  word order: held-out loss with each block shuffled {evals[-1]['eval_loss_shuffled']:.3f}, "
@@ -1023,6 +1055,9 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
                       f"on every token ({evals[-1]['eval_replaced_fraction']:.1%} replaced)")
         print(f"  run directory {out} (model.safetensors, tokenizer/, metrics.jsonl, loss.png)")
         print(f"  next: python -m train.finetune --init {out}")
+        if objective.family != "bert":
+            example = "今天天气" if objective.family == "gpt2" else "今天<extra_id_0>很好"
+            print(f"        python -m train.generate {out} \"{example}\"")
     return outcome.exit_code
 
 

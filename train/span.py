@@ -187,6 +187,10 @@ class SpanCorruption:
     noise_density: float = NOISE_DENSITY
     mean_span_length: float = MEAN_SPAN_LENGTH
     weights: dict = field(default_factory=lambda: {"span": 1.0})
+    family = "t5"  # the model it trains (`train.objectives`)
+    order_probe = False  # MLM's shuffled-block probe; the span targets have an order of their own
+    eval_loss_name = "span-target loss"
+    eval_accuracy_name = "target-token accuracy"
 
     @classmethod
     def from_tokenizer(cls, tok, **kw) -> "SpanCorruption":
