@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BertConfig
-from .rotary import rotate_padded, rotate_unpadded
-from .unpad import Unpadding
+from .rotary import rotate
+from .unpad import UNPADDED_ATTENTION, Unpadding, attend_repadded
+from .unpad import attention_nested, attention_rows  # noqa: F401  (importable from here, as before)
 
 
 def additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -59,56 +60,34 @@ def attention_sdpa(q, k, v, mask=None, dropout_p: float = 0.0, training: bool = 
     return context, None  # (B, H, T, D); the fused kernels never materialise the probabilities
 
 
-def attention_rows(q, k, v, lengths: list[int], num_heads: int, dropout_p: float = 0.0, training: bool = False):
-    """Unpadded attention, one sequence at a time: q, k, v are (N, C) with each row's real tokens contiguous.
-
-    Each sequence attends only among its own n tokens, so no mask and no padding is needed: softmax(Q K^T / sqrt(D)) V
-    on (1, H, n, D) tensors. Returns (N, C). Used on the CPU, where the per-sequence loop costs less than attending
-    over re-padded rows; on CUDA the re-padded batch goes through one fused kernel instead.
-    """
-    out = []
-    for qs, ks, vs in zip(q.split(lengths), k.split(lengths), v.split(lengths)):  # each (n, C)
-        n = qs.shape[0]
-        if n == 0:
-            continue
-        qh, kh, vh = (x.view(1, n, num_heads, -1).transpose(1, 2) for x in (qs, ks, vs))  # (1, H, n, D)
-        context = F.scaled_dot_product_attention(qh, kh, vh, dropout_p=dropout_p if training else 0.0)
-        out.append(context.transpose(1, 2).reshape(n, -1))  # (1, H, n, D) -> (n, C)
-    return torch.cat(out)  # (N, C)
-
-
-def attention_nested(q, k, v, offsets: torch.Tensor, num_heads: int, dropout_p: float = 0.0, training: bool = False):
-    """Unpadded attention in one call: q, k, v are (N, C); row b is [offsets[b], offsets[b + 1]).
-
-    The (N, C) tensors are viewed as jagged nested tensors of shape (B, H, n_b, D), and one sdpa call attends within
-    each row. On CUDA that is a single variable-length kernel (flash or memory-efficient), with no padding at all;
-    on the CPU torch runs it sequence by sequence in a slower general path. Returns (N, C).
-    """
-    N, C = q.shape
-
-    def heads(x):  # (N, C) -> (N, H, D) -> jagged (B, n_b, H, D) -> (B, H, n_b, D); the kernels need packed rows
-        return torch.nested.nested_tensor_from_jagged(x.contiguous().view(N, num_heads, -1), offsets).transpose(1, 2)
-
-    context = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), dropout_p=dropout_p if training else 0.0)
-    return context.transpose(1, 2).values().reshape(N, C)  # (B, H, n_b, D) -> (B, n_b, H, D) -> (N, C)
+# How one head attends, by `attn_impl`.
+ATTENTION = {"math": attention_math, "sdpa": attention_sdpa}
 
 
 class BertSelfAttention(nn.Module):
-    """Q = x W_q + b_q, K = x W_k + b_k, V = x W_v + b_v, split into heads, attend, concatenate."""
+    """Q = x W_q + b_q, K = x W_k + b_k, V = x W_v + b_v; split into H heads; softmax(Q K^T / sqrt(D) + M) V in each
+    head; the heads concatenated back to width C. With rotary positions Q and K are first turned by position.
+
+    How a head attends is chosen here, once: the formula step by step (`attn_impl="math"`) or torch's fused kernel
+    ("sdpa"); and for unpadded input, how the (N, C) real tokens find their rows (`unpad_attention`, minibert/unpad.py;
+    the formula always meets them re-padded). Asking for the probabilities (`output_attentions`) takes the formula,
+    the only path that forms them.
+    """
 
     def __init__(self, config: BertConfig):
         super().__init__()
         C = config.hidden_size
         self.num_heads = config.num_attention_heads
         self.head_size = config.head_size
-        self.attn_impl = config.attn_impl
-        self.unpad_attention = config.unpad_attention
         self.query = nn.Linear(C, C)
         self.key = nn.Linear(C, C)
         self.value = nn.Linear(C, C)
         self.dropout_p = config.attention_probs_dropout_prob
         self.rotary = config.position_embedding_type == "rotary"
         self.fused_qkv = config.fused_qkv
+        self.attn_impl, self.unpad_attention = config.attn_impl, config.unpad_attention  # as configured, for reading
+        self.attend = ATTENTION[config.attn_impl]
+        self.attend_unpadded = UNPADDED_ATTENTION["repad" if config.attn_impl == "math" else config.unpad_attention]
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Q, K, V, each (B, T, C) or (N, C). Fused: the three weight matrices stacked into one (3C, C), one matmul,
@@ -123,54 +102,48 @@ class BertSelfAttention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, T, C) -> (B, H, T, D)
 
+    @staticmethod
+    def merge_heads(x: torch.Tensor) -> torch.Tensor:
+        B, H, T, D = x.shape
+        return x.transpose(1, 2).reshape(B, T, H * D)  # (B, H, T, D) -> (B, T, C): the heads side by side
+
     def forward(self, x, mask=None, unpadding: Unpadding | None = None, output_attentions: bool = False):
+        """(B, T, C) -> (B, T, C), or unpadded (N, C) -> (N, C); with the probabilities (B, H, T, T) when asked for,
+        else None. `mask`: the additive (B, 1, 1, T) padding mask M, or None."""
         q, k, v = self.project_qkv(x)  # each (B, T, C), or (N, C) unpadded
-        fused = self.attn_impl == "sdpa" and not output_attentions
-        if self.rotary and unpadding is not None:  # rotate by each token's position within its own row
-            q, k = rotate_unpadded(q, k, unpadding.positions, self.num_heads)  # (N, C) each
-        if unpadding is not None and fused:
-            how = self.unpad_attention
-            if how == "auto":  # measured: per sequence wins on the CPU (benchmarks/, README)
-                how = "repad" if q.is_cuda else "rows"
-            if how == "rows":  # per sequence, on real tokens only
-                return attention_rows(q, k, v, unpadding.lengths, self.num_heads, self.dropout_p, self.training), None
-            if how == "nested":  # all sequences in one variable-length call
-                return attention_nested(q, k, v, unpadding.offsets, self.num_heads, self.dropout_p, self.training), None
-        if unpadding is not None:  # attention mixes tokens within a row: put the rows back for it
-            q, k, v = unpadding.pad(q), unpadding.pad(k), unpadding.pad(v)  # (N, C) -> (B, T, C)
-        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H, T, D)
-        if self.rotary and unpadding is None:
-            q, k = rotate_padded(q, k)  # (B, H, T, D) each, token t turned by t * theta
-        attend = attention_sdpa if fused else attention_math
-        context, probs = attend(q, k, v, mask, self.dropout_p, self.training)  # (B, H, T, D)
-        B, H, T, D = context.shape
-        context = context.transpose(1, 2).reshape(B, T, H * D)  # (B, H, T, D) -> (B, T, C): heads concatenated
-        if unpadding is not None:
-            context = unpadding.unpad(context)  # (B, T, C) -> (N, C)
-        return context, probs
+        if self.rotary:  # RoPE: the query and key of the token at position t turned by t * theta_i
+            t = torch.arange(q.size(1), device=q.device) if unpadding is None else unpadding.positions  # (T,) or (N,)
+            q, k = rotate(q, k, t, self.num_heads)  # shapes unchanged
+        if unpadding is not None:  # real tokens only: they meet attention the way chosen at construction
+            attend = attend_repadded if output_attentions else self.attend_unpadded
+            return attend(q, k, v, mask, unpadding, self, output_attentions)  # (N, C)
+        return self.multi_head_attention(q, k, v, mask, output_attentions)
+
+    def multi_head_attention(self, q, k, v, mask=None, output_attentions: bool = False):
+        """Multi-head attention of (B, T, C) queries, keys and values: split, attend, concatenate."""
+        q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, T, C) -> (B, H, T, D)
+        attend = attention_math if output_attentions else self.attend
+        context, probs = attend(q, k, v, mask, self.dropout_p, self.training)  # (B, H, T, D); probs (B, H, T, T)
+        return self.merge_heads(context), probs  # (B, H, T, D) -> (B, T, C)
 
 
 class BertSelfOutput(nn.Module):
-    """The output projection W_o that mixes the heads, dropout, then the residual connection and LayerNorm.
-
-    post-LN (BERT):  x = LayerNorm(x + Dropout(context W_o + b_o))
-    pre-LN:          x = x + Dropout(context W_o + b_o)   (the LayerNorm ran on the block's input instead)
-    """
+    """The output projection W_o that mixes the heads, then dropout: Dropout(context W_o + b_o). Its LayerNorm is
+    the attention sub-layer's (`BertAttention.norm`), which the block applies: Hugging Face's module holds it."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.norm_first = config.norm_first
 
-    def forward(self, context: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        x = residual + self.dropout(self.dense(context))
-        return x if self.norm_first else self.LayerNorm(x)
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.dense(context))  # (B, T, C) -> (B, T, C)
 
 
 class BertAttention(nn.Module):
-    """Self-attention sub-layer with its residual; Hugging Face's names (`self`, `output`)."""
+    """The attention sub-layer, Attention(x) = Dropout(SelfAttention(x) W_o + b_o), and its LayerNorm; the block
+    (minibert/encoder.py) adds the residual and places the norm. Hugging Face's names (`self`, `output`)."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -178,6 +151,9 @@ class BertAttention(nn.Module):
         self.output = BertSelfOutput(config)
 
     def forward(self, x, mask=None, unpadding=None, output_attentions=False):
-        h = self.output.LayerNorm(x) if self.output.norm_first else x
-        context, probs = self.self(h, mask, unpadding, output_attentions)
-        return self.output(context, x), probs
+        context, probs = self.self(x, mask, unpadding, output_attentions)  # (B, T, C), or (N, C)
+        return self.output(context), probs
+
+    def norm(self, x: torch.Tensor) -> torch.Tensor:
+        """LayerNorm over each token's C numbers, with this sub-layer's gamma and beta (`attention.output.LayerNorm`)."""
+        return self.output.LayerNorm(x)

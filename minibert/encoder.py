@@ -24,18 +24,31 @@ from .unpad import Unpadding
 
 
 class BertLayer(nn.Module):
-    """One encoder block."""
+    """One encoder block: the attention sub-layer, then the feed-forward one, FFN(x) = GELU(x W_1 + b_1) W_2 + b_2,
+    each with a residual connection and a LayerNorm, placed after the sum (post-LN) or before the sub-layer (pre-LN).
+    The two LayerNorms are Hugging Face's `attention.output.LayerNorm` and `output.LayerNorm`."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.attention = BertAttention(config)
         self.intermediate = BertIntermediate(config)
         self.output = BertOutput(config)
+        self.norm_first = config.norm_first
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output(self.intermediate(x))  # (B, T, C) -> (B, T, I) -> (B, T, C)
 
     def forward(self, x, mask=None, unpadding: Unpadding | None = None, output_attentions: bool = False):
-        x, probs = self.attention(x, mask, unpadding, output_attentions)  # (B, T, C)
-        h = self.output.LayerNorm(x) if self.output.norm_first else x
-        x = self.output(self.intermediate(h), x)  # (B, T, C) -> (B, T, I) -> (B, T, C)
+        """(B, T, C) -> (B, T, C), or unpadded (N, C) -> (N, C); and the attention probabilities when asked for."""
+        ln_1, ln_2 = self.attention.norm, self.output.norm  # the two sub-layers' LayerNorms
+        if self.norm_first:  # pre-LN:  x = x + Attention(LN_1(x));  x = x + FFN(LN_2(x))
+            a, probs = self.attention(ln_1(x), mask, unpadding, output_attentions)
+            x = x + a
+            x = x + self.feed_forward(ln_2(x))
+        else:  # post-LN (BERT):  x = LN_1(x + Attention(x));  x = LN_2(x + FFN(x))
+            a, probs = self.attention(x, mask, unpadding, output_attentions)
+            x = ln_1(x + a)
+            x = ln_2(x + self.feed_forward(x))
         return x, probs
 
 

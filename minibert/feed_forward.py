@@ -54,15 +54,18 @@ class BertIntermediate(nn.Module):
 
 
 class BertOutput(nn.Module):
-    """Narrow I -> C, dropout, residual and (post-LN) LayerNorm: x = LayerNorm(x + Dropout(h W_2 + b_2))."""
+    """Narrow I -> C, then dropout: Dropout(h W_2 + b_2). Its LayerNorm is the feed-forward sub-layer's (`norm`),
+    which the block applies (minibert/encoder.py): Hugging Face's module holds it."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.norm_first = config.norm_first
 
-    def forward(self, h: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        x = residual + self.dropout(self.dense(h))  # (B, T, I) -> (B, T, C)
-        return x if self.norm_first else self.LayerNorm(x)
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.dense(h))  # (B, T, I) -> (B, T, C)
+
+    def norm(self, x: torch.Tensor) -> torch.Tensor:
+        """LayerNorm over each token's C numbers, with the feed-forward sub-layer's gamma and beta (`output.LayerNorm`)."""
+        return self.LayerNorm(x)

@@ -27,10 +27,15 @@ import torch
 BASE = 10000.0
 
 
+def rotation_angles(positions: torch.Tensor, head_size: int) -> torch.Tensor:
+    """t * theta_i, theta_i = 10000^(-2i/D), for each position t and pair i: (..., D/2), positions of shape (...)."""
+    inv_freq = BASE ** (-torch.arange(0, head_size, 2, dtype=torch.float32, device=positions.device) / head_size)  # (D/2,)
+    return positions.to(torch.float32)[..., None] * inv_freq  # (...) -> (..., D/2)
+
+
 def rotary_angles(positions: torch.Tensor, head_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of t * theta_i for each position t: two (..., D/2) tensors, positions of shape (...)."""
-    inv_freq = BASE ** (-torch.arange(0, head_size, 2, dtype=torch.float32, device=positions.device) / head_size)  # (D/2,)
-    angles = positions.to(torch.float32)[..., None] * inv_freq  # (...) -> (..., D/2)
+    angles = rotation_angles(positions, head_size)  # (..., D/2)
     return angles.cos(), angles.sin()
 
 
@@ -50,11 +55,12 @@ def rotate_padded(q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch
     return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
 
-def rotate_unpadded(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, num_heads: int):
-    """q, k: (N, C) real tokens; positions: (N,) each token's position within its own row."""
-    N, C = q.shape
-    cos, sin = rotary_angles(positions, C // num_heads)  # (N, D/2) each
-    cos, sin = cos[:, None, :], sin[:, None, :]  # (N, 1, D/2): the same angle for every head
-    q = apply_rotary(q.view(N, num_heads, -1), cos, sin).view(N, C)  # (N, C) -> (N, H, D) -> (N, C)
-    k = apply_rotary(k.view(N, num_heads, -1), cos, sin).view(N, C)
+def rotate(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, num_heads: int):
+    """q, k: (..., C) tokens, each of H heads of D = C / H; positions: each token's position t, of shape q's
+    leading dimensions or broadcastable to them: (T,) for (B, T, C) rows, (N,) for unpadded (N, C) tokens."""
+    *lead, C = q.shape
+    cos, sin = rotary_angles(positions, C // num_heads)  # (..., D/2) each
+    cos, sin = cos[..., None, :], sin[..., None, :]  # (..., 1, D/2): the same angle for every head
+    q = apply_rotary(q.view(*lead, num_heads, -1), cos, sin).view(*lead, C)  # (..., C) -> (..., H, D) -> (..., C)
+    k = apply_rotary(k.view(*lead, num_heads, -1), cos, sin).view(*lead, C)
     return q, k

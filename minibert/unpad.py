@@ -1,11 +1,12 @@
 """Unpadding: run per-token work only on real tokens of a padded batch (the MosaicBERT / ModernBERT idea).
 
-Shapes: B batch, T tokens per row (padded), N real tokens in the whole batch (N <= B*T), C hidden size.
+Shapes: B batch, T tokens per row (padded), N real tokens in the whole batch (N <= B*T), C hidden size, H heads,
+D head size (C = H * D), n the real tokens of one row.
 
 A padded batch of reviews whose median length is a third of its longest row spends most of its arithmetic on
 [PAD]. Projections, the feed-forward network and LayerNorm act on each token independently, so they can run on
 the (N, C) matrix of real tokens alone. Only attention mixes tokens within a row, and `unpad_attention` picks how
-it finds the rows (minibert/attention.py):
+it finds the rows (the ways below; `BertSelfAttention` takes one at construction):
 - rows:   one sequence at a time, each (1, H, n, D), no mask (the CPU's default: measured fastest there);
 - repad:  scatter into a zero (B, T, C) tensor for one masked fused kernel, and gather back (CUDA's default);
 - nested: a jagged nested tensor of the N rows split at `offsets`: one variable-length kernel on CUDA.
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 @dataclass
@@ -57,3 +59,76 @@ class Unpadding:
         out = x.new_zeros(self.B * self.T, *x.shape[1:])  # (B*T, ...)
         out = out.index_copy(0, self.indices, x)  # differentiable scatter
         return out.view(self.B, self.T, *x.shape[1:])  # (B, T, ...)
+
+
+# --- attention over unpadded tokens ----------------------------------------------------------------------------
+
+
+def attention_rows(q, k, v, lengths: list[int], num_heads: int, dropout_p: float = 0.0, training: bool = False):
+    """Unpadded attention, one sequence at a time: q, k, v are (N, C) with each row's real tokens contiguous.
+
+    Each sequence attends only among its own n tokens, so no mask and no padding is needed: softmax(Q K^T / sqrt(D)) V
+    on (1, H, n, D) tensors. Returns (N, C). Used on the CPU, where the per-sequence loop costs less than attending
+    over re-padded rows; on CUDA the re-padded batch goes through one fused kernel instead.
+    """
+    out = []
+    for qs, ks, vs in zip(q.split(lengths), k.split(lengths), v.split(lengths)):  # each (n, C)
+        n = qs.shape[0]
+        if n == 0:
+            continue
+        qh, kh, vh = (x.view(1, n, num_heads, -1).transpose(1, 2) for x in (qs, ks, vs))  # (1, H, n, D)
+        context = F.scaled_dot_product_attention(qh, kh, vh, dropout_p=dropout_p if training else 0.0)
+        out.append(context.transpose(1, 2).reshape(n, -1))  # (1, H, n, D) -> (n, C)
+    return torch.cat(out)  # (N, C)
+
+
+def attention_nested(q, k, v, offsets: torch.Tensor, num_heads: int, dropout_p: float = 0.0, training: bool = False):
+    """Unpadded attention in one call: q, k, v are (N, C); row b is [offsets[b], offsets[b + 1]).
+
+    The (N, C) tensors are viewed as jagged nested tensors of shape (B, H, n_b, D), and one sdpa call attends within
+    each row. On CUDA that is a single variable-length kernel (flash or memory-efficient), with no padding at all;
+    on the CPU torch runs it sequence by sequence in a slower general path. Returns (N, C).
+    """
+    N, C = q.shape
+
+    def heads(x):  # (N, C) -> (N, H, D) -> jagged (B, n_b, H, D) -> (B, H, n_b, D); the kernels need packed rows
+        return torch.nested.nested_tensor_from_jagged(x.contiguous().view(N, num_heads, -1), offsets).transpose(1, 2)
+
+    context = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), dropout_p=dropout_p if training else 0.0)
+    return context.transpose(1, 2).values().reshape(N, C)  # (B, H, n_b, D) -> (B, n_b, H, D) -> (N, C)
+
+
+# The ways of `unpad_attention`. Each takes the (N, C) queries, keys and values (projected, and rotated where the
+# positions are rotary), the batch's additive mask (B, 1, 1, T), its Unpadding and the BertSelfAttention whose heads
+# these are (its num_heads, dropout_p, training, and multi_head_attention for padded rows), and returns
+# (context (N, C), probabilities (B, H, T, T) or None).
+
+
+def attend_rows(q, k, v, mask, unpadding: Unpadding, attention: nn.Module, output_attentions: bool = False):
+    """rows: each sequence on its own, with no mask (`attention_rows`)."""
+    H, p = attention.num_heads, attention.dropout_p
+    return attention_rows(q, k, v, unpadding.lengths, H, p, attention.training), None
+
+
+def attend_nested(q, k, v, mask, unpadding: Unpadding, attention: nn.Module, output_attentions: bool = False):
+    """nested: all sequences in one variable-length call (`attention_nested`)."""
+    H, p = attention.num_heads, attention.dropout_p
+    return attention_nested(q, k, v, unpadding.offsets, H, p, attention.training), None
+
+
+def attend_repadded(q, k, v, mask, unpadding: Unpadding, attention: nn.Module, output_attentions: bool = False):
+    """repad: the rows put back in place for the padded, masked attention (`attention.multi_head_attention`), then unpadded again.
+    The only way that can form the probabilities, so `output_attentions` always takes it."""
+    q, k, v = unpadding.pad(q), unpadding.pad(k), unpadding.pad(v)  # (N, C) -> (B, T, C)
+    context, probs = attention.multi_head_attention(q, k, v, mask, output_attentions)  # (B, T, C), probs (B, H, T, T) or None
+    return unpadding.unpad(context), probs  # (B, T, C) -> (N, C)
+
+
+def attend_auto(q, k, v, mask, unpadding: Unpadding, attention: nn.Module, output_attentions: bool = False):
+    """auto: rows on the CPU, repad on CUDA (measured: benchmarks/, README); by the tensors' device at each call, since
+    a model may move after it is built."""
+    attend = attend_repadded if q.is_cuda else attend_rows
+    return attend(q, k, v, mask, unpadding, attention, output_attentions)
+
+
+UNPADDED_ATTENTION = {"rows": attend_rows, "repad": attend_repadded, "nested": attend_nested, "auto": attend_auto}

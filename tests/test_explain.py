@@ -12,6 +12,7 @@ import torch
 from minibert import BertConfig, BertForMaskedLM, InputError
 from minibert.checkpoint import save_pretrained
 from minibert.explain import DOCUMENT_IDS, TOY_MASK_ID, explain, main, plot_attention, render, toy_model
+from minibert.rotary import BASE, rotary_angles, rotate_padded
 from minibert.worked_example import DOCUMENT, REFRESH, section_diff
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -187,7 +188,6 @@ def test_cli_help(capsys):
     (["--layer", "5"], "layer 5 is out of range"),
     (["--head", "2"], "head 2 is out of range"),
     (["--run", "/nonexistent/run"], "--run /nonexistent/run: no such directory"),
-    (["some text"], "text needs a tokenizer"),
     (["some text", "--ids", "1"], "either text or --ids"),
     (["--lr", "-1"], "learning rate"),
 ])
@@ -213,7 +213,7 @@ def test_cli_run_dir_and_plot(tmp_path, capsys):
 
 def test_cli_text_with_a_tokenizer(monkeypatch, capsys):
     """Text goes through the run's tokenizer; tokens and predictions are shown by their text."""
-    import minibert.explain as ex
+    import minibert.explain.cli as ex
 
     class Tok:
         mask_token_id = 15
@@ -226,8 +226,84 @@ def test_cli_text_with_a_tokenizer(monkeypatch, capsys):
         def id_to_token(self, i):
             return {v: k for k, v in self.vocab.items()}.get(i, f"x{i}")
 
-    monkeypatch.setattr(ex, "_load_run", lambda run: (toy_model(0), Tok()))
+    monkeypatch.setattr(ex, "load_run", lambda run: (toy_model(0), Tok()))
     assert main(["cab", "--run", "somewhere"]) == 0
     out = capsys.readouterr().out
     assert "tokens     [CLS] c a b [SEP]" in out
     assert "position 2 (a) is replaced by [MASK] = id 15; the label there is 5 (a)" in out
+
+
+def test_cli_text_needs_the_runs_tokenizer(tmp_path, capsys):
+    model = BertForMaskedLM(BertConfig(vocab_size=16, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=16, max_position_embeddings=16))
+    save_pretrained(model, tmp_path / "run")
+    assert main(["some text", "--run", str(tmp_path / "run")]) == 2
+    assert "text needs a tokenizer" in capsys.readouterr().err
+
+
+def test_cli_text_without_a_run_builds_a_tokenizer_on_the_spot(tmp_path, capsys):
+    """No --run and no pretraining run: a character tokenizer trained now, and the toy model; the note says so."""
+    assert main(["今天天气很好", "--runs-dir", str(tmp_path / "no-runs")]) == 0
+    captured = capsys.readouterr()
+    assert "no --run given and no " in captured.err and "trained just now on built-in text" in captured.err
+    assert "tokens     [CLS] ▁ 今 天 天 气 很 好 [SEP]" in captured.out  # every character known: no [UNK]
+    assert "model: V=" in captured.out and " C=8 H=2 D=4 L=2 I=16, post-LN" in captured.out
+    assert "matches the model: NO" not in captured.out
+
+
+def make_rotary_run(directory, lines, seed=0):
+    import tokenizer
+
+    tok = tokenizer.train(lines, 1000, model_type="char", character_coverage=1.0, num_threads=1, verbose=False)
+    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=32, position_embedding_type="rotary")
+    torch.manual_seed(seed)
+    save_pretrained(BertForMaskedLM(config), directory)
+    tok.save(directory / "tokenizer")
+
+
+def test_cli_text_without_a_run_takes_the_latest_pretraining_run(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    make_rotary_run(runs / "pretrain-20240101-000000", ["今天天气很好", "明天下雨"])
+    make_rotary_run(runs / "pretrain-20240202-000000", ["今天天气很好", "明天下雨"], seed=1)
+    gpt = runs / "pretrain-20240303-000000"  # newer, but not a BERT model: passed over
+    (gpt / "tokenizer").mkdir(parents=True)
+    (gpt / "model.safetensors").write_bytes(b"")
+    (gpt / "config.json").write_text('{"model_type": "gpt2"}')
+    assert main(["今天天气很好", "--runs-dir", str(runs)]) == 0
+    captured = capsys.readouterr()
+    assert f"explaining with {runs / 'pretrain-20240202-000000'}, the latest" in captured.err
+    assert "positions: rotary (RoPE)" in captured.out and "fixed sine/cosine table" not in captured.out
+    assert "matches the model: NO" not in captured.out
+
+
+def test_rotary_position_stage_shows_the_angles_and_the_turned_queries_and_keys():
+    model = toy_model(0, position_embedding_type="rotary")
+    e = explain(model, DOCUMENT_IDS, layer=1, head=1)
+    assert e.all_checks_pass, {k: c for k, c in e.checks.items() if not c.ok}
+    T, D = len(DOCUMENT_IDS), model.config.head_size
+    theta = BASE ** (-torch.arange(0, D, 2, dtype=torch.float64) / D)  # (D/2,)
+    torch.testing.assert_close(e.angles.double(), torch.arange(T, dtype=torch.float64)[:, None] * theta)
+    assert not e.position.any()  # no position vector is added
+    q, k = rotate_padded(e.q_projected[None], e.k_projected[None])
+    torch.testing.assert_close(e.q, q[0])
+    torch.testing.assert_close(e.k, k[0])
+    cos, sin = rotary_angles(torch.arange(T), D)
+    torch.testing.assert_close(e.q[:, 1, 0], (e.q_projected[:, 1, 0] * cos[1, 0] - e.q_projected[:, 1, 1] * sin[1, 0]))
+    torch.testing.assert_close(e.q[:, 0], e.q_projected[:, 0])  # position 0 is not turned
+    assert not torch.allclose(e.q[:, 1:], e.q_projected[:, 1:])
+    text = render(e)
+    assert "rope(x, t)_{2i}   = x_{2i} cos(t theta_i) - x_{2i+1} sin(t theta_i)" in text
+    assert "angles t * theta_i in radians, (T, D/2) = (10, 2):" in text
+    assert "t=1  #2         [  1.0000,  0.0100 ]" in text  # theta_0 = 1, theta_1 = 10000^(-1/2)
+    assert "rope(Q_1) (T, D) = (10, 4):" in text and "rope(K_1) (T, D) = (10, 4):" in text
+    assert "x = LayerNorm(x_word + x_seg)" in text
+    assert "sine/cosine" not in text and "P[t]" not in text
+    assert text.count("matches the model: yes") == len(e.checks)
+
+
+@pytest.mark.parametrize("kind,words", [("absolute", "a learned table"), ("sinusoidal", "a fixed sine/cosine table")])
+def test_position_stage_names_the_table(kind, words):
+    e = explain(toy_model(0, position_embedding_type=kind), DOCUMENT_IDS)
+    assert e.angles is None and torch.equal(e.q, e.q_projected)
+    assert f"{words}; rows 0..9 are used" in render(e)

@@ -1,0 +1,117 @@
+"""The command line, `python -m minibert.explain`: choose the model and the sequence, explain, print, plot.
+
+Which model: `--run RUN` loads a trained run; text without `--run` takes the latest pretraining run (a
+`RUNS_DIR/pretrain-*/` with a BERT model and a tokenizer), or, when there is none, the toy model with a character
+tokenizer trained on the spot; ids alone (or nothing: the design document's 1..10) go through the toy model.
+A note on stderr says which, whenever the choice was not given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import InputError
+from .capture import explain
+from .plot import plot_attention, plot_directory
+from .render import render
+from .sources import latest_run, load_run, spot_model, token_text
+from .toy import DOCUMENT_IDS, toy_model
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m minibert.explain",
+        description="Print, stage by stage, the formulas BERT applies to one sequence, with shapes and numbers: "
+        "embeddings, one layer's attention and feed-forward, the MLM prediction at a [MASK], its loss, and one "
+        "SGD step. Without --run: a toy model with random weights and the design document's ids 1..10; text "
+        "without --run goes through the latest pretraining run, or, when there is none, through the toy model "
+        "with a tokenizer built on the spot.",
+        epilog="exit status: 0 on success, 1 if a value shown does not match the model, 2 on bad input",
+    )
+    p.add_argument("text", nargs="?", help="text to explain, through the run's tokenizer (without --run: the "
+                   "latest RUNS_DIR/pretrain-*/, else a character tokenizer trained on the spot)")
+    p.add_argument("--ids", type=int, nargs="+", metavar="ID", help="token ids instead of text (default 1..10)")
+    p.add_argument("--run", metavar="RUN_DIR", help="a trained run directory (config.json, model.safetensors, "
+                   "tokenizer/) instead of the toy model")
+    p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where the latest pretraining run is looked "
+                   "for when text is given without --run (default: runs)")
+    p.add_argument("--layer", type=int, default=0, help="encoder layer to explain, from 0 (default 0)")
+    p.add_argument("--head", type=int, default=0, help="attention head to explain, from 0 (default 0)")
+    p.add_argument("--mask-position", type=int, help="position replaced by [MASK], from 0 (default: the middle)")
+    p.add_argument("--mask-id", type=int, help="id of [MASK] (default: the tokenizer's, or 15 for the toy model)")
+    p.add_argument("--label", type=int, help="the id the loss asks for at the masked position (default: the "
+                   "original id there)")
+    p.add_argument("--lr", type=float, default=0.01, help="learning rate of the SGD step (default 0.01)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the toy model's weights (default 0)")
+    p.add_argument("--plot", metavar="DIR", help="also write one attention heatmap PNG per head of the layer")
+    p.add_argument("--markdown", nargs="?", const="-", metavar="FILE",
+                   help="print the worked example of docs/MATH.md (ignores the other options); with FILE, "
+                   "rewrite that section of FILE in place")
+    return p
+
+
+def choose_model(args: argparse.Namespace):
+    """(model, tokenizer or None, the run directory or None) for the options, saying on stderr what was chosen
+    when the options left it open."""
+    if args.run is not None:
+        return (*load_run(args.run), args.run)
+    if args.text is None:
+        return toy_model(args.seed), None, None
+    run = latest_run(args.runs_dir)
+    if run is not None:
+        print(f"note: no --run given: explaining with {run}, the latest {args.runs_dir}/pretrain-*/ with a model and "
+              "a tokenizer", file=sys.stderr)
+        return (*load_run(run), run)
+    model, tok = spot_model(args.text, args.seed)
+    print(f"note: no --run given and no {args.runs_dir}/pretrain-*/ with a model and a tokenizer: explaining with the "
+          f"toy model (random weights, --seed {args.seed}) and a character tokenizer of {tok.vocab_size} tokens "
+          "trained just now on built-in text and yours, so its guesses mean nothing; train a model with "
+          "`python -m train.pretrain`, or pass --run", file=sys.stderr)
+    return model, tok, None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.markdown is not None:
+            from .worked_example import worked_example_markdown, write_section
+
+            if args.markdown == "-":
+                sys.stdout.write(worked_example_markdown())
+            else:
+                write_section(args.markdown)
+                print(f"wrote the worked example into {args.markdown}")
+            return 0
+        if args.text is not None and args.ids is not None:
+            raise InputError("give either text or --ids, not both")
+        if args.plot is not None:
+            plot_directory(args.plot)  # fail before the long printout, not after it
+        model, tok, run = choose_model(args)
+        if args.text is not None:
+            if tok is None:
+                raise InputError("text needs a tokenizer: pass --run RUN_DIR (with RUN_DIR/tokenizer/), or use --ids")
+            ids = list(tok.encode(args.text).input_ids)
+        elif args.ids is not None:
+            ids = args.ids
+        elif run is None:
+            ids = DOCUMENT_IDS
+        else:
+            raise InputError("with --run, give text or --ids")
+        mask_id = args.mask_id
+        if mask_id is None:
+            if tok is not None:
+                mask_id = tok.mask_token_id
+            elif run is not None:
+                raise InputError(f"{run} has no tokenizer/ to say which id is [MASK]: pass --mask-id")
+        e = explain(model, ids, layer=args.layer, head=args.head, mask_position=args.mask_position,
+                    label=args.label, lr=args.lr, mask_token_id=mask_id,
+                    id_to_text=token_text(tok) if tok is not None else None)
+        sys.stdout.write(render(e))
+        if args.plot is not None:
+            for path in plot_attention(e, args.plot):
+                print(f"wrote {path}")
+        return 0 if e.all_checks_pass else 1
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
