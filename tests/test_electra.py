@@ -44,9 +44,10 @@ def test_generator_config_is_a_fraction_of_the_discriminator():
     assert generator_config(c, 1.0).hidden_size == c.hidden_size
 
 
-def test_samples_replace_exactly_the_masked_positions():
+@pytest.mark.parametrize("share", [False, True])
+def test_samples_replace_exactly_the_masked_positions(share):
     torch.manual_seed(0)
-    model = ElectraForPreTraining(tiny(), generator_size=0.5)
+    model = ElectraForPreTraining(tiny(), generator_size=0.5, share_embeddings=share)
     original, ids, labels, keep = masked_batch()
     out = model(ids, labels, sample_u=uniforms(1), special_ids=SPECIAL)
     assert torch.equal(out.corrupted_ids[~keep], original[~keep])  # untouched outside the masks
@@ -58,28 +59,30 @@ def test_samples_replace_exactly_the_masked_positions():
     assert not torch.equal(other.corrupted_ids, out.corrupted_ids)
 
 
-def test_a_sample_equal_to_the_original_counts_as_original():
+@pytest.mark.parametrize("share", [False, True])
+def test_a_sample_equal_to_the_original_counts_as_original(share):
     torch.manual_seed(0)
-    model = ElectraForPreTraining(tiny(), generator_size=0.5)
+    model = ElectraForPreTraining(tiny(), generator_size=0.5, share_embeddings=share)
     original, ids, labels, keep = masked_batch()
     # A generator certain of the original token at every masked position: nothing is replaced.
     with torch.no_grad():
         model.generator.predictions.decoder.bias.zero_()
     certain = F.one_hot(labels[keep], 50).float() * 1e4  # (M, V)
-    model.generator.forward = lambda embedded, mask, keep_: certain
+    model.generator.forward = lambda *args: certain
     out = model(ids, labels, sample_u=uniforms(0))
     assert torch.equal(out.corrupted_ids, original)
     assert not out.replaced.any()
     # Certain of another token: every masked position is replaced, and only those.
     wrong = F.one_hot((labels[keep] - 5 + 1) % 45 + 5, 50).float() * 1e4
-    model.generator.forward = lambda embedded, mask, keep_: wrong
+    model.generator.forward = lambda *args: wrong
     out = model(ids, labels, sample_u=uniforms(0))
     assert torch.equal(out.replaced, keep)
 
 
-def test_discriminator_loss_covers_every_real_token_and_no_padding():
+@pytest.mark.parametrize("share", [False, True])
+def test_discriminator_loss_covers_every_real_token_and_no_padding(share):
     torch.manual_seed(0)
-    model = ElectraForPreTraining(tiny(), generator_size=0.5)
+    model = ElectraForPreTraining(tiny(), generator_size=0.5, share_embeddings=share)
     original, ids, labels, keep = masked_batch()
     attention_mask = torch.ones_like(ids)
     attention_mask[1, 8:] = 0
@@ -97,16 +100,17 @@ def test_discriminator_loss_covers_every_real_token_and_no_padding():
     assert torch.allclose(out.loss, out.generator_loss + 50.0 * out.discriminator_loss)
 
 
-def test_gradients_reach_both_models_but_not_through_the_samples():
+@pytest.mark.parametrize("share", [False, True])
+def test_gradients_reach_both_models_but_not_through_the_samples(share):
     torch.manual_seed(0)
-    model = ElectraForPreTraining(tiny(), generator_size=0.5)
+    model = ElectraForPreTraining(tiny(), generator_size=0.5, share_embeddings=share)
     original, ids, labels, keep = masked_batch()
     out = model(ids, labels, sample_u=uniforms(0))
     out.discriminator_loss.backward()
-    # L_D trains the discriminator and the shared embeddings, never the generator's own layers.
+    # L_D trains the discriminator and its embeddings (shared or not), never the generator's own layers.
     assert model.discriminator_predictions.dense.weight.grad.abs().sum() > 0
     assert model.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
-    gen_only = [p for n, p in model.generator.named_parameters() if "decoder.weight" not in n]
+    gen_only = [p for n, p in model.generator.named_parameters() if not (share and "decoder.weight" in n)]
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in gen_only)
     model.zero_grad()
     model(ids, labels, sample_u=uniforms(0)).generator_loss.backward()
@@ -124,9 +128,10 @@ def test_gumbel_max_samples_follow_the_softmax():
     assert freq[0] == 0 and torch.allclose(freq[1:], logits[0, 1:].softmax(-1), atol=0.01)
 
 
-def test_samples_do_not_depend_on_how_the_batch_is_split():
+@pytest.mark.parametrize("share", [False, True])
+def test_samples_do_not_depend_on_how_the_batch_is_split(share):
     torch.manual_seed(0)
-    model = ElectraForPreTraining(tiny(), generator_size=0.5)
+    model = ElectraForPreTraining(tiny(), generator_size=0.5, share_embeddings=share)
     _, ids, labels, _ = masked_batch()
     u = uniforms(5)
     whole = model(ids, labels, sample_u=u, special_ids=SPECIAL).corrupted_ids
@@ -134,22 +139,26 @@ def test_samples_do_not_depend_on_how_the_batch_is_split():
     assert torch.equal(torch.cat(parts), whole)
 
 
-def test_the_run_directory_is_a_bert_checkpoint_of_the_discriminator(tmp_path):
+@pytest.mark.parametrize("share", [False, True])
+def test_the_run_directory_is_a_bert_checkpoint_of_the_discriminator(tmp_path, share):
     torch.manual_seed(0)
-    model = ElectraForPreTraining(tiny(), generator_size=0.5)
+    model = ElectraForPreTraining(tiny(), generator_size=0.5, share_embeddings=share)
     save_pretrained(model, tmp_path)
     encoder, report = load_pretrained(tmp_path, BertModel)
     for key, value in model.bert.state_dict().items():
         assert torch.equal(encoder.state_dict()[key], value), key
     assert any(k.startswith("generator.") for k in report.unused)
     # And it loads back whole (resume), the tied decoder re-tied to the shared word embeddings.
-    back = ElectraForPreTraining(tiny(), generator_size=0.5)
+    back = ElectraForPreTraining(tiny(), generator_size=0.5, share_embeddings=share)
     from minibert.hf import load_state_dict_checked
     from safetensors.torch import load_file
 
     report = load_state_dict_checked(back, load_file(str(tmp_path / "model.safetensors")))
     assert not report.unused
-    assert back.generator.predictions.decoder.weight.data_ptr() == back.bert.embeddings.word_embeddings.weight.data_ptr()
+    table = back.bert.embeddings if share else back.generator.embeddings
+    assert back.generator.predictions.decoder.weight.data_ptr() == table.word_embeddings.weight.data_ptr()
+    assert (back.generator.predictions.decoder.weight.data_ptr()
+            == back.bert.embeddings.word_embeddings.weight.data_ptr()) == share
     _, ids, labels, _ = masked_batch()
     a = model(ids, labels, sample_u=uniforms(3))
     b = back(ids, labels, sample_u=uniforms(3))
