@@ -122,6 +122,7 @@ class ReplacedTokenDetection(MaskedLM):
 
     generator_size: float = 0.25
     discriminator_weight: float = DISCRIMINATOR_WEIGHT
+    share_embeddings: bool = False
     weights: dict = field(default_factory=dict)
     order_probe = False
     eval_loss_name = "generator MLM loss"
@@ -130,7 +131,7 @@ class ReplacedTokenDetection(MaskedLM):
         self.weights = {"generator": 1.0, "discriminator": self.discriminator_weight}
 
     def build(self, config: BertConfig) -> nn.Module:
-        return ElectraForPreTraining(config, self.generator_size, self.discriminator_weight)
+        return ElectraForPreTraining(config, self.generator_size, self.discriminator_weight, self.share_embeddings)
 
     def make_batch(self, blocks: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
         input_ids, labels = self._mask(blocks, gen, random_replace_prob=0.0, keep_prob=0.0)  # (B, T) each
@@ -169,9 +170,9 @@ FAMILY = {name: cls.family for name, cls in CLASSES.items()}  # the model each o
 
 
 def make_objective(name: str, tok, *, mlm_probability: float = 0.15, word_start=None, generator_size: float = 0.25,
-                   discriminator_weight: float = DISCRIMINATOR_WEIGHT) -> Objective:
+                   discriminator_weight: float = DISCRIMINATOR_WEIGHT, share_embeddings: bool = False) -> Objective:
     """The objective `name` on the ids of tokenizer `tok`. mlm_probability and word_start (whole-word masking)
-    are MLM's and ELECTRA's; generator_size and discriminator_weight ELECTRA's; causal and span take the
+    are MLM's and ELECTRA's; generator_size, discriminator_weight and share_embeddings ELECTRA's; causal and span take the
     tokenizer's special ids and nothing else (span: T5's 15% noise in spans of mean length 3)."""
     if name == "causal":
         return CausalLM.from_tokenizer(tok)
@@ -183,5 +184,6 @@ def make_objective(name: str, tok, *, mlm_probability: float = 0.15, word_start=
     if name == "mlm":
         return MaskedLM(**common)
     if name == "electra":
-        return ReplacedTokenDetection(**common, generator_size=generator_size, discriminator_weight=discriminator_weight)
+        return ReplacedTokenDetection(**common, generator_size=generator_size, discriminator_weight=discriminator_weight,
+                                      share_embeddings=share_embeddings)
     raise ValueError(f"unknown objective {name!r}; choose one of {OBJECTIVES}")
