@@ -7,6 +7,8 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 import torch
 
 from test_finetune_helpers import make_pretrain_run, review_rows, run_cli, write_rows
@@ -429,3 +431,166 @@ def test_bad_inputs_exit_2_with_a_clear_message(tmp_path, run_dir, capsys):
         for part in expected:
             assert part in err, (name, part, err)
         assert not out.exists(), name  # nothing written on bad input
+
+
+# -- GPT-2 and T5 runs --------------------------------------------------------------------------------------
+
+
+def make_lm_run(runs_dir: Path, kind: str) -> Path:
+    """What `python -m train.pretrain --objective causal` (gpt2) or `--objective span` (t5) leaves: config.json with
+    its model_type, model.safetensors, tokenizer/; a tiny random model on the helpers' character vocabulary."""
+    from test_finetune_helpers import VOCAB
+
+    from minibert import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
+    from minibert.hf_gpt_t5 import save_pretrained
+
+    run = Path(runs_dir) / f"pretrain-{kind}"
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(VOCAB), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                                           n_inner=64, bos_token_id=2, eos_token_id=3, pad_token_id=0))
+    else:
+        model = T5ForConditionalGeneration(T5Config(vocab_size=len(VOCAB) + 8, d_model=32, d_kv=16, d_ff=64,
+                                                    num_layers=2, num_heads=2, eos_token_id=3))
+    save_pretrained(model, run)
+    (run / "tokenizer").mkdir()
+    (run / "tokenizer" / "vocab.txt").write_text("".join(t + "\n" for t in VOCAB), encoding="utf-8")
+    return run
+
+
+@pytest.fixture(scope="module", params=["gpt2", "t5"])
+def lm_run(request, tmp_path_factory) -> tuple[str, Path]:
+    return request.param, make_lm_run(tmp_path_factory.mktemp("lm-runs"), request.param)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_gpt_and_t5_runs_fine_tune_end_to_end_and_predict(lm_run, pooling, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from train import predict
+
+    kind, run = lm_run
+    path = write_rows(tmp_path / "data.csv", review_rows(60, labels=("bad", "good")))
+    out = tmp_path / "out"
+    assert ft.main(["--init", str(run), "--train", str(path), "--out", str(out), "--epochs", "3", "--batch-size", "8",
+                    "--lr", "3e-3", "--dropout", "0", "--pooling", pooling]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["model_type"] == kind and results["label_names"] == ["bad", "good"]
+    assert results["sizes"] == {"train": 48, "validation": 6, "test": 6}  # the same 80/10/10 split as BERT's
+    assert set(results["test"]) >= {"loss", "accuracy", "macro_f1", "per_class", "confusion_matrix"}
+    history = [e["train_loss"] for e in results["epochs"]]
+    assert history[-1] < history[0]  # it learns
+    assert json.loads((out / "finetune.json").read_text())["pooling"] == pooling
+    assert json.loads((out / "config.json").read_text())["model_type"] == kind
+    keys = set(load_file(out / "model.safetensors"))
+    assert {"classifier.weight", "classifier.bias"} <= keys
+    assert not any(k.startswith(("decoder.", "lm_head.")) for k in keys)  # T5 keeps its encoder alone
+    # The saved run predicts what the run measured, through the class and the command.
+    task = load_task(str(path))
+    predictor = predict.Predictor(out)
+    assert predictor.label_names == ["bad", "good"]
+    answers = predictor.predict([e.text for e in task.test])
+    accuracy = sum(a["label"] == task.label_names[e.label] for a, e in zip(answers, task.test)) / len(task.test)
+    assert accuracy == pytest.approx(results["test"]["accuracy"])
+    capsys.readouterr()
+    assert predict.main([str(out), "很好很满意", "太差了", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [r["label"] in ("bad", "good") for r in printed] == [True, True]
+    assert predict.main([str(out), "--export-hf", str(tmp_path / "hf")]) == 2
+    assert "no Hugging Face BertForSequenceClassification form" in capsys.readouterr().err
+
+
+def test_a_gpt_or_t5_classifier_starts_from_the_runs_body(lm_run):
+    from minibert.hf_gpt_t5 import load_pretrained as load_lm
+
+    kind, run = lm_run
+    pre = ft.load_pretrained_encoder(run, {"hidden_dropout_prob": 0.2, "attention_probs_dropout_prob": 0.3,
+                                           "classifier_dropout": 0.2, "unpad": True, "unpad_attention": "rows"})
+    assert pre.family == kind and pre.fresh == []
+    dropouts = {"gpt2": ("resid_pdrop", "embd_pdrop", "attn_pdrop"), "t5": ("dropout_rate",)}[kind]
+    assert [getattr(pre.encoder.config, f) for f in dropouts] == {"gpt2": [0.2, 0.2, 0.3], "t5": [0.2]}[kind]
+    torch.manual_seed(0)
+    pretrained = ft.build_classifier(pre, options(), ["a", "b"])
+    scratch = ft.build_classifier(pre, options(from_scratch=True), ["a", "b"])
+    lm = load_lm(run).state_dict()
+    body = {k: v for k, v in pretrained.model.state_dict().items() if not k.startswith("classifier.")}
+    assert body and all(torch.equal(v, lm[k]) for k, v in body.items())  # every body tensor, by its own name
+    w = "transformer.h.0.attn.c_attn.weight" if kind == "gpt2" else "encoder.block.0.layer.0.SelfAttention.q.weight"
+    assert not torch.equal(scratch.model.state_dict()[w], lm[w])
+    assert scratch.model.state_dict().keys() == pretrained.model.state_dict().keys()
+
+
+def test_gpt_and_t5_bodies_freeze_and_decay_by_depth(lm_run):
+    kind, run = lm_run
+    embedding = "model.transformer.wte.weight" if kind == "gpt2" else "model.shared.weight"
+    block = "model.transformer.h.{}.mlp.c_fc.weight" if kind == "gpt2" else \
+        "model.encoder.block.{}.layer.1.DenseReluDense.wi.weight"
+    for strategy, k, trainable in [("linear-probe", None, set()), ("freeze-bottom-k", 1, {block.format(1)}),
+                                   ("full", None, {embedding, block.format(0), block.format(1)})]:
+        clf, pre, o = classifier_for(run, strategy=strategy, freeze_layers=k)
+        before = snapshot(clf)
+        train_steps(clf, pre, o, encoded(pre, review_rows(12)), epochs=1)
+        after = snapshot(clf)
+        for name in (embedding, block.format(0), block.format(1), "model.classifier.weight"):
+            moved = not torch.equal(before[name], after[name])
+            assert moved == (name in trainable or name == "model.classifier.weight"), (strategy, name)
+    clf, _, _ = classifier_for(run)
+    groups = ft.param_groups(clf, lr=1.0, weight_decay=0.01, layer_lr_decay=0.5)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    named = dict(clf.named_parameters())
+    assert [lr_of[id(named[n])] for n in ("model.classifier.weight", block.format(1), block.format(0), embedding)] \
+        == [1.0, 0.5, 0.25, 0.125]
+
+
+def test_gpt_and_t5_refuse_what_only_bert_has(lm_run, tmp_path, capsys):
+    kind, run = lm_run
+    path = write_rows(tmp_path / "data.csv", review_rows(30))
+    cases = [(["--strategy", "layer-fusion"], "layer-fusion mixes the layer outputs of BERT's encoder"),
+             (["--pooling", "pooler"], "--pooling pooler is not for a")]
+    if kind == "gpt2":
+        cases.append((["--pooling", "cls"], "choose mean, last"))
+    for args, expected in cases:
+        out = tmp_path / "out"
+        assert ft.main(["--init", str(run), "--train", str(path), "--out", str(out), "--epochs", "1", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and expected in err, err
+        assert not out.exists()
+
+
+def test_last_token_pooling_picks_the_last_real_token_and_padding_cannot_change_the_logits(lm_run):
+    kind, run = lm_run
+    clf, pre, _ = classifier_for(run, pooling="last")
+    clf.eval()
+    rows = review_rows(5)
+    data = encoded(pre, rows)
+    batch = collate(data, range(5), pre.tokenizer.pad_token_id)  # right-padded to the longest row
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert not bool(mask.all())  # some rows are padded
+    with torch.no_grad():
+        logits = clf(ids, mask)
+        h = clf.model.token_states(ids, mask)
+        lengths = mask.sum(dim=1)
+        manual = clf.model.classifier(torch.stack([h[b, lengths[b] - 1] for b in range(5)]))
+        assert torch.equal(logits, manual)  # the last real token: [SEP], not a pad
+        other_pads = ids.masked_fill(mask == 0, 7)  # whatever the padding holds
+        assert torch.equal(clf(other_pads, mask), logits)
+        for b in range(5):  # each row alone, with no padding at all
+            alone = ids[b : b + 1, : lengths[b]]
+            torch.testing.assert_close(clf(alone, torch.ones_like(alone)), logits[b : b + 1], atol=1e-5, rtol=1e-5)
+
+
+@given(lengths=st.lists(st.integers(1, 9), min_size=1, max_size=6), left=st.booleans())
+def test_last_token_pool_takes_each_rows_last_real_position(lengths, left):
+    from train.fusion import last_token_pool
+
+    T = max(lengths) + 1
+    mask = torch.zeros(len(lengths), T, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        if left:
+            mask[b, T - n:] = 1
+        else:
+            mask[b, :n] = 1
+    h = torch.randn(len(lengths), T, 3)
+    pooled = last_token_pool(h, mask)
+    for b, n in enumerate(lengths):
+        assert torch.equal(pooled[b], h[b, T - 1 if left else n - 1])

@@ -1,5 +1,7 @@
 """python -m train.finetune: fine-tune a pretrained minibert (or Hugging Face BERT) for text classification, with
-honest numbers.
+honest numbers. A run of `python -m train.pretrain --objective causal` (GPT-2) or `--objective span` (T5)
+fine-tunes the same way, on the same split, with the same metrics: GPT-2's body or T5's encoder takes BERT's place
+(`train/families.py` says what each keeps and how it pools).
 
     python -m train.finetune                         # latest runs/pretrain-*/, built-in review sentiment task
     python -m train.finetune --from-scratch          # the control: same architecture, random initial weights
@@ -23,7 +25,6 @@ import dataclasses
 import json
 import math
 import random
-import re
 import sys
 import time
 import typing
@@ -34,10 +35,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from minibert import BertConfig, BertForSequenceClassification, BertModel
+from minibert import BertModel, GPT2LMHeadModel, T5ForConditionalGeneration
+from minibert.checkpoint import family
 from minibert.config import UNPAD_ATTENTION
 from minibert.errors import InputError
-from train import metrics
+from train import families, metrics
 from train.cli import OutDir, OutState, RunKind, check_usable, claim, inspect_out, release
 from train.finetune_data import (
     Columns,
@@ -67,7 +69,8 @@ def _opt(default, help: str, **kw):
 class Options:
     # -- what to start from
     init: str | None = _opt(None, "the pretrained model: a minibert run directory (config.json, model.safetensors, "
-                            "tokenizer/) or a local Hugging Face BERT directory (config.json, weights, vocab.txt). "
+                            "tokenizer/) of BERT, ELECTRA, GPT-2 (--objective causal) or T5 (--objective span), "
+                            "or a local Hugging Face BERT directory (config.json, weights, vocab.txt). "
                             "Default: the latest RUNS_DIR/pretrain-*/ that has a model.safetensors", metavar="DIR")
     from_scratch: bool = _opt(False, "the control: the same architecture, config and tokenizer as the pretrained "
                               "model, from random initial weights, with the same budget")
@@ -103,13 +106,16 @@ class Options:
                          "freeze-bottom-k: embeddings and the bottom --freeze-layers blocks frozen. layer-fusion: "
                          "the encoder frozen (ELMo's feature-based use), the classifier reads a learned "
                          "softmax-weighted mix of all L+1 layers times a learned scale gamma. Frozen parts run "
-                         "without dropout", choices=STRATEGIES)
+                         "without dropout; layer-fusion is for BERT alone", choices=STRATEGIES)
     freeze_layers: int | None = _opt(None, "K for --strategy freeze-bottom-k: how many bottom blocks to freeze "
                                      "(0..L; the embeddings are always frozen by that strategy)", metavar="K")
-    pooling: str = _opt("mean", "sentence vector: mean = the mean over real tokens (the default: pretraining has "
-                        "no next-sentence task, so nothing trains the [CLS] vector to summarise); pooler = BERT's "
-                        "tanh(W h_[CLS] + b) (Hugging Face-compatible, the one that exports); cls = the [CLS] vector. "
-                        "Taken from the last layer, or from the fused one with layer-fusion", choices=POOLINGS)
+    pooling: str = _opt("mean", "sentence vector: mean = the mean over real tokens (the default, for every model: "
+                        "pretraining has no next-sentence task, so nothing trains the [CLS] vector to summarise, and "
+                        "objectives compare under the same fine-tuning); pooler = BERT's tanh(W h_[CLS] + b) "
+                        "(Hugging Face-compatible, the one that exports); cls = the [CLS] vector; last = the last "
+                        "real token's vector (for GPT-2 the only one that has read the whole text). GPT-2 takes "
+                        "mean or last, T5's encoder mean, cls or last. Taken from the last layer, or from the fused "
+                        "one with layer-fusion", choices=POOLINGS)
     # -- optimisation
     epochs: int = _opt(3, "passes over the training data")
     batch_size: int = _opt(32, "training examples per step")
@@ -133,7 +139,8 @@ class Options:
     seeds: list[int] = _opt((0,), "one run per seed (head initialisation, dropout, batch order); with several, "
                             "results.json and the table report the mean and sample std of each metric",
                             metavar="SEED")
-    unpad: bool = _opt(True, "run per-token work on real tokens only (faster; --no-unpad for the padded path)")
+    unpad: bool = _opt(True, "BERT: run per-token work on real tokens only (faster; --no-unpad for the padded "
+                       "path); GPT-2 and T5 always run padded")
     unpad_attention: str = _opt("auto", "with --unpad, how attention meets the variable lengths: rows (one sequence "
                                 "at a time), repad (one masked kernel over the re-padded batch), nested (one "
                                 "variable-length kernel on CUDA); auto: rows on the CPU, repad on CUDA",
@@ -239,23 +246,38 @@ def latest_pretraining_run(runs_dir: Path) -> Path:
 
 @dataclass
 class Pretrained:
-    encoder: BertModel  # weights to start from (also the architecture for --from-scratch)
+    # weights to start from (also the architecture for --from-scratch): BERT's encoder, or the GPT-2 / T5 language
+    # model whose body the classifier keeps (`train.families.copy_pretrained`)
+    encoder: BertModel | GPT2LMHeadModel | T5ForConditionalGeneration
     tokenizer: object
     path: Path
     kind: str  # "minibert" or "huggingface"
     fresh: list[str]  # encoder weights the checkpoint did not have (e.g. the pooler of an MLM run)
 
+    @property
+    def family(self) -> str:
+        """"bert", "gpt2" or "t5"."""
+        return family(self.encoder.config)
+
 
 def load_pretrained_encoder(path: Path, overrides: dict) -> Pretrained:
-    """The encoder weights and tokenizer of a minibert run directory or a local Hugging Face BERT directory."""
-    from minibert.checkpoint import load_pretrained
+    """The encoder weights and tokenizer of a minibert run directory (BERT, GPT-2 or T5, by its config.json) or a
+    local Hugging Face BERT directory. `overrides` are BERT config fields, given to GPT-2 and T5 as theirs
+    (`train.families.config_overrides`)."""
+    from minibert.checkpoint import load_pretrained, stored_model_type
     from minibert.hf import load_hf, load_hf_tokenizer
+    from minibert.hf_gpt_t5 import load_pretrained as load_gpt_t5
 
     if not path.is_dir():
         raise InputError(f"{path}: no such directory (--init)")
     if (path / "tokenizer").is_dir() and (path / "model.safetensors").is_file():
-        encoder, report = load_pretrained(path, BertModel, **overrides)
-        tok, kind, fresh = load_tokenizer(path / "tokenizer"), "minibert", report.newly_initialised
+        stored = stored_model_type(path / "config.json")
+        if stored is None:
+            encoder, report = load_pretrained(path, BertModel, **overrides)
+            fresh = report.newly_initialised
+        else:
+            encoder, fresh = load_gpt_t5(path, **families.config_overrides(stored, overrides)), []
+        tok, kind = load_tokenizer(path / "tokenizer"), "minibert"
     elif (path / "vocab.txt").is_file():
         encoder = load_hf(path, BertModel, **overrides)
         tok, kind = load_hf_tokenizer(path), "huggingface"
@@ -278,37 +300,30 @@ def _hf_has_pooler(path: Path) -> bool:
 
 
 def build_classifier(pre: Pretrained, o: Options, label_names: list[str]) -> SequenceClassifier:
-    """A fresh BertForSequenceClassification with K outputs, its encoder copied from `pre` (unless from scratch);
-    weights the checkpoint lacked (the pooler of an MLM run), the classifier and the fusion weights start from
-    BERT's initialisation, drawn from the current torch seed."""
-    config = BertConfig.from_dict({
-        **pre.encoder.config.to_dict(),
-        "num_labels": len(label_names),
-        "id2label": dict(enumerate(label_names)),
-    })
-    model = BertForSequenceClassification(config)
+    """A fresh classifier with K outputs (BertForSequenceClassification, or GPT-2's / T5's, `train.families`), its
+    body copied from `pre` (unless from scratch); weights the checkpoint lacked (the pooler of an MLM run), the
+    classifier and the fusion weights start from the model's initialisation, drawn from the current torch seed."""
+    model = families.classifier_model(pre.encoder.config, label_names)
     if not o.from_scratch:
-        state = {k: v for k, v in pre.encoder.state_dict().items() if k not in pre.fresh}
-        missing, unexpected = model.bert.load_state_dict(state, strict=False)
-        assert not unexpected and set(missing) == set(pre.fresh), (missing, unexpected)
+        families.copy_pretrained(model, pre.encoder, pre.fresh)
     return SequenceClassifier(model, o.pooling, layer_fusion=o.strategy == "layer-fusion")
 
 
 def apply_strategy(classifier: SequenceClassifier, strategy: str, freeze_layers: int | None = None) -> None:
     """Freeze what the strategy keeps fixed: requires_grad off, and the module runs in eval mode (no dropout)."""
-    bert = classifier.model.bert
-    blocks = list(bert.encoder.layer)
+    parts = families.parts(classifier.model)
+    blocks = parts.blocks
     L = len(blocks)
     if strategy == "full":
         frozen = []
     elif strategy in ("linear-probe", "layer-fusion"):
-        frozen = [bert.embeddings, *blocks]
-        if bert.encoder.final_layer_norm is not None:
-            frozen.append(bert.encoder.final_layer_norm)
+        frozen = [*parts.embeddings, *blocks]
+        if parts.final_norm is not None:
+            frozen.append(parts.final_norm)
     elif strategy == "freeze-bottom-k":
         if not 0 <= freeze_layers <= L:
             raise InputError(f"--freeze-layers must be between 0 and {L} (the model has {L} blocks)")
-        frozen = [bert.embeddings, *blocks[:freeze_layers]]
+        frozen = [*parts.embeddings, *blocks[:freeze_layers]]
     else:
         raise InputError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     for module in frozen:
@@ -319,25 +334,17 @@ def apply_strategy(classifier: SequenceClassifier, strategy: str, freeze_layers:
 # -- optimiser ----------------------------------------------------------------------------------------------
 
 
-def layer_depth(name: str, num_layers: int) -> int:
-    """0 for the embeddings, i+1 for block i, L for a final LayerNorm, L+1 for the head (pooler, classifier, mix)."""
-    if ".embeddings." in name:
-        return 0
-    if m := re.search(r"\.encoder\.layer\.(\d+)\.", name):
-        return int(m.group(1)) + 1
-    if ".encoder.final_layer_norm." in name:
-        return num_layers
-    return num_layers + 1
-
-
 def param_groups(classifier: SequenceClassifier, lr: float, weight_decay: float, layer_lr_decay: float) -> list[dict]:
-    """AdamW groups: learning rate lr * decay^(L+1-depth); weight decay on rank >= 2 tensors only."""
-    L = classifier.config.num_hidden_layers
+    """AdamW groups: learning rate lr * decay^(L+1-depth), depth 0 for the embeddings, i+1 for block i, L for a
+    final norm, L+1 for the head (pooler, classifier, mix) (`train.families.Parts`); weight decay on rank >= 2
+    tensors only."""
+    depth = families.depths(classifier.model)
+    L = len(families.parts(classifier.model).blocks)
     groups: dict[tuple, dict] = {}
     for name, p in classifier.named_parameters():
         if not p.requires_grad:
             continue
-        scale = layer_lr_decay ** (L + 1 - layer_depth(name, L))
+        scale = layer_lr_decay ** (L + 1 - depth.get(id(p), L + 1))  # the fusion weights are the head's
         wd = weight_decay if p.ndim >= 2 else 0.0
         group = groups.setdefault((scale, wd), {"params": [], "lr": lr * scale, "weight_decay": wd})
         group["params"].append(p)
@@ -482,13 +489,16 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def data_max_length(o: Options, pre: Pretrained) -> int:
-    return min(o.max_length, pre.encoder.config.max_position_embeddings)
+    """--max-length, capped at the positions the model has (none for T5's relative positions)."""
+    limit = families.max_positions(pre.encoder.config)
+    return o.max_length if limit is None else min(o.max_length, limit)
 
 
 def run_header(o: Options, pre: Pretrained, task: TaskData, data: Encoded) -> dict:
     return {
         "init": str(pre.path),
         "init_kind": pre.kind,
+        "model_type": pre.family,
         "from_scratch": o.from_scratch,
         "task": task.source,
         "label_names": task.label_names,
@@ -539,7 +549,8 @@ def run(o: Options) -> dict:
         overrides.update(hidden_dropout_prob=o.dropout, attention_probs_dropout_prob=o.dropout,
                          classifier_dropout=o.dropout)
     pre = load_pretrained_encoder(path, overrides)
-    L = pre.encoder.config.num_hidden_layers
+    families.check_choices(pre.family, o.pooling, o.strategy)
+    L = families.num_layers(pre.encoder.config)
     if o.freeze_layers is not None and not 0 <= o.freeze_layers <= L:
         raise InputError(f"--freeze-layers must be between 0 and {L} (the model has {L} blocks)")
     # 2. The data: built-in or the user's files, split, labels mapped to ids.
@@ -557,7 +568,8 @@ def run(o: Options) -> dict:
         warn(f"--max-length {o.max_length} capped at the model's max_position_embeddings, {max_length}")
     data = Encoded(*(encode_examples(pre.tokenizer, split, max_length)
                      for split in (task.train, task.validation, task.test)))
-    print(f"{'from scratch, architecture of' if o.from_scratch else 'init'} {path} ({pre.kind}); task: {task.source}; "
+    print(f"{'from scratch, architecture of' if o.from_scratch else 'init'} {path} ({pre.kind} "
+          f"{families.NAMES[pre.family]}); task: {task.source}; "
           f"train {len(data.train)}, validation {len(data.validation)}, test {len(data.test)}; "
           f"labels {', '.join(task.label_names)}; strategy {o.strategy}, pooling {o.pooling}", flush=True)
     # 4. One fine-tuning run per seed, in a directory marked as this run's first.

@@ -1,5 +1,5 @@
-"""The classification head around BertForSequenceClassification: pooling choices and layer fusion, and the file
-format of a fine-tuned run.
+"""The classification head around BertForSequenceClassification (or a GPT-2 or T5 body, `train/families.py`):
+pooling choices and layer fusion, and the file format of a fine-tuned run.
 
 Shapes: B batch, T tokens, C hidden size, L encoder blocks, K classes.
 
@@ -8,15 +8,18 @@ Shapes: B batch, T tokens, C hidden size, L encoder blocks, K classes.
     pooled   = tanh(h[:, 0] W_p + b_p)                       pooling "pooler" (BERT's own pooler, HF-compatible)
              = h[:, 0]                                       pooling "cls"
              = Σ_t mask_t h_t / Σ_t mask_t                   pooling "mean" (real tokens only)
+             = h[:, t*],  t* = max{t : mask_t = 1}           pooling "last" (the last real token: GPT's)
     logits   = Dropout(pooled) W_c + b_c                     (B, K)
 
 The pooler and the classifier are those of `BertForSequenceClassification` (`bert.pooler`, `classifier`), so with
 pooling "pooler" and no fusion the model is exactly BERT's classifier and exports to Hugging Face unchanged. The
-only extra weights are the L+1 mixing logits w and the scale gamma of layer fusion.
+only extra weights are the L+1 mixing logits w and the scale gamma of layer fusion. A GPT-2 or T5 classifier
+(`train.families`) gives h from its body and has the same `dropout` and `classifier`; pooler and fusion are BERT's.
 
 A fine-tuned run directory holds:
     config.json, model.safetensors   BertForSequenceClassification (`minibert.checkpoint.save_pretrained`), with
-                                     `id2label` in the config
+                                     `id2label` in the config; or a GPT-2 / T5 classifier, its config.json with
+                                     `model_type`, as the pretraining run's
     head.safetensors                 only with layer fusion: `mix.weights` (L+1,) and `mix.gamma` (1,)
     finetune.json                    {"pooling", "layer_fusion", "strategy", "max_length", "text_pair", ...}
     labels.json                      {"id2label": {"0": name, ...}, "label2id": {name: 0, ...}}
@@ -32,11 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minibert import BertForSequenceClassification
-from minibert.checkpoint import atomic_write, load_pretrained, save_pretrained
+from minibert.checkpoint import atomic_write, family, save_pretrained
 from minibert.errors import InputError
+from train import families
 
-POOLINGS = ("pooler", "cls", "mean")
+POOLINGS = ("pooler", "cls", "mean", "last")
 HEAD_NAME = "head.safetensors"
 FINETUNE_NAME = "finetune.json"
 LABELS_NAME = "labels.json"
@@ -70,13 +73,25 @@ def mean_pool(h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
 
 
-class SequenceClassifier(nn.Module):
-    """BertForSequenceClassification (`self.model`) with a choice of pooling and optional layer fusion."""
+def last_token_pool(h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """h at each row's last real token, t* = max{t : mask_t = 1}: (B, T, C), (B, T) -> (B, C). Right padding or
+    left, the padding never chooses the vector."""
+    B, T = attention_mask.shape
+    positions = torch.arange(T, device=h.device)  # (T,)
+    last = (attention_mask.long() * positions).argmax(dim=1)  # (B,): the largest real position of each row
+    return h[torch.arange(B, device=h.device), last]  # (B, C)
 
-    def __init__(self, model: BertForSequenceClassification, pooling: str = "pooler", layer_fusion: bool = False):
+
+class SequenceClassifier(nn.Module):
+    """BertForSequenceClassification, or a GPT-2 / T5 classifier (`self.model`, `train.families`), with a choice
+    of pooling and, for BERT, optional layer fusion."""
+
+    def __init__(self, model: nn.Module, pooling: str = "pooler", layer_fusion: bool = False):
         super().__init__()
         if pooling not in POOLINGS:
             raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+        self.family = family(model.config)
+        families.check_choices(self.family, pooling, "layer-fusion" if layer_fusion else "full")
         self.model = model
         self.config = model.config
         self.pooling = pooling
@@ -87,7 +102,18 @@ class SequenceClassifier(nn.Module):
     @property
     def is_plain_bert(self) -> bool:
         """True when this is exactly Hugging Face's BertForSequenceClassification (exportable)."""
-        return self.pooling == "pooler" and not self.layer_fusion
+        return self.family == "bert" and self.pooling == "pooler" and not self.layer_fusion
+
+    @property
+    def num_labels(self) -> int:
+        return self.model.classifier.out_features
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        """Class names by id: BERT keeps them in its config (which exports them), GPT-2 and T5 classifiers
+        beside it."""
+        id2label = self.config.id2label if self.family == "bert" else self.model.id2label
+        return id2label or {i: str(i) for i in range(self.num_labels)}
 
     def train(self, mode: bool = True):
         """Frozen modules stay in eval mode (no dropout): a frozen encoder is a fixed feature extractor."""
@@ -97,20 +123,25 @@ class SequenceClassifier(nn.Module):
         return self
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
-        """(B, T) ids -> (B, K) logits."""
-        bert = self.model.bert
-        out = bert(input_ids, attention_mask, token_type_ids, output_hidden_states=self.layer_fusion)
-        if self.layer_fusion:
-            h = self.mix(out.hidden_states)  # L+1 x (B, T, C) -> (B, T, C)
-            pooled = bert.pooler(h) if self.pooling == "pooler" else None
+        """(B, T) ids -> (B, K) logits. token_type_ids: BERT's segments; GPT-2 and T5 have none."""
+        if self.family == "bert":
+            bert = self.model.bert
+            out = bert(input_ids, attention_mask, token_type_ids, output_hidden_states=self.layer_fusion)
+            if self.layer_fusion:
+                h = self.mix(out.hidden_states)  # L+1 x (B, T, C) -> (B, T, C)
+                pooled = bert.pooler(h) if self.pooling == "pooler" else None
+            else:
+                h = out.last_hidden_state  # (B, T, C)
+                pooled = out.pooler_output if self.pooling == "pooler" else None
         else:
-            h = out.last_hidden_state  # (B, T, C)
-            pooled = out.pooler_output if self.pooling == "pooler" else None
+            h = self.model.token_states(input_ids, attention_mask)  # (B, T, C)
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
         if self.pooling == "cls":
             pooled = h[:, 0]  # (B, C)
         elif self.pooling == "mean":
-            mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
             pooled = mean_pool(h, mask)  # (B, C)
+        elif self.pooling == "last":
+            pooled = last_token_pool(h, mask)  # (B, C)
         return self.model.classifier(self.model.dropout(pooled))  # (B, C) -> (B, K)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -132,7 +163,7 @@ def save_classifier(classifier: SequenceClassifier, directory: str | Path, tok, 
     info = {"format_version": FORMAT_VERSION, "pooling": classifier.pooling, "layer_fusion": classifier.layer_fusion,
             **meta}
     (directory / FINETUNE_NAME).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    id2label = classifier.config.id2label or {i: str(i) for i in range(classifier.config.num_labels)}
+    id2label = classifier.id2label
     labels = {"id2label": {str(k): v for k, v in id2label.items()}, "label2id": {v: k for k, v in id2label.items()}}
     (directory / LABELS_NAME).write_text(json.dumps(labels, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tok.save(directory / "tokenizer")
@@ -148,7 +179,7 @@ def load_classifier(directory: str | Path) -> tuple[SequenceClassifier, dict]:
         hint = f"; it holds one run per seed: {', '.join(seeds)}" if seeds else ""
         raise InputError(f"{directory}: no {FINETUNE_NAME}; is this a directory written by train.finetune?{hint}")
     meta = json.loads((directory / FINETUNE_NAME).read_text(encoding="utf-8"))
-    model, _ = load_pretrained(directory, BertForSequenceClassification)
+    model = families.load_classifier_model(directory, directory / LABELS_NAME)
     classifier = SequenceClassifier(model, meta.get("pooling", "pooler"), bool(meta.get("layer_fusion", False)))
     if classifier.mix is not None:
         if not (directory / HEAD_NAME).is_file():

@@ -4,7 +4,8 @@
     python -m train.predict RUN_DIR --file reviews.txt --json         # one text per line
     python -m train.predict RUN_DIR --export-hf hf-model               # for transformers' BertForSequenceClassification
 
-A model trained on sentence pairs takes each input as "text<TAB>pair".
+A model trained on sentence pairs takes each input as "text<TAB>pair". A GPT-2 or T5 run fine-tuned by
+`train.finetune` predicts the same way; only a BERT one exports to Hugging Face.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from minibert.errors import InputError
+from train import families
 from train.corpus import iter_file_lines
 from train.finetune_data import EncodedSet, collate, encode_texts, load_tokenizer, sorted_batches
 from train.fusion import SequenceClassifier, load_classifier
@@ -34,7 +36,7 @@ def predict_logits(classifier: SequenceClassifier, data: EncodedSet, batch_size:
     was_training = classifier.training
     classifier.eval()
     device = next(classifier.parameters()).device
-    out = np.zeros((len(data), classifier.config.num_labels), dtype=np.float32)
+    out = np.zeros((len(data), classifier.num_labels), dtype=np.float32)
     for indices in sorted_batches(data.lengths, batch_size):
         batch = {k: v.to(device) for k, v in collate(data, indices, pad_id).items()}
         with autocast(device):
@@ -62,9 +64,9 @@ class Predictor:
             raise InputError(f"{self.run_dir}/finetune.json cannot be read ({e}); is the run complete? Fine-tune it "
                              "again") from None
         self.tok = load_tokenizer(self.run_dir / "tokenizer")
-        config = self.classifier.config
-        self.label_names = [config.id2label[i] if config.id2label else str(i) for i in range(config.num_labels)]
-        self.max_length = int(self.meta.get("max_length", config.max_position_embeddings))
+        id2label = self.classifier.id2label
+        self.label_names = [id2label[i] for i in range(self.classifier.num_labels)]
+        self.max_length = int(self.meta.get("max_length") or families.max_positions(self.classifier.config) or 512)
         self.text_pair = bool(self.meta.get("text_pair", False))
 
     def encode(self, texts: list[str]) -> EncodedSet:
@@ -100,6 +102,9 @@ class Predictor:
         from minibert.hf import save_hf
 
         check_export_dir(Path(directory))
+        if self.classifier.family != "bert":
+            raise InputError(f"{self.run_dir}: a fine-tuned {families.NAMES[self.classifier.family]} model has no "
+                             "Hugging Face BertForSequenceClassification form; --export-hf is for BERT runs")
         if not self.classifier.is_plain_bert:
             raise InputError(
                 f"{self.run_dir}: only a model fine-tuned with --pooling pooler and without layer fusion is BERT's "

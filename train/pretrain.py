@@ -57,6 +57,8 @@ from minibert.compiled import compile_model
 from minibert.config import PRESETS, TYPE_NAMES, field_types, read_fields
 from train.builtin_data import BUILTIN_PARTS, builtin_pretraining_texts
 from train.cli import OutDir, OutState, RunKind, check_usable, claim, inspect_out, parse_given, release
+from train.families import NAMES as FAMILY_NAMES
+from train.families import POSITIONS_FIELD, max_positions
 from train.objectives import FAMILY, OBJECTIVES, Objective, make_objective
 from train.optim import lr_at, make_adamw, set_lr
 from train.packing import pack_blocks, split_blocks, tokenize_to_cache
@@ -120,6 +122,8 @@ class PretrainArgs:
     generator_size: float = opt(0.25, "electra: the generator's width, heads and feed-forward as a fraction of the "
                                       "encoder's (the paper found 1/4 to 1/2 best)")
     discriminator_weight: float = opt(50.0, "electra: lambda in L = L_generator + lambda * L_discriminator")
+    share_embeddings: bool = opt(False, "electra: the generator shares the encoder's embedding tables (the paper's "
+                                        "choice; it stalled both models at this project's CPU budget, docs/MATH.md)")
     mlm_probability: float = opt(0.15, "mlm, electra: fraction of tokens to predict; 0.3 (MosaicBERT's rate) gave "
                                        "the best fine-tuning result measured with --builtin-corpus reviews, and no "
                                        "gain on the default corpus (README)")
@@ -769,7 +773,6 @@ DEFINED_BY_INIT = ("tokenizer", "vocab_size", "tokenizer_model", "preset", "conf
 
 # How a run of each model family was pretrained, for the message that refuses the wrong one.
 TRAINED_BY = {"bert": "--objective mlm or electra", "gpt2": "--objective causal", "t5": "--objective span"}
-FAMILY_NAMES = {"bert": "BERT", "gpt2": "GPT-2", "t5": "T5"}
 
 
 def check_init(args: PretrainArgs, given: set[str]) -> None:
@@ -790,10 +793,10 @@ def check_init(args: PretrainArgs, given: set[str]) -> None:
                          f"but --objective {args.objective} trains {FAMILY_NAMES[want]}; continue it with "
                          f"{TRAINED_BY[have]}, or give --init a {FAMILY_NAMES[want]} run")
     read_weights(run_dir / WEIGHTS_NAME)  # names the file if it cannot be read
-    positions = {"bert": "max_position_embeddings", "gpt2": "n_positions"}.get(have)  # T5: relative positions
-    if positions and getattr(config, positions) < args.max_seq_length:
-        raise InputError(f"--max-seq-length {args.max_seq_length} exceeds the --init model's {positions} "
-                         f"{getattr(config, positions)}")
+    limit = max_positions(config)  # none for T5's relative positions
+    if limit is not None and limit < args.max_seq_length:
+        raise InputError(f"--max-seq-length {args.max_seq_length} exceeds the --init model's "
+                         f"{POSITIONS_FIELD[have]} {limit}")
 
 
 def check_batch_split(args: PretrainArgs, d: Dist) -> None:
@@ -824,7 +827,7 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
     train_blocks, eval_blocks = split_blocks(blocks, args.eval_fraction, args.seed)
     word_start = torch.from_numpy(tok.word_start) if args.whole_word_mask else None
     settings = dict(mlm_probability=args.mlm_probability, generator_size=args.generator_size,
-                    discriminator_weight=args.discriminator_weight)
+                    discriminator_weight=args.discriminator_weight, share_embeddings=args.share_embeddings)
     objective = make_objective(args.objective, tok, word_start=word_start, **settings)
     # Held-out masks are drawn token by token for every run, so that held-out losses compare across runs.
     eval_objective = make_objective(args.objective, tok, word_start=None, **settings)
