@@ -217,11 +217,12 @@ def test_truncated_lengths_rule(len_a, len_b, max_length):
     room = max_length - 3
     assert keep_a <= len_a and keep_b <= len_b
     assert keep_a + keep_b == min(len_a + len_b, room)
-    # Only the longer segment is cut until both are equal; then both lose tokens evenly.
+    # Only the longer segment is cut until both are equal; then both lose tokens evenly, the odd token going to
+    # the longer one (to B on a tie: then A alone is cut, to one token fewer than B).
     if keep_a < len_a and keep_b < len_b:
         assert abs(keep_a - keep_b) <= 1
     elif keep_a < len_a:
-        assert keep_a >= keep_b
+        assert keep_a >= keep_b or (len_a == len_b and keep_a == keep_b - 1)
     elif keep_b < len_b:
         assert keep_b >= keep_a
 
