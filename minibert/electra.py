@@ -24,7 +24,7 @@ stalled both models: the discriminator's loss, weighted by 50, drives the shared
 the default corpus neither the generator's held-out MLM loss (7.39 -> 7.37 from step 500 to 1,000) nor the
 discriminator's (0.400, the loss of a constant guess) moved. With tables of its own the generator learns (9.0 ->
 6.6 in 3,000 steps on the reviews), so that is the default here; the discriminator still gets barely past a constant
-guess at that budget (0.383 against 0.396), which is why ELECTRA is not minibert's default objective.
+guess at that budget (0.383 against 0.394), which is why ELECTRA is not minibert's default objective.
 
 After pretraining the generator is thrown away; fine-tuning starts from the discriminator's encoder, stored under
 BERT's own keys (`bert.embeddings...`, `bert.encoder...`), so every consumer of a BERT checkpoint reads it as one.
