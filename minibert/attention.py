@@ -155,5 +155,6 @@ class BertAttention(nn.Module):
         return self.output(context), probs
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
-        """LayerNorm over each token's C numbers, with this sub-layer's gamma and beta (`attention.output.LayerNorm`)."""
+        """LayerNorm over each token's C numbers, with this sub-layer's gamma and beta
+        (Hugging Face's `attention.output.LayerNorm`)."""
         return self.output.LayerNorm(x)

@@ -67,5 +67,6 @@ class BertOutput(nn.Module):
         return self.dropout(self.dense(h))  # (B, T, I) -> (B, T, C)
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
-        """LayerNorm over each token's C numbers, with the feed-forward sub-layer's gamma and beta (`output.LayerNorm`)."""
+        """LayerNorm over each token's C numbers, with the feed-forward sub-layer's gamma and beta
+        (Hugging Face's `output.LayerNorm`)."""
         return self.LayerNorm(x)

@@ -117,10 +117,10 @@ def attend_nested(q, k, v, mask, unpadding: Unpadding, attention: nn.Module, out
 
 
 def attend_repadded(q, k, v, mask, unpadding: Unpadding, attention: nn.Module, output_attentions: bool = False):
-    """repad: the rows put back in place for the padded, masked attention (`attention.multi_head_attention`), then unpadded again.
-    The only way that can form the probabilities, so `output_attentions` always takes it."""
+    """repad: the rows put back in place for the padded, masked attention (`attention.multi_head_attention`), then
+    unpadded again. The only way that can form the probabilities, so `output_attentions` always takes it."""
     q, k, v = unpadding.pad(q), unpadding.pad(k), unpadding.pad(v)  # (N, C) -> (B, T, C)
-    context, probs = attention.multi_head_attention(q, k, v, mask, output_attentions)  # (B, T, C), probs (B, H, T, T) or None
+    context, probs = attention.multi_head_attention(q, k, v, mask, output_attentions)  # (B, T, C); (B, H, T, T)
     return unpadding.unpad(context), probs  # (B, T, C) -> (N, C)
 
 

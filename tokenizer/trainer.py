@@ -11,7 +11,6 @@ import io
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import sentencepiece as spm
 

@@ -89,11 +89,12 @@ def render(e: Explanation) -> str:
     rotary = e.angles is not None
     if rotary:
         stage("3. positions: rotary (RoPE), each query and key turned by its position t")
-        add(f"  no position vector is added (x_pos = 0): in every layer Q and K are turned instead. The D={D} numbers of "
-            "a head")
+        add("  no position vector is added (x_pos = 0): in every layer Q and K are turned instead. The D="
+            f"{D} numbers of a head")
         add("  pair up as (x_0, x_1), (x_2, x_3), ...; pair i turns by the angle t * theta_i:")
         add("    rope(x, t)_{2i}   = x_{2i} cos(t theta_i) - x_{2i+1} sin(t theta_i)")
-        add(f"    rope(x, t)_{{2i+1}} = x_{{2i}} sin(t theta_i) + x_{{2i+1}} cos(t theta_i),   theta_i = {BASE:g}^(-2i/D)")
+        add("    rope(x, t)_{2i+1} = x_{2i} sin(t theta_i) + x_{2i+1} cos(t theta_i),   "
+            f"theta_i = {BASE:g}^(-2i/D)")
         add("  so rope(q, i) . rope(k, j) depends on the offset j - i alone: the scores see relative positions")
         add(f"  theta (D/2,) = ({D // 2},): {_vec(rotation_angles(torch.tensor(1), D))}")
         add(f"  angles t * theta_i in radians, (T, D/2) = ({T}, {D // 2}):")
