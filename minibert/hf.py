@@ -48,12 +48,18 @@ def _with_overrides(config: BertConfig, overrides: dict) -> BertConfig:
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    if (path / "model.safetensors").is_file():
-        from safetensors.torch import load_file
+    """The checkpoint's tensors; InputError naming the file when it cannot be read (cut short, garbled, not weights)."""
+    from .checkpoint import read_weights
 
-        return load_file(str(path / "model.safetensors"))
+    if (path / "model.safetensors").is_file():
+        return read_weights(path / "model.safetensors")
     if (path / "pytorch_model.bin").is_file():
-        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated zip, a failed unpickle, or a file that holds no tensors
+            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise InputError(f"{path / 'pytorch_model.bin'}: not a readable PyTorch checkpoint ({detail}); it may be "
+                             "truncated or corrupt") from None
     raise InputError(f"{path}: no model.safetensors or pytorch_model.bin; is this a Hugging Face BERT directory?")
 
 

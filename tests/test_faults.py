@@ -407,6 +407,21 @@ def test_finetune_predict_and_tokenizer_refuse_nonsense(tmp_path, data, capsys):
         assert not (tmp_path / "tok").exists()
 
 
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_garbage_weights_in_a_hugging_face_init_directory_are_named(tmp_path, data, capsys, weights):
+    hf_dir = tmp_path / "hf"
+    hf_dir.mkdir()
+    (hf_dir / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n好\n", encoding="utf-8")
+    (hf_dir / "config.json").write_text('{"model_type": "bert", "vocab_size": 6, "hidden_size": 8, "num_hidden_layers": '
+                                        '1, "num_attention_heads": 2, "intermediate_size": 16}', encoding="utf-8")
+    (hf_dir / weights).write_bytes(b"\x80" * 300)
+    out = tmp_path / "out"
+    assert finetune.main(["--init", str(hf_dir), "--train", str(data["csv"]), "--out", str(out), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and weights in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
 # -- 11. --config over the preset ---------------------------------------------------------------------------
 
 
