@@ -100,8 +100,8 @@ class PretrainArgs:
     max_seq_length: int = opt(128, "tokens per packed block, [CLS] and [SEP]s included (8 to 8192)")
     eval_fraction: float = opt(0.01, "fraction of the blocks held out for evaluation")
     # model
-    preset: str = opt("tiny", "model size (tiny 2x128 ran 4.6x the tokens/s of small 4x256 on one CPU core, and its "
-                      "loss per step was about the same over a 10-minute run)", choices=["tiny", "small", "base"])
+    preset: str = opt("tiny", "model size: tiny 2x128, small 4x256, base (BERT-base) 12x768; docs/RESULTS.md has "
+                      "what each costs on a CPU", choices=["tiny", "small", "base"])
     config: str | None = opt(None, "JSON file of BertConfig fields, applied over the preset")
     set: list[str] = opt([], "config overrides, e.g. --set num_hidden_layers=6 norm_first=true", metavar="KEY=VALUE")
     # optimisation
@@ -124,14 +124,13 @@ class PretrainArgs:
     discriminator_weight: float = opt(50.0, "electra: lambda in L = L_generator + lambda * L_discriminator")
     share_embeddings: bool = opt(False, "electra: the generator shares the encoder's embedding tables (the paper's "
                                         "choice; it stalled both models at this project's CPU budget, docs/MATH.md)")
-    mlm_probability: float = opt(0.15, "mlm, electra: fraction of tokens to predict; 0.3 (MosaicBERT's rate) gave "
-                                       "the best fine-tuning result measured with --builtin-corpus reviews, and no "
-                                       "gain on the default corpus (README)")
+    mlm_probability: float = opt(0.15, "mlm, electra: fraction of tokens to predict (BERT's 0.15; MosaicBERT uses "
+                                       "0.3; docs/RESULTS.md compares them)")
     whole_word_mask: bool = opt(False, "mlm, electra: mask whole words (using the tokenizer's word starts)")
     sparse_prediction: bool = opt(True, "mlm, electra: project to the vocabulary only at masked positions")
     # budget and bookkeeping
-    max_steps: int | None = opt(3000, "optimiser steps (about 22 minutes of the tiny preset on one CPU core); 0: as "
-                                     "many as --max-time allows, measured after a few steps")
+    max_steps: int | None = opt(3000, "optimiser steps; 0: as many as --max-time allows, measured after a few "
+                                      "steps")
     max_time: float | None = opt(40.0, "training time limit in minutes, whichever of this and --max-steps comes first")
     stop_at_step: int | None = opt(None, "end the run after this step with a checkpoint, as if interrupted (--resume continues)")
     eval_every: int = opt(500, "evaluate every N steps")
