@@ -469,7 +469,8 @@ def format_table(record: dict) -> str:
     def score(key):
         def cell(r):
             s = r[key]
-            return f"{100 * s['mean']:.2f} ± {100 * s['std']:.2f}" + (f" (n={s['n']})" if s["n"] != n_seeds else "")
+            spread = f" ± {100 * s['std']:.2f}" if s["n"] > 1 else ""  # one seed has no spread to show
+            return f"{100 * s['mean']:.2f}{spread}" + (f" (n={s['n']})" if s["n"] != n_seeds else "")
         return cell
 
     n_seeds = len(record.get("seeds") or {c["seed"] for c in record["cells"].values()})
@@ -520,7 +521,9 @@ def plot(record: dict, path: Path) -> None:
     ax.minorticks_off()
     ax.set_xlabel("labelled training examples (log scale)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Learning curve: test accuracy against labels (mean ± std over seeds)")
+    n_seeds = len(record.get("seeds", []))
+    ax.set_title("Learning curve: test accuracy against labels" + (" (mean ± std over seeds)" if n_seeds > 1 else
+                                                                    " (one seed)"))
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
