@@ -146,6 +146,9 @@ def test_bad_inputs_exit_2_and_overwrite_nothing(tmp_path, corpus):
     (tmp_path / "bad.txt").write_bytes("好的\n".encode() + b"\xff\xfe broken\n")
     assert pretrain.main(["--corpus", str(tmp_path / "bad.txt"), "--out", str(tmp_path / "c"), *TINY]) == 2
     assert pretrain.main(["--corpus", str(path), "--builtin-corpus", "reviews", "--out", str(tmp_path / "e"), *TINY]) == 2
+    assert pretrain.main(["--corpus", str(path), "--tokenizer-corpus", "all", "--out", str(tmp_path / "e"), *TINY]) == 2
+    assert pretrain.main(["--tokenizer", str(tok), "--tokenizer-corpus", "news", "--out", str(tmp_path / "e"),
+                          *TINY]) == 2
     assert not (tmp_path / "e").exists()
     (tmp_path / "short.txt").write_text("一二三\n", encoding="utf-8")
     assert pretrain.main(["--corpus", str(tmp_path / "short.txt"), "--tokenizer", str(tok),
@@ -456,3 +459,22 @@ def test_span_under_torchrun_matches_one_process(tmp_path, corpus):
               "--batch-size", "8", "--log-every", "1", "--eval-every", "3", "--warmup-steps", "1", "--device", "cpu"]
     assert pretrain.main(["--out", str(tmp_path / "one"), *common]) == 0
     assert_two_ranks_match_one(tmp_path, common, port=29534)
+
+
+def test_builtin_corpus_pretrains_on_reviews_with_a_tokenizer_of_all_the_text(tmp_path, monkeypatch):
+    """The default: MLM on the reviews, 30% masked; the new tokenizer learns from --tokenizer-corpus (all by
+    default), so runs on any built-in part share one vocabulary."""
+    parts = {"all": ["新闻 和 评论"], "news": ["新闻"], "reviews": ["评论"]}
+    monkeypatch.setattr(pretrain, "builtin_pretraining_texts", lambda part: parts[part])
+    trained_on = []
+    import tokenizer
+
+    monkeypatch.setattr(tokenizer.SentencePieceTokenizer, "train", lambda texts, *a, **k: trained_on.append(list(texts)))
+    monkeypatch.setattr(tokenizer, "load", lambda path: path)
+    args = pretrain.PretrainArgs()
+    assert (args.mlm_probability, pretrain.load_corpus(args)) == (0.3, ["评论"])
+    pretrain.get_tokenizer(args, tmp_path, pretrain.load_corpus(args), pretrain.Dist(0, 1, 0), resumed=False)
+    args = pretrain.PretrainArgs(builtin_corpus="news", tokenizer_corpus="reviews")
+    assert pretrain.load_corpus(args) == ["新闻"]
+    pretrain.get_tokenizer(args, tmp_path, pretrain.load_corpus(args), pretrain.Dist(0, 1, 0), resumed=False)
+    assert trained_on == [["新闻 和 评论"], ["评论"]]

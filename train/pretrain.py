@@ -1,9 +1,11 @@
 """`python -m train.pretrain`: pretraining (BERT's masked words, ELECTRA, GPT's next token or T5's span corruption),
 on one CPU or many GPUs, resumable exactly.
 
-With no arguments it trains a SentencePiece tokenizer and a small BERT on the built-in Chinese corpus (People's
-Daily, January 1998, plus the training split of the product reviews) for about ten minutes, and leaves a run
-directory that `python -m train.finetune` picks up. `--objective causal` trains a GPT-2 and `--objective span` a
+With no arguments it trains a SentencePiece tokenizer on the built-in Chinese text (People's Daily, January 1998,
+plus the training split of the product reviews) and a small BERT by masked-language modelling on the reviews, 30%
+of the tokens masked, for about twenty minutes on one CPU core, and leaves a run directory that
+`python -m train.finetune` picks up. (In-domain text and MosaicBERT's masking rate are what measured best for the
+built-in task, docs/RESULTS.md; `--builtin-corpus all --mlm-probability 0.15` is BERT's recipe on all of it.) `--objective causal` trains a GPT-2 and `--objective span` a
 T5 instead, of the preset's size, on the same corpus and tokenizer in the same loop (`train/objectives.py`); their
 run directories also feed `python -m train.generate`:
 
@@ -63,6 +65,10 @@ from train.objectives import FAMILY, OBJECTIVES, Objective, make_objective
 from train.optim import lr_at, make_adamw, set_lr
 from train.packing import pack_blocks, split_blocks, tokenize_to_cache
 
+# What the built-in corpus defaults to: pretraining on the in-domain reviews (measured best, docs/RESULTS.md), with
+# a tokenizer that learns its pieces from all the built-in text.
+DEFAULT_BUILTIN_CORPUS, DEFAULT_TOKENIZER_CORPUS = "reviews", "all"
+
 
 def opt(default, help, **kw):
     if isinstance(default, list):
@@ -76,9 +82,14 @@ class PretrainArgs:
     corpus: list[str] | None = opt(None, "text files, directories of them, or JSONL files with a 'text' field; "
                                          "default: the built-in Chinese corpus (People's Daily 1998 + training-split reviews)",
                                    metavar="PATH")
-    builtin_corpus: str = opt("all", "without --corpus, which built-in text: all (People's Daily 1998 + the "
-                                     "training-split reviews), news, or reviews (in-domain text alone for the built-in "
-                                     "sentiment task)", choices=BUILTIN_PARTS)
+    builtin_corpus: str | None = opt(None, "without --corpus, which built-in text to pretrain on: reviews (the "
+                                           "training-split reviews: in-domain text for the built-in sentiment task), "
+                                           "news (People's Daily 1998) or all (both); default: reviews",
+                                     choices=BUILTIN_PARTS)
+    tokenizer_corpus: str | None = opt(None, "without --corpus, the built-in text a newly trained tokenizer learns "
+                                             "its pieces from: all, news or reviews; default: all, whichever part is "
+                                             "pretrained on, so that every built-in run has the same vocabulary",
+                                       choices=BUILTIN_PARTS)
     out: str | None = opt(None, "run directory; default runs/pretrain-<date>-<time>")
     resume: bool = opt(False, "continue the run in --out exactly, from its latest checkpoint, with its own options; "
                               "only --max-steps, --max-time, --stop-at-step, the eval/log/save cadence, --keep-last, "
@@ -124,8 +135,8 @@ class PretrainArgs:
     discriminator_weight: float = opt(50.0, "electra: lambda in L = L_generator + lambda * L_discriminator")
     share_embeddings: bool = opt(False, "electra: the generator shares the encoder's embedding tables (the paper's "
                                         "choice; it stalled both models at this project's CPU budget, docs/MATH.md)")
-    mlm_probability: float = opt(0.15, "mlm, electra: fraction of tokens to predict (BERT's 0.15; MosaicBERT uses "
-                                       "0.3; docs/RESULTS.md compares them)")
+    mlm_probability: float = opt(0.3, "mlm, electra: fraction of tokens to predict (MosaicBERT's 0.3; BERT's 0.15; "
+                                      "docs/RESULTS.md compares them)")
     whole_word_mask: bool = opt(False, "mlm, electra: mask whole words (using the tokenizer's word starts)")
     sparse_prediction: bool = opt(True, "mlm, electra: project to the vocabulary only at masked positions")
     # budget and bookkeeping
@@ -193,8 +204,14 @@ def check_args(args: PretrainArgs) -> None:
         (0 <= args.seed < 2**32, "--seed must be between 0 and 2**32 - 1"),
         (DEVICE_NAME.fullmatch(args.device) is not None,
          f"--device {args.device!r}: expected cpu, cuda, cuda:N or auto"),
-        (not (args.corpus and args.builtin_corpus != "all"),
+        (not (args.corpus and args.builtin_corpus),
          "--builtin-corpus picks part of the built-in corpus; it cannot be combined with --corpus"),
+        (not (args.corpus and args.tokenizer_corpus),
+         "--tokenizer-corpus picks the built-in text a new tokenizer learns from; with --corpus the tokenizer "
+         "learns from that corpus"),
+        (not (args.tokenizer and args.tokenizer_corpus),
+         "--tokenizer-corpus picks the text a new tokenizer learns from; --tokenizer gives an existing one: "
+         "choose one"),
         (not (args.resume and args.force), "--resume and --force contradict each other: choose one"),
         (not (args.whole_word_mask and FAMILY[args.objective] != "bert"),
          f"--whole-word-mask chooses the words MLM and ELECTRA mask; --objective {args.objective} masks none"),
@@ -284,7 +301,7 @@ def load_corpus(args: PretrainArgs) -> list[str]:
         from train.corpus import read_texts
 
         return read_texts(args.corpus)
-    return builtin_pretraining_texts(part=args.builtin_corpus)
+    return builtin_pretraining_texts(part=args.builtin_corpus or DEFAULT_BUILTIN_CORPUS)
 
 
 def auto_model_type(texts: list[str], sample: int = 2000) -> str:
@@ -311,6 +328,8 @@ def get_tokenizer(args: PretrainArgs, out: Path, texts: list[str], d: Dist, resu
         if d.main:
             tok.save(tok_dir)
         return tok
+    if not args.corpus:  # the built-in corpus: the tokenizer learns from --tokenizer-corpus (all of it by default)
+        texts = builtin_pretraining_texts(part=args.tokenizer_corpus or DEFAULT_TOKENIZER_CORPUS)
     model_type = args.tokenizer_model if args.tokenizer_model != "auto" else auto_model_type(texts)
     if d.main:
         print(f"training a {model_type} SentencePiece tokenizer (at most {args.vocab_size} pieces) ...", flush=True)
@@ -767,7 +786,7 @@ def run(args: PretrainArgs, given: set[str] | None = None) -> int:
 
 
 # Options that say what the model and its tokenizer are: an --init run says that instead.
-DEFINED_BY_INIT = ("tokenizer", "vocab_size", "tokenizer_model", "preset", "config", "set")
+DEFINED_BY_INIT = ("tokenizer", "tokenizer_corpus", "vocab_size", "tokenizer_model", "preset", "config", "set")
 
 
 # How a run of each model family was pretrained, for the message that refuses the wrong one.
