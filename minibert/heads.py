@@ -1,6 +1,9 @@
 """Task heads on top of BertModel: the masked-language-model head and the sequence classifier.
 
 Shapes: B batch, T tokens, C hidden size, V vocabulary size, M labelled (masked) positions, K classes.
+
+The sequence classifier's head and loss (`SequenceClassificationHead`, `sequence_classification_loss`) are the
+ones fine-tuning runs, whatever the body and the pooling (`minibert.pooling`).
 """
 
 from __future__ import annotations
@@ -121,10 +124,43 @@ class BertForMaskedLM(nn.Module):
         return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
 
 
-class BertForSequenceClassification(nn.Module):
-    """logits = Dropout(pooled) W_c + b_c, shape (B, K).
+class SequenceClassificationHead(nn.Linear):
+    """logits = Dropout(pooled) W_c + b_c: (B, C) -> (B, K), scored by `sequence_classification_loss`.
 
-    K >= 2 classes: cross-entropy, -log softmax(logits)[label]. K == 1: regression, mean squared error.
+    The layer W_c (K, C), b_c (K,) itself, with the dropout in front of it: registered as `classifier`, its weights
+    keep Hugging Face's names `classifier.weight` and `classifier.bias` (dropout has no weights to name). Every
+    classifier ends here: BertForSequenceClassification below, and in fine-tuning `train.fusion.SequenceClassifier`
+    (any pooling of `minibert.pooling`, with or without layer fusion) over a BERT, GPT-2 or T5 body.
+    """
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout_prob: float):
+        super().__init__(hidden_size, num_labels)
+        self.dropout = nn.Dropout(dropout_prob)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.dropout(pooled), self.weight, self.bias)  # (B, C) -> (B, K)
+
+
+def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """K >= 2 classes, cross-entropy:  loss = -(1/B) Σ_b log softmax(logits_b)[label_b]
+    K == 1, regression, mean squared error:  loss = (1/B) Σ_b (logits_b - label_b)²
+
+    As Hugging Face's BertForSequenceClassification chooses by num_labels (its "single_label_classification" and
+    "regression"; the multi-label form, a sigmoid per class, is not here). labels (B,): class ids, or for K == 1
+    the targets, cast to the logits' dtype.
+    """
+    if logits.size(-1) == 1:
+        return F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))  # (B, 1) -> (B,), against (B,)
+    return F.cross_entropy(logits, labels)  # (B, K), (B,) -> scalar
+
+
+class BertForSequenceClassification(nn.Module):
+    """BertModel, its pooler and the classification head:
+
+        pooled = tanh(h[:, 0] W_p + b_p)          (B, C), `bert.pooler` (`minibert.pooling`'s "pooler")
+        logits = Dropout(pooled) W_c + b_c        (B, K), `classifier` (SequenceClassificationHead)
+        loss   = sequence_classification_loss     cross-entropy for K >= 2, mean squared error for K == 1
+
     (The design document's example uses `Linear(768, 1)` with a squeeze for a two-class task: that is a regression
     on the label value, not a classifier.)
     """
@@ -135,8 +171,7 @@ class BertForSequenceClassification(nn.Module):
         self.num_labels = config.num_labels
         self.bert = BertModel(config, add_pooling_layer=True)
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(p)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = SequenceClassificationHead(config.hidden_size, config.num_labels, p)
         init_bert_weights(self.classifier, config.initializer_range)
 
     def forward(
@@ -149,11 +184,6 @@ class BertForSequenceClassification(nn.Module):
         output_attentions: bool = False,
     ) -> SequenceClassifierOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
-        logits = self.classifier(self.dropout(out.pooler_output))  # (B, C) -> (B, K)
-        loss = None
-        if labels is not None:
-            if self.num_labels == 1:
-                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
-            else:
-                loss = F.cross_entropy(logits, labels)
+        logits = self.classifier(out.pooler_output)  # (B, C) -> (B, K)
+        loss = sequence_classification_loss(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)

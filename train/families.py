@@ -3,8 +3,10 @@
 Shapes: B batch, T tokens, C hidden size, L blocks, K classes.
 
 `python -m train.finetune` classifies with any of the three models `train.pretrain` trains. Each reads the text
-into token vectors h (B, T, C); one vector per text is pooled from them, and logits = Dropout(pooled) W + b (B, K)
-(`train/fusion.py`). What differs is the body kept from pretraining and what its vectors have read:
+into token vectors h (B, T, C); one vector per text is pooled from them (`minibert/pooling.py`), and logits =
+Dropout(pooled) W + b (B, K) with the loss, the head every classifier shares (`minibert/heads.py`,
+`SequenceClassificationHead`); `train/fusion.py` wires them together. What differs is the body kept from
+pretraining and what its vectors have read:
 
     family  pretrained by                the body kept               h_t has read       poolings
     bert    --objective mlm or electra   BertModel                   every token        mean, cls, pooler, last
@@ -38,6 +40,7 @@ from minibert.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, family, load_checked
                                  read_weights)
 from minibert.errors import InputError
 from minibert.gpt import GPT2Model, init_gpt2_weights
+from minibert.heads import SequenceClassificationHead
 from minibert.t5 import T5Stack, init_t5_weights
 
 NAMES = {"bert": "BERT", "gpt2": "GPT-2", "t5": "T5"}
@@ -45,15 +48,15 @@ POOLINGS = {"bert": ("mean", "cls", "pooler", "last"), "gpt2": ("mean", "last"),
 
 
 class GPT2ForClassification(nn.Module):
-    """GPT-2's body and a classifier: h = GPT2Model(ids) (B, T, C), logits = Dropout(pooled h) W + b (B, K)."""
+    """GPT-2's body and the classification head: h = GPT2Model(ids) (B, T, C), logits = Dropout(pooled h) W + b
+    (B, K), `classifier` a `minibert.heads.SequenceClassificationHead`."""
 
     def __init__(self, config: GPT2Config, label_names: list[str]):
         super().__init__()
         self.config = config
         self.id2label = dict(enumerate(label_names))
         self.transformer = GPT2Model(config)
-        self.dropout = nn.Dropout(config.resid_pdrop)
-        self.classifier = nn.Linear(config.n_embd, len(label_names))
+        self.classifier = SequenceClassificationHead(config.n_embd, len(label_names), config.resid_pdrop)
         self.apply(lambda m: init_gpt2_weights(m, config))  # the classifier too: N(0, 0.02²), bias 0
 
     def token_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -62,7 +65,8 @@ class GPT2ForClassification(nn.Module):
 
 
 class T5EncoderForClassification(nn.Module):
-    """T5's encoder and a classifier: h = encoder(shared[ids]) (B, T, C), logits = Dropout(pooled h) W + b."""
+    """T5's encoder and the classification head: h = encoder(shared[ids]) (B, T, C), logits = Dropout(pooled h)
+    W + b (B, K), `classifier` a `minibert.heads.SequenceClassificationHead`."""
 
     def __init__(self, config: T5Config, label_names: list[str]):
         super().__init__()
@@ -70,8 +74,7 @@ class T5EncoderForClassification(nn.Module):
         self.id2label = dict(enumerate(label_names))
         self.shared = nn.Embedding(config.vocab_size, config.d_model)
         self.encoder = T5Stack(config, self.shared, is_decoder=False)
-        self.dropout = nn.Dropout(config.dropout_rate)
-        self.classifier = nn.Linear(config.d_model, len(label_names))
+        self.classifier = SequenceClassificationHead(config.d_model, len(label_names), config.dropout_rate)
         self.apply(lambda m: init_t5_weights(m, config))
         f = config.initializer_factor
         nn.init.normal_(self.shared.weight, std=f)  # T5's embedding std, as T5ForConditionalGeneration's

@@ -1,20 +1,17 @@
-"""The classification head around BertForSequenceClassification (or a GPT-2 or T5 body, `train/families.py`):
-pooling choices and layer fusion, and the file format of a fine-tuned run.
+"""Fine-tuning's classifier: a BERT, GPT-2 or T5 body (`train/families.py`), a pooling, for BERT optionally layer
+fusion, and the model's own classification head and loss (`minibert.heads`); and the file format of a run.
 
 Shapes: B batch, T tokens, C hidden size, L encoder blocks, K classes.
 
-    h        = last block's output (B, T, C)                                  or, with layer fusion,
-    h        = gamma · Σ_{j=0..L} softmax(w)_j · h_j                          (ELMo's scalar mix; h_0 = embeddings)
-    pooled   = tanh(h[:, 0] W_p + b_p)                       pooling "pooler" (BERT's own pooler, HF-compatible)
-             = h[:, 0]                                       pooling "cls"
-             = Σ_t mask_t h_t / Σ_t mask_t                   pooling "mean" (real tokens only)
-             = h[:, t*],  t* = max{t : mask_t = 1}           pooling "last" (the last real token: GPT's)
-    logits   = Dropout(pooled) W_c + b_c                     (B, K)
+    h        = body(input_ids) (B, T, C)          or, BERT with layer fusion, ScalarMix of its L+1 outputs
+    pooled   = pool(h, mask, pooling) (B, C)      pooler, cls, mean, last        `minibert/pooling.py`
+    logits   = Dropout(pooled) W_c + b_c (B, K)   the model's `classifier`       `minibert/heads.py`
+    loss     = cross-entropy (K >= 2) or mean squared error (K == 1)            `heads.sequence_classification_loss`
 
 The pooler and the classifier are those of `BertForSequenceClassification` (`bert.pooler`, `classifier`), so with
 pooling "pooler" and no fusion the model is exactly BERT's classifier and exports to Hugging Face unchanged. The
 only extra weights are the L+1 mixing logits w and the scale gamma of layer fusion. A GPT-2 or T5 classifier
-(`train.families`) gives h from its body and has the same `dropout` and `classifier`; pooler and fusion are BERT's.
+(`train.families`) gives h from its body and has the same `classifier`; pooler and fusion are BERT's.
 
 A fine-tuned run directory holds:
     config.json, model.safetensors   BertForSequenceClassification (`minibert.checkpoint.save_pretrained`), with
@@ -32,59 +29,26 @@ import json
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from minibert.checkpoint import atomic_write, family, save_pretrained
 from minibert.errors import InputError
+from minibert.heads import sequence_classification_loss
+from minibert.pooling import POOLINGS, ScalarMix, last_token_pool, mean_pool, pool
 from train import families
 
-POOLINGS = ("pooler", "cls", "mean", "last")
+__all__ = ["POOLINGS", "ScalarMix", "SequenceClassifier", "last_token_pool", "load_classifier", "mean_pool",
+           "save_classifier"]
+
 HEAD_NAME = "head.safetensors"
 FINETUNE_NAME = "finetune.json"
 LABELS_NAME = "labels.json"
 FORMAT_VERSION = 1
 
 
-class ScalarMix(nn.Module):
-    """h = gamma · Σ_j softmax(w)_j h_j over the L+1 hidden states (Peters et al., 2018).
-
-    w starts at zero (an equal mix) and gamma at one. The softmax keeps the mixing weights positive and summing to
-    one, so gamma alone sets the scale of the result.
-    """
-
-    def __init__(self, num_states: int):
-        super().__init__()
-        self.weights = nn.Parameter(torch.zeros(num_states))  # w: (L+1,)
-        self.gamma = nn.Parameter(torch.ones(1))
-
-    def mixing_weights(self) -> torch.Tensor:
-        return self.weights.softmax(dim=0)  # (L+1,), sums to 1
-
-    def forward(self, states: list[torch.Tensor]) -> torch.Tensor:
-        stacked = torch.stack(states, dim=0)  # (L+1, B, T, C)
-        s = self.mixing_weights().to(stacked.dtype)
-        return self.gamma * torch.einsum("j,jbtc->btc", s, stacked)  # (B, T, C)
-
-
-def mean_pool(h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Σ_t mask_t h_t / Σ_t mask_t: (B, T, C), (B, T) -> (B, C)."""
-    m = attention_mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1)
-    return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
-
-
-def last_token_pool(h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """h at each row's last real token, t* = max{t : mask_t = 1}: (B, T, C), (B, T) -> (B, C). Right padding or
-    left, the padding never chooses the vector."""
-    B, T = attention_mask.shape
-    positions = torch.arange(T, device=h.device)  # (T,)
-    last = (attention_mask.long() * positions).argmax(dim=1)  # (B,): the largest real position of each row
-    return h[torch.arange(B, device=h.device), last]  # (B, C)
-
-
 class SequenceClassifier(nn.Module):
     """BertForSequenceClassification, or a GPT-2 / T5 classifier (`self.model`, `train.families`), with a choice
-    of pooling and, for BERT, optional layer fusion."""
+    of pooling and, for BERT, optional layer fusion: body -> (fusion) -> pooling -> the model's head and loss."""
 
     def __init__(self, model: nn.Module, pooling: str = "pooler", layer_fusion: bool = False):
         super().__init__()
@@ -122,30 +86,29 @@ class SequenceClassifier(nn.Module):
             module.eval()
         return self
 
+    def token_states(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        """h (B, T, C): the body's last output, or with layer fusion gamma · Σ_j softmax(w)_j h_j over BERT's L+1
+        hidden states (the embeddings and each block's output)."""
+        if self.family != "bert":
+            return self.model.token_states(input_ids, attention_mask)  # (B, T) -> (B, T, C)
+        fused = self.mix is not None
+        out = self.model.bert(input_ids, attention_mask, token_type_ids, output_hidden_states=fused)
+        if self.mix is None:
+            return out.last_hidden_state  # (B, T, C)
+        return self.mix(out.hidden_states)  # L+1 x (B, T, C) -> (B, T, C)
+
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         """(B, T) ids -> (B, K) logits. token_type_ids: BERT's segments; GPT-2 and T5 have none."""
-        if self.family == "bert":
-            bert = self.model.bert
-            out = bert(input_ids, attention_mask, token_type_ids, output_hidden_states=self.layer_fusion)
-            if self.layer_fusion:
-                h = self.mix(out.hidden_states)  # L+1 x (B, T, C) -> (B, T, C)
-                pooled = bert.pooler(h) if self.pooling == "pooler" else None
-            else:
-                h = out.last_hidden_state  # (B, T, C)
-                pooled = out.pooler_output if self.pooling == "pooler" else None
-        else:
-            h = self.model.token_states(input_ids, attention_mask)  # (B, T, C)
-        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        if self.pooling == "cls":
-            pooled = h[:, 0]  # (B, C)
-        elif self.pooling == "mean":
-            pooled = mean_pool(h, mask)  # (B, C)
-        elif self.pooling == "last":
-            pooled = last_token_pool(h, mask)  # (B, C)
-        return self.model.classifier(self.model.dropout(pooled))  # (B, C) -> (B, K)
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)  # (B, T)
+        h = self.token_states(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        pooler = self.model.bert.pooler if self.family == "bert" else None
+        pooled = pool(h, mask, self.pooling, pooler)  # (B, T, C) -> (B, C)
+        return self.model.classifier(pooled)  # (B, C) -> (B, K)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, labels)
+        """The model's own loss (`minibert.heads.sequence_classification_loss`): cross-entropy for K >= 2, mean
+        squared error for K == 1."""
+        return sequence_classification_loss(logits, labels)
 
 
 # -- the run directory --------------------------------------------------------------------------------------
