@@ -174,3 +174,19 @@ def test_help_names_every_option(capsys):
     for flag in ("--out", "--budgets", "--seeds", "--init", "--labels", "--no-scratch", "--no-baseline", "--epochs",
                  "--finetune-args", "--baseline-args", "--resume", "--plot-only", "--max-cells", "--train"):
         assert flag in text, flag
+
+
+def test_jobs_run_cells_at_once_with_the_same_results(setup, capsys):
+    """--jobs 2 runs two cells at a time; every cell is recorded, with the same command line as one at a time."""
+    one, two = setup["tmp"] / "jobs1", setup["tmp"] / "jobs2"
+    assert curve.main(curve_args(setup, one, "--budgets", "12")) == 0
+    capsys.readouterr()
+    assert curve.main(curve_args(setup, two, "--budgets", "12", "--jobs", "2")) == 0
+    printed = capsys.readouterr().out
+    assert sorted(ran(printed)) == ["baseline budget=12 seed=0", "tiny budget=12 seed=0"]
+    assert re.search(r"\[\d/2\] tiny budget=12 seed=0: \d+\.\d% in \d+ s", printed)
+    a, b = (json.loads((d / "curve.json").read_text())["cells"] for d in (one, two))
+    assert set(a) == set(b) and all(a[k]["args"] == b[k]["args"] for k in a)
+    assert a["baseline-n12-s0"]["accuracy"] == b["baseline-n12-s0"]["accuracy"]  # deterministic: the same draw
+    assert curve.main(curve_args(setup, setup["tmp"] / "jobs0", "--jobs", "0")) == 2
+    assert "--jobs 0" in capsys.readouterr().err

@@ -4,6 +4,7 @@ the pretrained model, the from-scratch control and the TF-IDF baseline, over sev
     python -m train.curve                                      # latest runs/pretrain-*/, budgets 500 1000 3000 all
     python -m train.curve --init runs/pretrain-A runs/pretrain-E --labels mlm electra
     python -m train.curve --budgets 1000 all --seeds 0 --no-baseline --finetune-args "--lr 3e-4"
+    python -m train.curve --jobs 2                             # two cells at once, on a machine with spare cores
 
 Every cell (model, budget, seed) is its own process, `python -m train.finetune` or `python -m train.baseline` with
 `--out OUT/cells/CELL`: a cell that fails or is interrupted takes nothing else with it, and memory is returned after
@@ -34,6 +35,7 @@ on a log axis, one line per model, its spread as error bars), `cells/` (each cel
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
 import math
@@ -43,6 +45,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -97,6 +100,8 @@ class CurveOptions:
                               metavar="ARGS")
     max_cells: int | None = _opt(None, "run at most this many cells, then stop (rerun to continue); none: all",
                                  metavar="N")
+    jobs: int = _opt(1, "cells run at once, each its own process; with more than one, each cell gets "
+                     "OMP_NUM_THREADS = CPU cores / jobs unless OMP_NUM_THREADS is set", metavar="N")
     # -- data: passed to every cell
     train: str | None = _opt(None, "training data (.csv, .tsv, .jsonl), as train.finetune --train; none: the "
                              "built-in review task", metavar="FILE")
@@ -304,8 +309,10 @@ def check_consistent(cells: list[Cell], done: dict) -> None:
 # -- running ------------------------------------------------------------------------------------------------
 
 
-def cell_env() -> dict:
+def cell_env(jobs: int = 1) -> dict:
     env = dict(os.environ)
+    if jobs > 1 and "OMP_NUM_THREADS" not in env:  # the cores shared out, not each cell using all of them
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
@@ -316,7 +323,7 @@ class CellFailed(Exception):
         self.code = code
 
 
-def run_cell(cell: Cell, out: Path) -> tuple[dict, float]:
+def run_cell(cell: Cell, out: Path, jobs: int = 1) -> tuple[dict, float]:
     """Run one cell as its own process, its output in OUT/logs/CELL.log; returns its results.json and seconds."""
     directory = out / "cells" / cell.name
     if directory.exists():
@@ -328,7 +335,7 @@ def run_cell(cell: Cell, out: Path) -> tuple[dict, float]:
     with open(log_path, "w", encoding="utf-8") as log:
         log.write("$ " + shlex.join(command) + "\n")
         log.flush()
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=cell_env()).returncode
+        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=cell_env(jobs)).returncode
     seconds = time.time() - started
     if code != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
@@ -361,6 +368,8 @@ def run(o: CurveOptions) -> dict:
         return record
     if o.max_cells is not None and o.max_cells < 1:
         raise InputError("--max-cells must be at least 1")
+    if o.jobs < 1:
+        raise InputError(f"--jobs {o.jobs}: must be at least 1")
     if not o.seeds or len(set(o.seeds)) != len(o.seeds):
         raise InputError("--seeds must be distinct")
     # 1. The task, read once here to check the budgets (every cell reads it again, the same way).
@@ -385,32 +394,47 @@ def run(o: CurveOptions) -> dict:
     todo = [c for c in cells if c.name not in record["cells"]]
     print(f"curve in {out}: {len(cells)} cells ({len(models)} models x {len(budgets)} budgets x {len(o.seeds)} "
           f"seeds), {len(cells) - len(todo)} done before, {len(todo)} to run; task: {source}", flush=True)
-    # 3. Each cell as its own process, recorded as soon as it finishes.
-    ran, pending = 0, False
-    try:
-        for i, cell in enumerate(cells, 1):
-            head = f"[{i}/{len(cells)}] {cell.model.label} budget={cell.budget} seed={cell.seed}"
-            if cell.name in record["cells"]:
-                print(f"{head}: done before ({100 * record['cells'][cell.name]['accuracy']:.1f}%), skipped",
-                      flush=True)
-                continue
-            if o.max_cells is not None and ran >= o.max_cells:
-                print(f"stopping after {ran} cell(s) (--max-cells); rerun the same command to continue", flush=True)
-                break
-            print(f"{head} ...", end=" ", flush=True)
-            pending = True
-            results, seconds = run_cell(cell, out)
-            pending = False
+    # 3. Each cell as its own process (up to --jobs at once), recorded as soon as it finishes.
+    heads = {c.name: f"[{i}/{len(cells)}] {c.model.label} budget={c.budget} seed={c.seed}"
+             for i, c in enumerate(cells, 1)}
+    for cell in cells:
+        if cell.name in record["cells"]:
+            print(f"{heads[cell.name]}: done before ({100 * record['cells'][cell.name]['accuracy']:.1f}%), skipped",
+                  flush=True)
+    batch = todo if o.max_cells is None else todo[:o.max_cells]
+
+    lock = threading.Lock()  # one cell at a time writes the record and prints its line
+
+    def start(cell: Cell) -> None:
+        print(f"{heads[cell.name]} ...", end=" " if o.jobs == 1 else "\n", flush=True)  # one line per cell alone
+        results, seconds = run_cell(cell, out, o.jobs)
+        with lock:
             record["cells"][cell.name] = cell_record(cell, results, seconds, f"cells/{cell.name}")
             record["updated"] = datetime.now().isoformat(timespec="seconds")
             write_json_atomic(out / "curve.json", record)
-            ran += 1
-            print(f"{100 * results['test']['accuracy']:.1f}% in {seconds:.0f} s", flush=True)
+            done = f"{100 * results['test']['accuracy']:.1f}% in {seconds:.0f} s"
+            print(done if o.jobs == 1 else f"{heads[cell.name]}: {done}", flush=True)
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=o.jobs)
+    try:
+        failure = None
+        for future in concurrent.futures.as_completed([pool.submit(start, cell) for cell in batch]):
+            if future.cancelled():
+                continue
+            try:
+                future.result()
+            except CellFailed as err:  # start nothing more; the cells already running finish and are recorded
+                failure = failure or err
+                pool.shutdown(wait=False, cancel_futures=True)
+        if failure:
+            raise failure
+        if len(batch) < len(todo):
+            print(f"stopping after {len(batch)} cell(s) (--max-cells); rerun the same command to continue", flush=True)
     finally:
-        if pending:
-            print(flush=True)  # end the progress line of the cell that did not finish
+        pool.shutdown(wait=True, cancel_futures=True)  # after an interruption: no new cell starts
         # 4. The table and the picture, from whatever is done (also after a failure or an interruption).
-        write_json_atomic(out / "curve.json", record)
+        with lock:
+            write_json_atomic(out / "curve.json", record)
         if record["cells"]:
             write_outputs(out, record)
     return record
