@@ -4,6 +4,8 @@ Which model: `--run RUN` loads a trained run; text without `--run` takes the lat
 `RUNS_DIR/pretrain-*/` with a BERT model and a tokenizer), or, when there is none, the toy model with a character
 tokenizer trained on the spot; ids alone (or nothing: the design document's 1..10) go through the toy model.
 A note on stderr says which, whenever the choice was not given.
+
+`--model gpt2` and `--model t5` walk through a toy GPT-2 or T5 instead (model_walks.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from .render import render
 from .sources import latest_run, load_run, spot_model, token_text
 from .toy import DOCUMENT_IDS, toy_model
 
+DEFAULT_LR = 0.01  # --lr's default; the option itself defaults to None, so that --model gpt2|t5 can refuse it
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -29,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
         "with a tokenizer built on the spot.",
         epilog="exit status: 0 on success, 1 if a value shown does not match the model, 2 on bad input",
     )
+    p.add_argument("--model", choices=("bert", "gpt2", "t5"), default="bert",
+                   help="which system to walk through (default bert); gpt2: a toy GPT-2 with random weights, its "
+                   "causal mask, shifted next-token loss and greedy next token; t5: a toy T5 with random weights, a "
+                   "span-corruption example, encoder, decoder and cross-attention masks, relative position buckets "
+                   "and the loss. Both take --ids, --layer, --head, --seed and --markdown, not --run")
     p.add_argument("text", nargs="?", help="text to explain, through the run's tokenizer (without --run: the "
                    "latest RUNS_DIR/pretrain-*/, else a character tokenizer trained on the spot)")
     p.add_argument("--ids", type=int, nargs="+", metavar="ID", help="token ids instead of text (default 1..10)")
@@ -42,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-id", type=int, help="id of [MASK] (default: the tokenizer's, or 15 for the toy model)")
     p.add_argument("--label", type=int, help="the id the loss asks for at the masked position (default: the "
                    "original id there)")
-    p.add_argument("--lr", type=float, default=0.01, help="learning rate of the SGD step (default 0.01)")
+    p.add_argument("--lr", type=float, help="learning rate of the SGD step (default 0.01)")
     p.add_argument("--seed", type=int, default=0, help="seed of the toy model's weights (default 0)")
     p.add_argument("--plot", metavar="DIR", help="also write one attention heatmap PNG per head of the layer")
     p.add_argument("--markdown", nargs="?", const="-", metavar="FILE",
@@ -74,6 +83,10 @@ def choose_model(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.model != "bert":
+            from .model_walks import main_model
+
+            return main_model(args)
         if args.markdown is not None:
             from .worked_example import worked_example_markdown, write_section
 
@@ -105,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             elif run is not None:
                 raise InputError(f"{run} has no tokenizer/ to say which id is [MASK]: pass --mask-id")
         e = explain(model, ids, layer=args.layer, head=args.head, mask_position=args.mask_position,
-                    label=args.label, lr=args.lr, mask_token_id=mask_id,
+                    label=args.label, lr=DEFAULT_LR if args.lr is None else args.lr, mask_token_id=mask_id,
                     id_to_text=token_text(tok) if tok is not None else None)
         sys.stdout.write(render(e))
         if args.plot is not None:
