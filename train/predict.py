@@ -2,10 +2,26 @@
 
     python -m train.predict runs/finetune-20250101-120000 "质量很好，物流也快" "太差了"
     python -m train.predict RUN_DIR --file reviews.txt --json         # one text per line
-    python -m train.predict RUN_DIR --export-hf hf-model               # for transformers' BertForSequenceClassification
+    python -m train.predict RUN_DIR --export-hf hf-model               # for transformers (below)
 
 A model trained on sentence pairs takes each input as "text<TAB>pair". A GPT-2 or T5 run fine-tuned by
-`train.finetune` predicts the same way; only a BERT one exports to Hugging Face.
+`train.finetune` predicts the same way; only a BERT one exports to Hugging Face. What --export-hf writes depends
+on the positions and the pooling, so that transformers computes the same logits:
+
+    learned positions, --pooling pooler           BertForSequenceClassification  (BERT's own classifier)
+    learned positions, --pooling cls, mean, last  BertModel + the head           (`minibert.hf.save_hf`)
+    rotary positions,  --pooling cls, mean, last  RoFormerModel + the head       (`minibert.hf_roformer`)
+
+The head is `classifier.safetensors` (classifier.weight (K, C), classifier.bias (K,)) and `minibert_head.json`
+(the pooling and the label names); the export prints the lines of transformers code that give the logits:
+
+    h      = encoder(input_ids, attention_mask, token_type_ids).last_hidden_state    (B, T, C)
+    pooled = pool(h, attention_mask)      (B, C)   cls, mean or last, as `minibert.pooling` pools
+    logits = pooled W_c^T + b_c           (B, K)   `minibert.heads.SequenceClassificationHead` (dropout off)
+
+Refused, with the option that prevents it: layer fusion (--strategy layer-fusion; no transformers class mixes
+the layers), a pre-LN body (norm_first), sinusoidal positions, and a rotary model with --pooling pooler (BERT's
+tanh pooler is not RoFormerForSequenceClassification's head, which applies the encoder's hidden_act).
 """
 
 from __future__ import annotations
@@ -19,6 +35,7 @@ import numpy as np
 import torch
 
 from minibert.errors import InputError
+from minibert.hf_roformer import check_roformer, save_roformer
 from train import families
 from train.corpus import iter_file_lines
 from train.finetune_data import EncodedSet, collate, encode_texts, load_tokenizer, sorted_batches
@@ -97,27 +114,114 @@ class Predictor:
             for text, p in zip(texts, probs)
         ]
 
-    def export_hf(self, directory: str | Path) -> None:
-        """Hugging Face's BertForSequenceClassification format (`minibert.hf.save_hf`), plus the tokenizer files."""
+    def export_hf(self, directory: str | Path) -> str | None:
+        """Write the model for transformers (the module doc), plus the tokenizer files; nothing is written when it
+        cannot be exported exactly. Returns the transformers code that reproduces the logits of an encoder + head
+        export, or None for BertForSequenceClassification."""
         from minibert.hf import save_hf
 
-        check_export_dir(Path(directory))
-        if self.classifier.family != "bert":
-            raise InputError(f"{self.run_dir}: a fine-tuned {families.NAMES[self.classifier.family]} model has no "
-                             "Hugging Face BertForSequenceClassification form; --export-hf is for BERT runs")
-        if not self.classifier.is_plain_bert:
-            raise InputError(
-                f"{self.run_dir}: only a model fine-tuned with --pooling pooler and without layer fusion is BERT's "
-                f"own classifier; this one uses pooling {self.classifier.pooling!r}"
-                f"{' with layer fusion' if self.classifier.layer_fusion else ''}, which transformers' "
-                "BertForSequenceClassification cannot express"
-            )
-        save_hf(self.classifier.model, directory)
-        self.tok.save(Path(directory) / "tokenizer")
+        directory = Path(directory)
+        check_export_dir(directory)
+        target = export_target(self.classifier, self.run_dir)
+        if target == "BertForSequenceClassification":
+            save_hf(self.classifier.model, directory)
+            for name in HEAD_FILES:  # an earlier encoder + head export into the same directory
+                (directory / name).unlink(missing_ok=True)
+        else:
+            (save_hf if target == "BertModel" else save_roformer)(self.classifier.model.bert, directory)
+            save_head(self.classifier, directory, target, {"text_pair": self.text_pair,
+                                                           "max_length": self.max_length})
+        self.tok.save(directory / "tokenizer")
+        return None if target == "BertForSequenceClassification" else head_code(directory, target,
+                                                                                self.classifier.pooling)
 
 
 # What an export writes; a directory holding anything else is not overwritten.
-EXPORT_FILES = ("config.json", "model.safetensors", "tokenizer")
+HEAD_FILES = ("classifier.safetensors", "minibert_head.json")
+EXPORT_FILES = ("config.json", "model.safetensors", "tokenizer", *HEAD_FILES)
+
+
+def export_target(classifier: SequenceClassifier, run_dir: Path) -> str:
+    """The transformers class a fine-tuned classifier exports to exactly: "BertForSequenceClassification", or the
+    encoder of an encoder + head export, "BertModel" or "RoFormerModel". InputError naming the option that
+    prevents an exact export."""
+    config = classifier.config
+    if classifier.family != "bert":
+        raise InputError(f"{run_dir}: a fine-tuned {families.NAMES[classifier.family]} model has no "
+                         "Hugging Face BertForSequenceClassification form; --export-hf is for BERT runs")
+    if classifier.layer_fusion:
+        raise InputError(
+            f"{run_dir}: this model was fine-tuned with layer fusion (--strategy layer-fusion): its head mixes the "
+            "outputs of every layer, which no transformers class does; --export-hf needs a model fine-tuned "
+            "without layer fusion (--pooling pooler for BertForSequenceClassification, or --pooling cls, mean or "
+            "last for the encoder and its head)")
+    if config.position_embedding_type == "rotary":
+        check_roformer(config)  # InputError for a pre-LN body (norm_first=True)
+        if classifier.pooling == "pooler":
+            raise InputError(
+                f"{run_dir}: rotary positions have no Hugging Face BERT equivalent, and RoFormer's classifier is not "
+                f"this one: the model was fine-tuned with --pooling pooler, BERT's tanh(h[:, 0] W_p + b_p), where "
+                f"transformers' RoFormerForSequenceClassification applies hidden_act {config.hidden_act!r}; a "
+                "rotary model fine-tuned with --pooling mean (the default), cls or last exports as RoFormerModel "
+                "and its head")
+        return "RoFormerModel"
+    config.to_hf_config()  # InputError for what Hugging Face's BERT cannot express (pre-LN, sinusoidal positions)
+    return "BertForSequenceClassification" if classifier.pooling == "pooler" else "BertModel"
+
+
+def save_head(classifier: SequenceClassifier, directory: Path, encoder: str, meta: dict) -> None:
+    """`classifier.safetensors` (classifier.weight (K, C), classifier.bias (K,)) and `minibert_head.json`: what
+    turns the encoder's last hidden state into the logits (the module doc)."""
+    from safetensors.torch import save_file
+
+    head = classifier.model.classifier
+    state = {"classifier.weight": head.weight, "classifier.bias": head.bias}
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(directory / HEAD_FILES[0]),
+              metadata={"format": "pt"})
+    id2label = classifier.id2label
+    info = {"format_version": 1, "encoder": encoder, "pooling": classifier.pooling,
+            "pooling_formula": POOLING_FORMULAS[classifier.pooling],
+            "logits": "pooled @ classifier.weight.T + classifier.bias", "num_labels": classifier.num_labels,
+            "id2label": {str(i): id2label[i] for i in range(classifier.num_labels)},
+            "label2id": {id2label[i]: i for i in range(classifier.num_labels)}, **meta}
+    (directory / HEAD_FILES[1]).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# `minibert.pooling`'s weightless poolings, as formulas (for minibert_head.json) and as transformers-side code.
+POOLING_FORMULAS = {
+    "cls": "h[:, 0]",
+    "mean": "sum_t mask_t h_t / sum_t mask_t (real tokens only)",
+    "last": "h[:, t*], t* = max{t : mask_t = 1} (the last real token)",
+}
+POOLING_CODE = {
+    "cls": ["pooled = h[:, 0]  # (B, C)"],
+    "mean": ["m = attention_mask.to(h.dtype).unsqueeze(-1)  # (B, T, 1)",
+             "pooled = (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)  # (B, C)"],
+    "last": ["last = (attention_mask.long() * torch.arange(h.size(1), device=h.device)).argmax(dim=1)  # (B,)",
+             "pooled = h[torch.arange(h.size(0), device=h.device), last]  # (B, C)"],
+}
+
+
+def head_code(directory: Path, encoder: str, pooling: str) -> str:
+    """The lines of transformers code that give an encoder + head export's logits from input_ids, attention_mask
+    and token_type_ids (B, T), as `minibert.pooling` and `minibert.heads.SequenceClassificationHead` compute them."""
+    lines = [
+        "import torch",
+        "from safetensors.torch import load_file",
+        f"from transformers import {encoder}",
+        "",
+        f"encoder = {encoder}.from_pretrained({str(directory)!r}).eval()",
+        f"head = load_file({str(directory / HEAD_FILES[0])!r})",
+        "# input_ids, attention_mask, token_type_ids: (B, T), from the tokenizer in "
+        f"{str(directory / 'tokenizer')!r}",
+        "with torch.no_grad():",
+        "    h = encoder(input_ids=input_ids, attention_mask=attention_mask,",
+        "                token_type_ids=token_type_ids).last_hidden_state  # (B, T, C)",
+        *(f"    {line}" for line in POOLING_CODE[pooling]),
+        '    logits = torch.nn.functional.linear(pooled, head["classifier.weight"], head["classifier.bias"])'
+        "  # (B, K)",
+    ]
+    return "\n".join(lines)
 
 
 def check_export_dir(directory: Path) -> None:
@@ -150,9 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list of {text, label, probability, "
                    "probabilities} instead of a table")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: 64)")
-    p.add_argument("--export-hf", metavar="DIR", help="write the model as a Hugging Face BertForSequenceClassification "
-                   "directory (config.json, model.safetensors; tokenizer in DIR/tokenizer): a new or empty one, or "
-                   "an earlier export; needs a model fine-tuned with --pooling pooler and no layer fusion")
+    p.add_argument("--export-hf", metavar="DIR", help="write the model for Hugging Face transformers (config.json, "
+                   "model.safetensors; tokenizer in DIR/tokenizer) into a new or empty directory, or an earlier "
+                   "export: --pooling pooler with learned positions as BertForSequenceClassification; --pooling "
+                   "cls, mean or last as BertModel (learned positions) or RoFormerModel (rotary positions) plus "
+                   "the head, classifier.safetensors and minibert_head.json, and the code that applies it is "
+                   "printed. Refused for layer fusion, pre-LN and sinusoidal models, and rotary with --pooling "
+                   "pooler")
     return p
 
 
@@ -168,9 +276,13 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("nothing to do: give texts, --file FILE or --export-hf DIR")
         predictor = Predictor(args.run_dir)
         if args.export_hf:
-            predictor.export_hf(args.export_hf)
-            print(f"exported to {args.export_hf} (transformers.BertForSequenceClassification.from_pretrained)",
-                  file=sys.stderr)
+            code = predictor.export_hf(args.export_hf)
+            if code is None:
+                print(f"exported to {args.export_hf} (transformers.BertForSequenceClassification.from_pretrained)",
+                      file=sys.stderr)
+            else:
+                print(f"exported to {args.export_hf}: the encoder and the head; these lines give the logits:\n\n"
+                      f"{code}\n", file=sys.stderr)
         if texts:
             results = predictor.predict(texts, args.batch_size)
             if args.json:
