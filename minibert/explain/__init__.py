@@ -6,6 +6,8 @@
     python -m minibert.explain "今天天气很好" --run RUN_DIR  # a trained model and its tokenizer
     python -m minibert.explain --plot plots/             # attention heatmaps of every head of the chosen layer
     python -m minibert.explain --markdown                # the worked example of docs/MATH.md
+    python -m minibert.explain --model gpt2              # a toy GPT-2: causal mask, shifted next-token loss
+    python -m minibert.explain --model t5                # a toy T5: span corruption, three masks, position buckets
 
 Shapes: B batch (1 here), T tokens, C hidden size, H heads, D head size (C = H * D), I feed-forward size,
 V vocabulary size, L layers.
@@ -24,7 +26,9 @@ The walk-through depends on the model, never the other way round. Its parts, in 
 - render.py: `render`, the Explanation as text;
 - plot.py: `plot_attention`, heatmaps;
 - sources.py: which model and tokenizer (a run, the latest run, or a toy built on the spot);
-- cli.py: the command line; worked_example.py: docs/MATH.md's section, generated.
+- cli.py: the command line; worked_example.py: docs/MATH.md's section, generated;
+- gpt_walk.py, t5_walk.py: the same for GPT-2 and T5 on their own toys (`--model gpt2|t5`), with walk_common.py
+  (what they share) and model_walks.py (their command line).
 """
 
 from .capture import Check, Explanation, explain
