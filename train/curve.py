@@ -47,13 +47,13 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from minibert.errors import InputError
 from train import metrics
-from train.cli import build_parser
+from train.cli import TaskFiles, build_parser, opt
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BUDGETS = ("500", "1000", "3000", "all")
@@ -65,51 +65,40 @@ OWNED = {"init", "from_scratch", "out", "runs_dir", "seeds", "split_seed", "trai
 DATA_OPTIONS = ("train", "validation", "test", "text_column", "text_pair_column", "label_column")
 
 
-def _opt(default, help: str, **kw):
-    if isinstance(default, (list, tuple)):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
-
-
 @dataclass
-class CurveOptions:
-    out: str | None = _opt(None, "the curve's directory; an existing one is resumed. none: RUNS_DIR/curve-YYYYmmdd "
-                           "(so the same command on the same day resumes)", metavar="DIR")
-    runs_dir: str = _opt("runs", "where the latest pretraining run (no --init) and the latest curve (--resume) are "
-                         "looked for, and where the default --out goes", metavar="DIR")
-    resume: bool = _opt(False, "without --out: resume the latest RUNS_DIR/curve-*/ instead of today's")
-    plot_only: bool = _opt(False, "run nothing: rewrite curve.md and curve.png from the curve.json in --out (or the "
-                           "latest curve)")
+class CurveOptions(TaskFiles):
+    """train.curve's options; the task's (--train ... --label-column), passed to every cell, from
+    `train.cli.TaskFiles`."""
+
+    out: str | None = opt(None, "the curve's directory; an existing one is resumed. none: RUNS_DIR/curve-YYYYmmdd "
+                          "(so the same command on the same day resumes)", metavar="DIR")
+    runs_dir: str = opt("runs", "where the latest pretraining run (no --init) and the latest curve (--resume) are "
+                        "looked for, and where the default --out goes", metavar="DIR")
+    resume: bool = opt(False, "without --out: resume the latest RUNS_DIR/curve-*/ instead of today's")
+    plot_only: bool = opt(False, "run nothing: rewrite curve.md and curve.png from the curve.json in --out (or the "
+                          "latest curve)")
     # -- what is measured
-    budgets: list[str] = _opt(DEFAULT_BUDGETS, "numbers of labelled training examples (each drawn stratified, as "
-                              "train.finetune --train-examples), 'all' for every one", metavar="N")
-    seeds: list[int] = _opt((0, 1, 2), "seeds: seed S draws its own training examples (--split-seed S) and seeds "
-                            "the training (--seeds S), the same for every model", metavar="SEED")
+    budgets: list[str] = opt(DEFAULT_BUDGETS, "numbers of labelled training examples (each drawn stratified, as "
+                             "train.finetune --train-examples), 'all' for every one", metavar="N")
+    seeds: list[int] = opt((0, 1, 2), "seeds: seed S draws its own training examples (--split-seed S) and seeds "
+                           "the training (--seeds S), the same for every model", metavar="SEED")
     # --init and --labels are added by hand (repeatable lists); "positional" keeps train.cli from adding them.
-    init: list[str] = _opt((), "", positional=True)
-    labels: list[str] = _opt((), "", positional=True)
-    scratch: bool = _opt(True, "the from-scratch control: the first --init's architecture and tokenizer, random "
-                         "weights (train.finetune --from-scratch)")
-    baseline: bool = _opt(True, "the TF-IDF + logistic regression baseline (python -m train.baseline)")
-    epochs: list[int] = _opt((), "fine-tuning epochs: one number for every budget, or one per budget in --budgets "
-                             "order. none: the rule of --help's description (10 for few labels, 3 for all)",
-                             metavar="E")
-    finetune_args: str = _opt("", "more options for every train.finetune cell, as one string, e.g. "
-                              "\"--lr 3e-4 --batch-size 16\" (not the options the curve sets)", metavar="ARGS")
-    baseline_args: str = _opt("", "more options for every train.baseline cell, e.g. \"--c-values 10 30\"",
-                              metavar="ARGS")
-    max_cells: int | None = _opt(None, "run at most this many cells, then stop (rerun to continue); none: all",
-                                 metavar="N")
-    jobs: int = _opt(1, "cells run at once, each its own process; with more than one, each cell gets "
-                     "OMP_NUM_THREADS = CPU cores / jobs unless OMP_NUM_THREADS is set", metavar="N")
-    # -- data: passed to every cell
-    train: str | None = _opt(None, "training data (.csv, .tsv, .jsonl), as train.finetune --train; none: the "
-                             "built-in review task", metavar="FILE")
-    validation: str | None = _opt(None, "validation data, as train.finetune --validation", metavar="FILE")
-    test: str | None = _opt(None, "test data, as train.finetune --test", metavar="FILE")
-    text_column: str = _opt("text", "column holding the text", metavar="NAME")
-    text_pair_column: str | None = _opt(None, "column holding a second text (sentence pairs)", metavar="NAME")
-    label_column: str = _opt("label", "column holding the label", metavar="NAME")
+    init: list[str] = opt((), "", positional=True)
+    labels: list[str] = opt((), "", positional=True)
+    scratch: bool = opt(True, "the from-scratch control: the first --init's architecture and tokenizer, random "
+                        "weights (train.finetune --from-scratch)")
+    baseline: bool = opt(True, "the TF-IDF + logistic regression baseline (python -m train.baseline)")
+    epochs: list[int] = opt((), "fine-tuning epochs: one number for every budget, or one per budget in --budgets "
+                            "order. none: the rule of --help's description (10 for few labels, 3 for all)",
+                            metavar="E")
+    finetune_args: str = opt("", "more options for every train.finetune cell, as one string, e.g. "
+                             "\"--lr 3e-4 --batch-size 16\" (not the options the curve sets)", metavar="ARGS")
+    baseline_args: str = opt("", "more options for every train.baseline cell, e.g. \"--c-values 10 30\"",
+                             metavar="ARGS")
+    max_cells: int | None = opt(None, "run at most this many cells, then stop (rerun to continue); none: all",
+                                metavar="N")
+    jobs: int = opt(1, "cells run at once, each its own process; with more than one, each cell gets "
+                    "OMP_NUM_THREADS = CPU cores / jobs unless OMP_NUM_THREADS is set", metavar="N")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):

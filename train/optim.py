@@ -13,19 +13,36 @@ import torch
 from torch import nn
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay by rule: tensors of rank >= 2 (weight matrices, embeddings) decay; biases and LayerNorm don't."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
+def param_groups(model: nn.Module, weight_decay: float, layer_lr_decay: float = 1.0,
+                 depths: dict[int, int] | None = None, top: int = 0, lr: float | None = None) -> list[dict]:
+    """AdamW's parameter groups, for every loop.
+
+    Weight decay by rule: tensors of rank >= 2 (weight matrices, embeddings) decay; biases and norms don't.
+    Layer-wise learning-rate decay (ELECTRA, ULMFiT's discriminative fine-tuning): a parameter at depth d of `top`
+    (`depths`: id(parameter) -> d; absent = `top`, the head) learns at lr · decay^(top - d), so the embeddings
+    (d = 0) move least and the head most. Each group carries its `lr_scale`, which `set_lr` multiplies in;
+    with `lr` the groups also start at lr · lr_scale. Groups come in order of first appearance, decayed first.
+    """
+    groups: dict[tuple[float, bool], dict] = {}
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        scale = layer_lr_decay ** (top - depths.get(id(p), top)) if depths else 1.0
+        for decays in (True, False):  # both groups of a scale exist, so the order never depends on the first tensor
+            groups.setdefault((scale, decays), {"params": [], "weight_decay": weight_decay if decays else 0.0,
+                                                "lr_scale": scale, **({} if lr is None else {"lr": lr * scale})})
+        groups[scale, p.dim() >= 2]["params"].append(p)
+    return list(groups.values())
 
 
-def make_adamw(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.98), eps: float = 1e-6):
-    """AdamW over `param_groups`; the fused kernel on CUDA (one launch for all parameters)."""
+def make_adamw(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.98), eps: float = 1e-6,
+               groups: list[dict] | None = None) -> torch.optim.AdamW:
+    """AdamW over `groups` (default: `param_groups(model, weight_decay)`); the fused kernel on CUDA (one launch
+    for all parameters). Pretraining keeps RoBERTa's betas (0.9, 0.98) and eps 1e-6; fine-tuning passes BERT's
+    (0.9, 0.999) and 1e-8."""
     on_cuda = next(model.parameters()).is_cuda
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, fused=on_cuda or None)
+    groups = param_groups(model, weight_decay) if groups is None else groups
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=on_cuda or None)
 
 
 def lr_at(step: int, *, peak_lr: float, warmup_steps: int, total_steps: int, schedule: str = "linear",
@@ -46,7 +63,23 @@ def lr_at(step: int, *, peak_lr: float, warmup_steps: int, total_steps: int, sch
     return peak_lr * (final_ratio + (1.0 - final_ratio) * shape)
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float, scales: list[float] | None = None) -> None:
-    """Set every group's learning rate (times a per-group scale, for layer-wise decay)."""
-    for i, group in enumerate(optimizer.param_groups):
-        group["lr"] = lr * (scales[i] if scales else group.get("lr_scale", 1.0))
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate: lr times the group's `lr_scale` (layer-wise decay; 1 without it)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+class Schedule:
+    """`lr_at` stepping with the optimiser: after each optimiser step, `step()` sets the next step's learning rate
+    (the loop that keeps its own step counter, as pretraining does, calls `set_lr(optimizer, lr_at(step, ...))`)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, peak_lr: float, warmup_steps: int, total_steps: int,
+                 schedule: str = "linear"):
+        self.optimizer, self.steps = optimizer, 0
+        self.lr = lambda step: lr_at(step, peak_lr=peak_lr, warmup_steps=warmup_steps, total_steps=total_steps,
+                                     schedule=schedule)
+        set_lr(optimizer, self.lr(0))
+
+    def step(self) -> None:
+        self.steps += 1
+        set_lr(self.optimizer, self.lr(self.steps))

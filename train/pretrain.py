@@ -42,14 +42,13 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from minibert import BertConfig, GPT2Config, InputError, T5Config
@@ -58,7 +57,7 @@ from minibert.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, atomic_write, family
 from minibert.compiled import compile_model
 from minibert.config import PRESETS, TYPE_NAMES, field_types, read_fields
 from train.builtin_data import BUILTIN_PARTS, builtin_pretraining_texts
-from train.cli import OutDir, OutState, RunKind, check_usable, claim, inspect_out, parse_given, release
+from train.cli import OutDir, OutState, RunKind, check_usable, claim, inspect_out, opt, parse_given, release
 from train.families import NAMES as FAMILY_NAMES
 from train.families import POSITIONS_FIELD, max_positions
 from train.objectives import FAMILY, OBJECTIVES, Objective, make_objective
@@ -68,12 +67,6 @@ from train.packing import pack_blocks, split_blocks, tokenize_to_cache
 # What the built-in corpus defaults to: pretraining on the in-domain reviews (measured best, docs/RESULTS.md), with
 # a tokenizer that learns its pieces from all the built-in text.
 DEFAULT_BUILTIN_CORPUS, DEFAULT_TOKENIZER_CORPUS = "reviews", "all"
-
-
-def opt(default, help, **kw):
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
 
 
 @dataclass
@@ -122,7 +115,8 @@ class PretrainArgs:
     warmup_steps: int = opt(50, "linear warmup steps")
     schedule: str = opt("linear", "decay after warmup", choices=["linear", "cosine", "constant"])
     weight_decay: float = opt(0.01, "AdamW weight decay on tensors of rank >= 2")
-    grad_clip: float = opt(1.0, "clip the global gradient norm to this (0 = off)")
+    max_grad_norm: float = opt(1.0, "clip the global gradient norm to this (0 = off); --grad-clip is its older "
+                               "name", aliases=("--grad-clip",))
     objective: str = opt("mlm", "what is learned, and so which model: mlm (BERT's masked-language modelling), "
                                 "electra (replaced-token detection: a small generator fills the masks, the BERT "
                                 "encoder tells replaced tokens from originals at every position; docs/MATH.md), "
@@ -187,7 +181,7 @@ def check_args(args: PretrainArgs) -> None:
         (finite(args.lr) and args.lr > 0, "--lr must be a positive number"),
         (args.warmup_steps >= 0, "--warmup-steps must be >= 0"),
         (finite(args.weight_decay) and args.weight_decay >= 0, "--weight-decay must be >= 0"),
-        (finite(args.grad_clip) and args.grad_clip >= 0, "--grad-clip must be >= 0 (0 = off)"),
+        (finite(args.max_grad_norm) and args.max_grad_norm >= 0, "--max-grad-norm must be >= 0 (0 = off)"),
         (0 < args.mlm_probability < 1, "--mlm-probability must be above 0 and below 1 (0.15 in BERT)"),
         (0 < args.generator_size <= 1, "--generator-size must be above 0 and at most 1 (a fraction of the encoder)"),
         (finite(args.discriminator_weight) and args.discriminator_weight > 0, "--discriminator-weight must be > 0"),
@@ -484,12 +478,17 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+# Options saved under an older name by earlier runs: old name -> the name now (Hugging Face's, where it has one).
+RENAMED = {"grad_clip": "max_grad_norm"}
+
+
 def resume_args(stored: dict, args: PretrainArgs, given: set[str]) -> tuple[PretrainArgs, list[str]]:
     """The run's own options, with those given on this command line that may change; returns them and the names
     of the options that changed. A given option that may not change, and differs, is an InputError naming it."""
     def norm(name, value):
         return None if name == "max_steps" and value == 0 else value
 
+    stored = {RENAMED.get(k, k): v for k, v in stored.items()}  # a run saved before an option was renamed
     merged = {}
     for f in dataclasses.fields(PretrainArgs):
         inherit = f.name in stored and f.name not in given and f.name not in THIS_COMMAND_ONLY
@@ -986,8 +985,8 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
                     for k in means:
                         terms[k] += means[k].detach().float() * share_of[k]
                 # 6. Clip, step, zero.
-                if args.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+                if args.max_grad_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 term_values = torch.stack([torch.as_tensor(terms[k], device=device) for k in terms])
