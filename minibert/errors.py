@@ -6,6 +6,6 @@ catches it, prints its message (which names the file, line or option at fault an
 with status 2, without touching any existing output.
 """
 
-from tokenizer.errors import InputError
+from tokenizer.errors import InputError, command_main
 
-__all__ = ["InputError"]
+__all__ = ["InputError", "command_main"]

@@ -10,11 +10,10 @@ a submodule binds its name on the package, and the package's name `train` is the
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from .corpus import text_files
-from .errors import InputError
+from .errors import InputError, command_main
 from .spm_tokenizer import SentencePieceTokenizer
 from .textfile import check_looks_like_text
 from .trainer import MODEL_TYPES
@@ -73,6 +72,7 @@ def check_args(args: argparse.Namespace) -> None:
         check_looks_like_text(path)
 
 
+@command_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -90,10 +90,6 @@ def main(argv: list[str] | None = None) -> int:
             force=args.force,
             progress=False if args.no_progress else None,
         )
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # a file that cannot be read, or an --out that cannot be written (read-only, full)
-        print(f"error: {err.filename or args.out}: {err.strerror or err}", file=sys.stderr)
-        return 2
+    except OSError as err:  # an output that cannot be written (read-only, a path through a file, a full disk)
+        raise InputError(f"{err.filename or args.out}: {err.strerror or err}") from None
     return 0

@@ -44,6 +44,7 @@ from minibert.errors import InputError
 from train import metrics
 from train.cli import TaskDraw, opt, parse_into
 from train.finetune_data import Columns, Example, TaskData, label_counts, load_task, subsample_train, warn
+from tokenizer.errors import command_main
 
 METRICS = ("macro_f1", "accuracy")
 PAIR_SEPARATOR = " [SEP] "  # between a text and its pair; the char analyzer lowercases it to " [sep] "
@@ -281,14 +282,9 @@ def run(o: BaselineOptions) -> dict:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    options = parse_into(BaselineOptions, argv, __doc__.split("\n\n")[0], "python -m train.baseline")
-    try:
-        run(options)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+@command_main
+def main(argv: list[str] | None = None) -> None:
+    run(parse_into(BaselineOptions, argv, __doc__.split("\n\n")[0], "python -m train.baseline"))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ from pathlib import Path
 from minibert.errors import InputError
 from train import metrics
 from train.cli import TaskFiles, build_parser, opt
+from tokenizer.errors import command_main
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BUDGETS = ("500", "1000", "3000", "all")
@@ -550,13 +551,11 @@ def write_outputs(out: Path, record: dict) -> None:
     print(f"wrote {out / 'curve.md'} and {out / 'curve.png'}", flush=True)
 
 
+@command_main
 def main(argv: list[str] | None = None) -> int:
     options = parse_options(argv)
     try:
         run(options)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except CellFailed as err:
         print(f"\nerror: {err}", file=sys.stderr)
         return err.code

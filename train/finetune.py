@@ -56,6 +56,7 @@ from train.finetune_data import (
 )
 from train.fusion import FINETUNE_NAME, HEAD_NAME, LABELS_NAME, POOLINGS, SequenceClassifier, save_classifier
 from train.predict import autocast, predict_logits
+from tokenizer.errors import command_main
 
 STRATEGIES = ("full", "linear-probe", "freeze-bottom-k", "layer-fusion")
 METRICS = ("macro_f1", "accuracy")
@@ -548,14 +549,9 @@ def run(o: Options) -> dict:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    options = parse_options(argv)
-    try:
-        run(options)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+@command_main
+def main(argv: list[str] | None = None) -> None:
+    run(parse_options(argv))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from minibert.generate import GenerationConfig, generate
 from minibert.gpt import GPT2LMHeadModel
 from minibert.hf_gpt_t5 import MODELS, load_hf, load_pretrained
 from minibert.t5 import T5ForConditionalGeneration
+from tokenizer.errors import command_main
 
 SENTINEL = re.compile(r"<extra_id_(\d+)>")
 
@@ -240,33 +241,30 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@command_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        settings = settings_from(args)
-        if any(not p.strip() for p in args.prompts):
-            raise InputError("a prompt is empty; give the text to continue (GPT) or to fill (T5)")
-        device = resolve_device(args.device)
-        run = load_run(args.run)
-        if run.kind == "gpt2" and args.mask_span:
-            raise InputError("--mask-span is for a T5 run; this run is GPT, which continues the prompt")
-        if run.kind == "t5" and args.mask_span and len(args.prompts) > 1:
-            raise InputError("--mask-span applies to one prompt; give one prompt with it")
-        run.model.to(device)
-        for prompt in args.prompts:
-            if run.kind == "gpt2":
-                result = continue_prompt(run, prompt, settings, device)
-            else:
-                if args.mask_span:
-                    if SENTINEL.search(prompt):
-                        raise InputError("give gaps either as <extra_id_k> markers in the prompt or by --mask-span, "
-                                         "not both")
-                    prompt = mark_spans(prompt, args.mask_span)
-                result = fill_prompt(run, prompt, settings, device)
-            print(json.dumps(result, ensure_ascii=False) if args.json else result["text"], flush=True)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    settings = settings_from(args)
+    if any(not p.strip() for p in args.prompts):
+        raise InputError("a prompt is empty; give the text to continue (GPT) or to fill (T5)")
+    device = resolve_device(args.device)
+    run = load_run(args.run)
+    if run.kind == "gpt2" and args.mask_span:
+        raise InputError("--mask-span is for a T5 run; this run is GPT, which continues the prompt")
+    if run.kind == "t5" and args.mask_span and len(args.prompts) > 1:
+        raise InputError("--mask-span applies to one prompt; give one prompt with it")
+    run.model.to(device)
+    for prompt in args.prompts:
+        if run.kind == "gpt2":
+            result = continue_prompt(run, prompt, settings, device)
+        else:
+            if args.mask_span:
+                if SENTINEL.search(prompt):
+                    raise InputError("give gaps either as <extra_id_k> markers in the prompt or by --mask-span, "
+                                     "not both")
+                prompt = mark_spans(prompt, args.mask_span)
+            result = fill_prompt(run, prompt, settings, device)
+        print(json.dumps(result, ensure_ascii=False) if args.json else result["text"], flush=True)
     return 0
 
 

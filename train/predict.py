@@ -40,6 +40,7 @@ from train import families
 from train.corpus import iter_file_lines
 from train.finetune_data import EncodedSet, collate, encode_texts, load_tokenizer, sorted_batches
 from train.fusion import SequenceClassifier, load_classifier
+from tokenizer.errors import command_main
 
 
 def autocast(device: torch.device):
@@ -264,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@command_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -291,12 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                 for r in results:
                     probs = "  ".join(f"{k}={v:.3f}" for k, v in r["probabilities"].items())
                     print(f"{r['label']}\t{r['probability']:.3f}\t{probs}\t{r['text']}")
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # --export-hf cannot be written (read-only, a path through a file, a full disk)
-        print(f"error: {err.filename or args.export_hf}: {err.strerror or err}", file=sys.stderr)
-        return 2
+    except OSError as err:  # an output that cannot be written (read-only, a path through a file, a full disk)
+        raise InputError(f"{err.filename or args.export_hf}: {err.strerror or err}") from None
     return 0
 
 

@@ -63,6 +63,7 @@ from train.families import POSITIONS_FIELD, max_positions
 from train.objectives import FAMILY, OBJECTIVES, Objective, make_objective
 from train.optim import lr_at, make_adamw, set_lr
 from train.packing import pack_blocks, split_blocks, tokenize_to_cache
+from tokenizer.errors import command_main
 
 # What the built-in corpus defaults to: pretraining on the in-domain reviews (measured best, docs/RESULTS.md), with
 # a tokenizer that learns its pieces from all the built-in text.
@@ -735,13 +736,10 @@ class Outcome:
     exit_code: int = 0
 
 
+@command_main
 def main(argv: list[str] | None = None) -> int:
     args, given = parse_given(PretrainArgs, argv, __doc__.split("\n\n")[0], "python -m train.pretrain")
-    try:
-        return run(args, given)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run(args, given)
 
 
 def run(args: PretrainArgs, given: set[str] | None = None) -> int:

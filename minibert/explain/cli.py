@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import InputError
+from ..errors import InputError, command_main
 from .capture import explain
 from .plot import plot_attention, plot_directory
 from .render import render
@@ -80,51 +80,48 @@ def choose_model(args: argparse.Namespace):
     return model, tok, None
 
 
+@command_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.model != "bert":
-            from .model_walks import main_model
+    if args.model != "bert":
+        from .model_walks import main_model
 
-            return main_model(args)
-        if args.markdown is not None:
-            from .worked_example import worked_example_markdown, write_section
+        return main_model(args)
+    if args.markdown is not None:
+        from .worked_example import worked_example_markdown, write_section
 
-            if args.markdown == "-":
-                sys.stdout.write(worked_example_markdown())
-            else:
-                write_section(args.markdown)
-                print(f"wrote the worked example into {args.markdown}")
-            return 0
-        if args.text is not None and args.ids is not None:
-            raise InputError("give either text or --ids, not both")
-        if args.plot is not None:
-            plot_directory(args.plot)  # fail before the long printout, not after it
-        model, tok, run = choose_model(args)
-        if args.text is not None:
-            if tok is None:
-                raise InputError("text needs a tokenizer: pass --run RUN_DIR (with RUN_DIR/tokenizer/), or use --ids")
-            ids = list(tok.encode(args.text).input_ids)
-        elif args.ids is not None:
-            ids = args.ids
-        elif run is None:
-            ids = DOCUMENT_IDS
+        if args.markdown == "-":
+            sys.stdout.write(worked_example_markdown())
         else:
-            raise InputError("with --run, give text or --ids")
-        mask_id = args.mask_id
-        if mask_id is None:
-            if tok is not None:
-                mask_id = tok.mask_token_id
-            elif run is not None:
-                raise InputError(f"{run} has no tokenizer/ to say which id is [MASK]: pass --mask-id")
-        e = explain(model, ids, layer=args.layer, head=args.head, mask_position=args.mask_position,
-                    label=args.label, lr=DEFAULT_LR if args.lr is None else args.lr, mask_token_id=mask_id,
-                    id_to_text=token_text(tok) if tok is not None else None)
-        sys.stdout.write(render(e))
-        if args.plot is not None:
-            for path in plot_attention(e, args.plot):
-                print(f"wrote {path}")
-        return 0 if e.all_checks_pass else 1
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+            write_section(args.markdown)
+            print(f"wrote the worked example into {args.markdown}")
+        return 0
+    if args.text is not None and args.ids is not None:
+        raise InputError("give either text or --ids, not both")
+    if args.plot is not None:
+        plot_directory(args.plot)  # fail before the long printout, not after it
+    model, tok, run = choose_model(args)
+    if args.text is not None:
+        if tok is None:
+            raise InputError("text needs a tokenizer: pass --run RUN_DIR (with RUN_DIR/tokenizer/), or use --ids")
+        ids = list(tok.encode(args.text).input_ids)
+    elif args.ids is not None:
+        ids = args.ids
+    elif run is None:
+        ids = DOCUMENT_IDS
+    else:
+        raise InputError("with --run, give text or --ids")
+    mask_id = args.mask_id
+    if mask_id is None:
+        if tok is not None:
+            mask_id = tok.mask_token_id
+        elif run is not None:
+            raise InputError(f"{run} has no tokenizer/ to say which id is [MASK]: pass --mask-id")
+    e = explain(model, ids, layer=args.layer, head=args.head, mask_position=args.mask_position,
+                label=args.label, lr=DEFAULT_LR if args.lr is None else args.lr, mask_token_id=mask_id,
+                id_to_text=token_text(tok) if tok is not None else None)
+    sys.stdout.write(render(e))
+    if args.plot is not None:
+        for path in plot_attention(e, args.plot):
+            print(f"wrote {path}")
+    return 0 if e.all_checks_pass else 1

@@ -166,7 +166,7 @@ def render(e: Explanation) -> str:
     add(f"  no attention_mask is given, so every key is real: M (T,) = ({T},) =")
     add(f"  {_vec(e.mask, SHOW_KEYS)}")
 
-    stage(f"9. attention probabilities: A = softmax(S + M), over each row")
+    stage("9. attention probabilities: A = softmax(S + M), over each row")
     add(f"  A (T, T) = ({T}, {T}); A[i, j] = exp(S[i, j]) / sum_j' exp(S[i, j']){more}")
     matrix(e.probs)
     sums = e.probs.sum(-1)
