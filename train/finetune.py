@@ -55,7 +55,8 @@ from train.finetune_data import (
     warn,
 )
 from train.fusion import FINETUNE_NAME, HEAD_NAME, LABELS_NAME, POOLINGS, SequenceClassifier, save_classifier
-from train.predict import autocast, predict_logits
+from train.device import autocast, resolve_device
+from train.predict import predict_logits
 from tokenizer.errors import command_main
 
 STRATEGIES = ("full", "linear-probe", "freeze-bottom-k", "layer-fusion")
@@ -144,22 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_options(argv: list[str] | None = None) -> Options:
     return Options(**vars(build_parser().parse_args(argv)))
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto") from None
-    if device.type not in ("cpu", "cuda"):
-        raise InputError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise InputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
 
 
 def check_options(o: Options) -> None:

@@ -39,6 +39,7 @@ from minibert.gpt import GPT2LMHeadModel
 from minibert.hf_gpt_t5 import MODELS, load_hf, load_pretrained
 from minibert.t5 import T5ForConditionalGeneration
 from tokenizer.errors import command_main
+from train.device import resolve_device
 
 SENTINEL = re.compile(r"<extra_id_(\d+)>")
 
@@ -231,14 +232,6 @@ def fill_prompt(run: Run, prompt: str, settings: GenerationConfig, device) -> di
     filled = [t for token in ids[1:-1] for t in (spans.get(token, [token]) if token in sentinels else [token])]
     return {"prompt": prompt, "input_ids": ids, "output_ids": out, "text": show(run, filled),
             "spans": {show(run, [k]): run.tok.decode(v, skip_special_tokens=True) for k, v in spans.items()}}
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA GPU is visible to torch")
-    return torch.device(name)
 
 
 @command_main

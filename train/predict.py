@@ -38,14 +38,10 @@ from minibert.errors import InputError
 from minibert.hf_roformer import check_roformer, save_roformer
 from train import families
 from train.corpus import iter_file_lines
+from train.device import autocast
 from train.finetune_data import EncodedSet, collate, encode_texts, load_tokenizer, sorted_batches
 from train.fusion import SequenceClassifier, load_classifier
 from tokenizer.errors import command_main
-
-
-def autocast(device: torch.device):
-    """bfloat16 autocast on CUDA (as in pretraining); a no-op on the CPU."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 @torch.no_grad()

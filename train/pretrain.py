@@ -57,6 +57,7 @@ from minibert.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, atomic_write, family
 from minibert.compiled import compile_model
 from minibert.config import PRESETS, TYPE_NAMES, field_types, read_fields
 from train.builtin_data import BUILTIN_PARTS, builtin_pretraining_texts
+from train.device import Dist, autocast, setup_distributed
 from train.cli import OutDir, OutState, RunKind, check_usable, claim, inspect_out, opt, parse_given, release
 from train.families import NAMES as FAMILY_NAMES
 from train.families import POSITIONS_FIELD, max_positions
@@ -154,17 +155,6 @@ class PretrainArgs:
 # set-up helpers
 
 
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
 MAX_SEQ_LENGTH = 8192  # attention memory grows as T²; BERT itself stops at 512
 DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 
@@ -214,23 +204,6 @@ def check_args(args: PretrainArgs) -> None:
     for ok, message in checks:
         if not ok:
             raise InputError(message)
-
-
-def setup_distributed(device_arg: str) -> tuple[Dist, torch.device]:
-    d = Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
-    want_cuda = device_arg.startswith("cuda") or (device_arg == "auto" and torch.cuda.is_available())
-    if want_cuda and not torch.cuda.is_available():
-        raise InputError(f"--device {device_arg}: CUDA is not available on this machine; use --device cpu")
-    device = torch.device(f"cuda:{d.local_rank}" if want_cuda and d.world > 1 else ("cuda" if want_cuda else "cpu"))
-    if device_arg.startswith("cuda:"):
-        device = torch.device(device_arg)
-        if device.index >= torch.cuda.device_count():
-            raise InputError(f"--device {device_arg}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    if d.world > 1:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return d, device
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -894,7 +867,7 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    amp = autocast(device)
     train_model = compile_model(model) if args.compile else model
     if d.world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
