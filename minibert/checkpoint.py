@@ -1,6 +1,7 @@
 """minibert's own checkpoint directory: `config.json` (every config field, minibert's too) + `model.safetensors`.
 
-Keys are Hugging Face's, so the same weights also load through `minibert.hf` (BERT) and `minibert.hf_gpt_t5`.
+Keys are Hugging Face's, so the same weights also load through `minibert.hf` (BERT) and `minibert.hf_gpt_t5`; the
+files themselves (names, atomic writes, reading the weights) are `minibert.files`, below both.
 One directory format for every model family: a BERT model's `config.json` holds its BertConfig fields alone (as it
 always has); a GPT-2 or T5 model's adds its `model_type`, "gpt2" or "t5" (`minibert.hf_gpt_t5.save_pretrained`).
 `read_config` and `load_checked` choose the family by that field, so a training loop saves, resumes and loads
@@ -13,8 +14,6 @@ its step in the weights file's metadata (`weights_step`), so a copy older than t
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -22,72 +21,20 @@ from torch import nn
 
 from .config import BertConfig
 from .errors import InputError
+from .files import (  # noqa: F401  (the file layer, importable from here as before)
+    CONFIG_NAME, TMP_MARK, WEIGHTS_NAME, atomic_write, read_weights, remove_leftovers, unwrap, weights_step,
+    write_model)
+from .hf_gpt_t5 import MODELS, config_type
+from .hf_gpt_t5 import load_checked as load_gpt_t5
+from .hf_gpt_t5 import read_config as read_gpt_t5_config
+from .hf_gpt_t5 import save_pretrained as save_gpt_t5
 from .state_dict import TIED_KEYS, LoadReport, load_state_dict_checked
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain model inside DistributedDataParallel and/or torch.compile wrappers (no `module.` / `_orig_mod.`)."""
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
-
-
-TMP_MARK = ".tmp-"  # in the name of every file or directory that is written and then renamed into place
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), then rename tmp_path onto path (atomic on POSIX)."""
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def remove_leftovers(directory: Path) -> list[Path]:
-    """Delete the temporary files and directories (`.NAME.tmp-PID`, `.tmp-NAME`) that a killed save left in
-    `directory`; returns what was removed."""
-    if not directory.is_dir():
-        return []
-    found = [p for p in directory.iterdir() if p.name.startswith(".") and TMP_MARK in p.name]
-    for p in found:
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
-    return found
-
-
-def write_model(directory: str | Path, state: dict[str, torch.Tensor], config: dict, step: int | None = None) -> None:
-    """model.safetensors (the tensors of `state`; `step`, when given, in its metadata), then config.json (`config`
-    as JSON), each written atomically."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    metadata = {"format": "pt", **({} if step is None else {"step": str(step)})}
-    atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata=metadata))
-    text = json.dumps(config, indent=2) + "\n"
-    atomic_write(directory / CONFIG_NAME, lambda p: p.write_text(text, encoding="utf-8"))
-
 
 def save_pretrained(model: nn.Module, directory: str | Path, step: int | None = None) -> None:
     """config.json + model.safetensors; `step`, when given, is recorded in the weights' metadata. A GPT-2 or T5
     model (its config a GPT2Config or T5Config) is written by `minibert.hf_gpt_t5.save_pretrained`."""
     model = unwrap(model)
     if not isinstance(model.config, BertConfig):
-        from .hf_gpt_t5 import save_pretrained as save_gpt_t5
-
         return save_gpt_t5(model, directory, step=step)
     state = {k: v for k, v in model.state_dict().items() if k not in TIED_KEYS}
     write_model(directory, state, model.config.to_dict(), step)
@@ -95,8 +42,6 @@ def save_pretrained(model: nn.Module, directory: str | Path, step: int | None = 
 
 def family(config) -> str:
     """"bert", "gpt2" or "t5": the model family of a config object."""
-    from .hf_gpt_t5 import config_type
-
     kind = "bert" if isinstance(config, BertConfig) else config_type(config)
     if kind is None:
         raise InputError(f"{type(config).__name__} is not the config of a BERT, GPT-2 or T5 model")
@@ -116,8 +61,6 @@ def stored_model_type(path: str | Path) -> str | None:
 def read_config(path: str | Path, **overrides):
     """The config object a config.json describes, of the family its `model_type` names (none: BERT);
     `overrides` replace fields. InputError naming the file when it is missing, unreadable or not a config."""
-    from .hf_gpt_t5 import MODELS, read_config as read_gpt_t5_config
-
     path = Path(path)
     kind = stored_model_type(path)
     if kind is None:
@@ -134,37 +77,8 @@ def load_checked(model: nn.Module, state: dict[str, torch.Tensor]) -> LoadReport
     whose task heads may start fresh; `minibert.hf_gpt_t5.load_checked` for GPT-2 and T5, which takes every key)."""
     if isinstance(unwrap(model).config, BertConfig):
         return load_state_dict_checked(model, state)
-    from .hf_gpt_t5 import load_checked as load_gpt_t5
-
     load_gpt_t5(unwrap(model), state)
     return LoadReport()
-
-
-def weights_step(directory: str | Path) -> int | None:
-    """The training step recorded in directory/model.safetensors, or None (no file, unreadable, or no step)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(Path(directory) / WEIGHTS_NAME), framework="pt") as f:
-            step = (f.metadata() or {}).get("step")
-        return int(step) if step is not None else None
-    except Exception:  # missing, truncated, not safetensors: no step to trust
-        return None
-
-
-def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file; InputError naming the file when it is missing, truncated or not one."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    try:
-        return load_file(str(path))
-    except Exception as e:  # safetensors raises its own error type (and OSError) for a file cut short or garbled
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"{path}: not a readable safetensors file ({detail}); it may be truncated or corrupt: "
-                         "restore it, or write it again") from None
 
 
 def load_pretrained(directory: str | Path, cls: type[nn.Module], **config_overrides) -> tuple[nn.Module, LoadReport]:

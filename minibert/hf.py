@@ -49,7 +49,7 @@ def _with_overrides(config: BertConfig, overrides: dict) -> BertConfig:
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The checkpoint's tensors; InputError naming the file when it cannot be read (cut short, garbled, not weights)."""
-    from .checkpoint import read_weights
+    from .files import read_weights
 
     if (path / "model.safetensors").is_file():
         return read_weights(path / "model.safetensors")

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, read_weights, unwrap, write_model
+from .files import CONFIG_NAME, WEIGHTS_NAME, read_weights, unwrap, write_model
 from .errors import InputError
 from .gpt import GPT2Config, GPT2LMHeadModel
 from .t5 import T5Config, T5ForConditionalGeneration
@@ -194,7 +194,7 @@ def load_hf(path: str | Path, **config_overrides) -> nn.Module:
 def save_pretrained(model: nn.Module, directory: str | Path, step: int | None = None) -> None:
     """minibert's own directory: `config.json` with every config field (minibert's switches too) and `model_type`,
     and `model.safetensors` with Hugging Face's keys (`step`, when given, in its metadata); each file written
-    atomically by `minibert.checkpoint.write_model`, as for BERT."""
+    atomically by `minibert.files.write_model`, as for BERT."""
     model = unwrap(model)
     _write(model, Path(directory), {"model_type": model_type(model), **model.config.to_dict()}, step)
 
