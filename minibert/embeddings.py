@@ -55,7 +55,7 @@ class BertEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, C)  # S: (2, C)
         self.LayerNorm = nn.LayerNorm(C, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.num_positions = config.max_position_embeddings
+        self.max_positions = config.max_position_embeddings  # the longest sequence, with any position type
         self.rotary = config.position_embedding_type == "rotary"
 
     def position_vectors(self, T: int) -> torch.Tensor:
@@ -78,7 +78,3 @@ class BertEmbeddings(nn.Module):
         if not self.rotary:
             x = x + self.position_vectors(T)  # (B, T, C) + (T, C) broadcast over the batch
         return self.dropout(self.LayerNorm(x))
-
-    @property
-    def max_positions(self) -> int:
-        return self.num_positions

@@ -63,10 +63,10 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     raise InputError(f"{path}: no model.safetensors or pytorch_model.bin; is this a Hugging Face BERT directory?")
 
 
-def load_hf(path: str | Path, cls: type[nn.Module] = BertModel, with_report: bool = False, **config_overrides):
+def load_hf(path: str | Path, cls: type[nn.Module] = BertModel, **config_overrides) -> nn.Module:
     """Read a local Hugging Face BERT directory into a minibert `cls` (BertModel, BertForMaskedLM,
     BertForSequenceClassification). `config_overrides` set fields such as `num_labels`, `attn_impl` or `unpad`.
-    With `with_report`, returns (model, LoadReport) to tell which head weights started fresh."""
+    Head weights the directory lacks start fresh, as `load_state_dict_checked` allows."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise InputError(f"{path}: no config.json; point at a directory saved by save_hf or transformers' save_pretrained")
@@ -75,8 +75,8 @@ def load_hf(path: str | Path, cls: type[nn.Module] = BertModel, with_report: boo
         raise InputError(f"{path}: model_type is {hf_config['model_type']!r}, not 'bert'")
     config = _with_overrides(BertConfig.from_hf_config(hf_config), config_overrides)
     model = cls(config)
-    report = load_state_dict_checked(model, _read_weights(path))
-    return (model, report) if with_report else model
+    load_state_dict_checked(model, _read_weights(path))
+    return model
 
 
 def load_hf_tokenizer(path: str | Path):

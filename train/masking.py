@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100  # the label of positions that carry no loss (PyTorch cross_entropy's default ignore_index)
+from minibert.heads import IGNORE_INDEX  # -100: the label of positions that carry no loss (one definition)
 
 
 def _id_tensor(ids: torch.Tensor | Iterable[int], device: torch.device) -> torch.Tensor:
