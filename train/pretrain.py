@@ -795,19 +795,31 @@ def check_batch_split(args: PretrainArgs, d: Dist) -> None:
                          f"and micro-batches of {micro}")
 
 
-def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: list[str], resumed: Resumed | None,
-          changed: list[str]) -> int:
-    t_setup = time.perf_counter()
-    if resumed is not None and d.main:
-        set_aside_unreadable(resumed)
-        remove_save_leftovers(out)
+# ----------------------------------------------------------------------------------------------------------------
+# the loop's parts, in the order the loop uses them
 
-    # 1. Corpus -> tokenizer -> cached ids -> packed blocks, a fixed slice held out.
-    tok = get_tokenizer(args, out, texts, d, resumed is not None)
+
+@dataclass
+class Data:
+    """The corpus as the loop sees it: the tokenizer, the packed blocks (a fixed slice held out) and the objective
+    that turns blocks into batches (`eval_objective`: the same, masking token by token, so held-out losses compare
+    across runs)."""
+
+    tok: object
+    n_blocks: int
+    train_blocks: np.ndarray
+    eval_blocks: np.ndarray
+    objective: Objective
+    eval_objective: Objective
+
+
+def prepare_data(args: PretrainArgs, out: Path, texts: list[str], d: Dist, resumed: bool) -> Data:
+    """Corpus -> tokenizer -> cached ids (rank 0 writes the cache, the others read it) -> packed blocks."""
+    tok = get_tokenizer(args, out, texts, d, resumed)
     pieces = "\n".join(tok.id_to_token(i) for i in range(tok.vocab_size))
     fingerprint = f"{tok.kind}:{hashlib.sha256(pieces.encode()).hexdigest()[:16]}"
     if d.main:
-        corpus = tokenize_to_cache(texts, tok, out / "data", tokenizer_fingerprint=fingerprint)
+        tokenize_to_cache(texts, tok, out / "data", tokenizer_fingerprint=fingerprint)
     if d.world > 1:
         dist.barrier()
     corpus = tokenize_to_cache(texts, tok, out / "data", tokenizer_fingerprint=fingerprint)
@@ -816,239 +828,328 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
     word_start = torch.from_numpy(tok.word_start) if args.whole_word_mask else None
     settings = dict(mlm_probability=args.mlm_probability, generator_size=args.generator_size,
                     discriminator_weight=args.discriminator_weight, share_embeddings=args.share_embeddings)
-    objective = make_objective(args.objective, tok, word_start=word_start, **settings)
-    # Held-out masks are drawn token by token for every run, so that held-out losses compare across runs.
-    eval_objective = make_objective(args.objective, tok, word_start=None, **settings)
+    return Data(tok, len(blocks), train_blocks, eval_blocks,
+                make_objective(args.objective, tok, word_start=word_start, **settings),
+                make_objective(args.objective, tok, word_start=None, **settings))
 
-    # 2. Model, optimiser, the state a checkpoint restores.
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint restores, so that a resumed run continues bit for bit: the weights and the
+    optimiser's moments, where the batch stream and the masking generator stand, the step, the planned number of
+    steps (None until a time budget is measured) and the training time so far."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    stream: BlockStream
+    mask_gen: torch.Generator
+    step: int = 0
+    total_steps: int | None = None
+    train_seconds: float = 0.0
+
+    def to_dict(self, args: PretrainArgs) -> dict:
+        return {"step": self.step, "total_steps": self.total_steps, "train_seconds": self.train_seconds,
+                "stream": self.stream.state(), "mask_rng": self.mask_gen.get_state(),
+                "torch_rng": torch.get_rng_state(), "args": dataclasses.asdict(args)}
+
+
+def model_config_for(args: PretrainArgs, data: Data, resumed: Resumed | None):
+    """The run's own config on --resume, the --init run's, or a new one from --preset/--config/--set."""
     if resumed:
         config = resumed.config
     elif args.init:
-        bert_only = {"sparse_prediction": args.sparse_prediction} if objective.family == "bert" else {}
+        bert_only = {"sparse_prediction": args.sparse_prediction} if data.objective.family == "bert" else {}
         config = read_config(Path(args.init) / CONFIG_NAME, **bert_only)
     else:
-        config = model_config(args, tok.vocab_size, objective)
-    if config.vocab_size != objective.model_vocab_size:
-        raise InputError(f"the tokenizer has {tok.vocab_size} tokens, so the model needs {objective.model_vocab_size} "
-                         f"embeddings, but it has {config.vocab_size}; use the tokenizer the model was trained with")
+        config = model_config(args, data.tok.vocab_size, data.objective)
+    if config.vocab_size != data.objective.model_vocab_size:
+        raise InputError(f"the tokenizer has {data.tok.vocab_size} tokens, so the model needs "
+                         f"{data.objective.model_vocab_size} embeddings, but it has {config.vocab_size}; use the "
+                         "tokenizer the model was trained with")
+    return config
+
+
+def build_state(args: PretrainArgs, d: Dist, device: torch.device, out: Path, data: Data, resumed: Resumed | None,
+                changed: list[str]) -> TrainState:
+    """A new model (seeded), the --init run's weights, or the checkpoint's whole state on --resume."""
     torch.manual_seed(args.seed)
-    model = objective.build(config).to(device)
-    optimizer = make_adamw(model, args.lr, args.weight_decay)
-    stream = BlockStream(len(train_blocks), args.batch_size, args.seed)
-    mask_gen = torch.Generator().manual_seed(args.seed)
-    step, total_steps, train_seconds = 0, args.max_steps, 0.0
+    model = data.objective.build(model_config_for(args, data, resumed)).to(device)
+    s = TrainState(model, make_adamw(model, args.lr, args.weight_decay),
+                   BlockStream(len(data.train_blocks), args.batch_size, args.seed),
+                   torch.Generator().manual_seed(args.seed), total_steps=args.max_steps)
     if args.init and not resumed:  # the encoder carries over; a head the earlier objective lacked starts fresh
         report = load_checked(model, read_weights(Path(args.init) / WEIGHTS_NAME))
+        fresh = sorted({k.split(".")[0] for k in report.newly_initialised})
         if d.main:
-            print(f"init: weights of {args.init}" + (f"; fresh: {', '.join(sorted({k.split('.')[0] for k in report.newly_initialised}))}"
-                                                    if report.newly_initialised else ""), flush=True)
+            print(f"init: weights of {args.init}" + (f"; fresh: {', '.join(fresh)}" if fresh else ""), flush=True)
     if resumed:
         state = resumed.state
         load_checked(model, resumed.weights)
-        optimizer.load_state_dict(state["optimizer"])
-        stream.restore(state["stream"])
-        mask_gen.set_state(state["mask_rng"])
+        s.optimizer.load_state_dict(state["optimizer"])
+        s.stream.restore(state["stream"])
+        s.mask_gen.set_state(state["mask_rng"])
         torch.set_rng_state(state["torch_rng"])
-        step, train_seconds = state["step"], state["train_seconds"]
+        s.step, s.train_seconds = state["step"], state["train_seconds"]
         # A new budget replaces the planned number of steps (None: measured again, for a time budget); the
         # learning rate then follows the schedule of a run of the new length from here on.
-        total_steps = args.max_steps if {"max_steps", "max_time"} & set(changed) else state["total_steps"]
+        s.total_steps = args.max_steps if {"max_steps", "max_time"} & set(changed) else state["total_steps"]
         if d.main:
-            truncate_metrics(out / "metrics.jsonl", step if step > 0 else -1)
-            repair_top_level(out, resumed.path, step)
+            truncate_metrics(out / "metrics.jsonl", s.step if s.step > 0 else -1)
+            repair_top_level(out, resumed.path, s.step)
             for name in changed:
                 print(f"note: resuming with {_flag(name)} {getattr(args, name)} (the run had "
                       f"{state['args'][name]})", flush=True)
-    if d.main:
-        atomic_write(out / "args.json", lambda p: p.write_text(json.dumps(dataclasses.asdict(args), indent=2) + "\n",
-                                                              encoding="utf-8"))
+    return s
 
-    # 3. Speed: bf16 autocast, TF32, fused AdamW on CUDA; torch.compile on request; DDP across ranks.
+
+@dataclass
+class Runner:
+    """How the steps run on this machine: the model as trained (compiled, DDP-wrapped), the autocast context,
+    and this rank's share of the global batch, cut into micro-batches of `micro`, `accum` of them."""
+
+    model: torch.nn.Module
+    amp: object
+    share: int
+    micro: int
+    accum: int
+
+
+def runner_for(model: torch.nn.Module, args: PretrainArgs, d: Dist, device: torch.device) -> Runner:
+    """bf16 autocast and TF32 on CUDA (fused AdamW is `make_adamw`'s); torch.compile on request; DDP across ranks."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    amp = autocast(device)
     train_model = compile_model(model) if args.compile else model
     if d.world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None)
     share = args.batch_size // d.world
     micro = args.micro_batch_size or share
-    accum = share // micro
+    return Runner(train_model, autocast(device), share, micro, share // micro)
 
+
+def print_header(args, d: Dist, device, out: Path, texts: list[str], data: Data, model, seconds: float) -> None:
+    if not d.main:
+        return
+    # BERT's encoder (what fine-tuning keeps; not ELECTRA's generator nor the MLM head); GPT-2 and T5 whole,
+    # their output layers being their embeddings
+    family_ = data.objective.family
+    counted = unwrap(model).bert if family_ == "bert" else unwrap(model)
+    what = "encoder" if family_ == "bert" else FAMILY_NAMES[family_]
+    n_params = sum(p.numel() for p in counted.parameters())
+    print(f"run {out} | {len(texts):,} texts -> {data.n_blocks:,} blocks of {args.max_seq_length} "
+          f"({len(data.train_blocks):,} train, {len(data.eval_blocks):,} held out) | vocab {data.tok.vocab_size:,} | "
+          f"{what} {n_params / 1e6:.2f}M parameters | {d.world} rank(s) on {device} | set-up {seconds:.0f}s",
+          flush=True)
+
+
+def train_step(s: TrainState, r: Runner, data: Data, args: PretrainArgs, d: Dist, device) -> tuple[float, dict, float]:
+    """One optimiser step; returns the step's loss (the objective's weighted sum), its terms and the lr.
+
+    The global batch is drawn and masked identically on every rank (the same generator state everywhere), each
+    loss term counted over all of it; then each rank takes its rows. Each term's micro-batch mean is weighed by
+    its share of the global count, L = Σ_k w_k Σ_micro mean_k · n_k / N_k, so accumulation gives the gradient of
+    one big batch; DDP averages over ranks, hence the factor world. Then clip, step, zero."""
+    objective = data.objective
+    lr = lr_at(s.step, peak_lr=args.lr, warmup_steps=args.warmup_steps, total_steps=s.total_steps or 10**9,
+               schedule=args.schedule)
+    set_lr(s.optimizer, lr)
+    batch = objective.make_batch(block_batch(data.train_blocks, s.stream.next_batch()), s.mask_gen)
+    global_counts = objective.counts(batch)
+    mine = {k: v[d.rank * r.share:(d.rank + 1) * r.share] for k, v in batch.items()}
+    terms = dict.fromkeys(global_counts, 0.0)
+    for m in range(r.accum):
+        rows = slice(m * r.micro, (m + 1) * r.micro)
+        part = {k: v[rows].to(device, non_blocking=True) for k, v in mine.items()}
+        share_of = {k: n / global_counts[k] for k, n in objective.counts(part).items()}
+        sync = nullcontext() if (d.world == 1 or m == r.accum - 1) else r.model.no_sync()
+        with sync, r.amp:
+            means = objective.losses(r.model, part)
+            loss = sum(objective.weights[k] * means[k] * share_of[k] * d.world for k in means)
+        loss.backward()
+        for k in means:
+            terms[k] += means[k].detach().float() * share_of[k]
+    if args.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(s.model.parameters(), args.max_grad_norm)
+    s.optimizer.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    term_values = torch.stack([torch.as_tensor(terms[k], device=device) for k in terms])
+    if d.world > 1:  # each rank holds its rows' part of each global mean
+        dist.all_reduce(term_values)
+    terms = dict(zip(terms, term_values.tolist()))
+    return sum(objective.weights[k] * v for k, v in terms.items()), terms, lr
+
+
+class TimeBudget:
+    """--max-time as a number of steps, measured over steps start+5 .. start+10 (evaluations included, as they
+    share the budget), so that a resumed run replays the same steps; `None` budget: --max-steps alone."""
+
+    def __init__(self, args: PretrainArgs, s: TrainState):
+        self.seconds = None if args.max_time is None else args.max_time * 60.0
+        self.max_steps, self.eval_every = args.max_steps, args.eval_every
+        self.calibrate_at = s.step + 10 if s.total_steps is None else None
+        self.start = None
+
+    def update(self, s: TrainState, eval_seconds: float) -> bool:
+        """After a step: True when the step budget was just set."""
+        if self.calibrate_at is not None and s.step == self.calibrate_at - 5:
+            self.start = (s.step, s.train_seconds)
+        if self.calibrate_at is None or s.step != self.calibrate_at:
+            return False
+        per_step = (s.train_seconds - self.start[1]) / (s.step - self.start[0])
+        per_step += eval_seconds / self.eval_every
+        total = s.step + max(1, int((self.seconds - s.train_seconds - eval_seconds) / per_step))
+        s.total_steps = max(min(total, self.max_steps) if self.max_steps is not None else total, s.step)
+        self.calibrate_at = None
+        return True
+
+    def spent(self, s: TrainState) -> bool:
+        return self.seconds is not None and s.train_seconds >= self.seconds and s.step < (s.total_steps or 0)
+
+
+def print_summary(out: Path, outcome: Outcome, s: TrainState, tokens_per_step: int, objective: Objective) -> None:
+    """The run's last lines: how it ended, how far and fast it got, the held-out figures, what to run next."""
+    records = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if ln.strip()]
+    evals = [r for r in records if "eval_loss" in r]
+    print(f"\n{outcome.message}")
+    print(f"  steps {s.step:,} | tokens {s.step * tokens_per_step:,} | training time {s.train_seconds / 60:.1f} min "
+          f"| {s.step * tokens_per_step / max(s.train_seconds, 1e-9):,.0f} tokens/s")
+    if evals:
+        first, last = evals[0], evals[-1]
+        print(f"  held-out {objective.eval_loss_name} {first['eval_loss']:.3f} -> {last['eval_loss']:.3f}, "
+              f"{objective.eval_accuracy_name} {first['eval_accuracy']:.1%} -> {last['eval_accuracy']:.1%}, "
+              f"perplexity {first['eval_perplexity']:.0f} -> {last['eval_perplexity']:.1f}")
+        if "eval_order_gain" in last:
+            print(f"  word order: held-out loss with each block shuffled {last['eval_loss_shuffled']:.3f}, "
+                  f"{last['eval_order_gain']:.3f} nats above the real order (0 = the model reads a bag of words)")
+        if "eval_discriminator_loss" in last:
+            print(f"  discriminator: held-out loss {first['eval_discriminator_loss']:.4f} -> "
+                  f"{last['eval_discriminator_loss']:.4f}, accuracy {last['eval_discriminator_accuracy']:.1%} "
+                  f"on every token ({last['eval_replaced_fraction']:.1%} replaced)")
+    print(f"  run directory {out} (model.safetensors, tokenizer/, metrics.jsonl, loss.png)")
+    print(f"  next: python -m train.finetune --init {out}")
+    if objective.family != "bert":
+        example = "今天天气" if objective.family == "gpt2" else "今天<extra_id_0>很好"
+        print(f"        python -m train.generate {out} \"{example}\"")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the loop
+
+
+def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: list[str], resumed: Resumed | None,
+          changed: list[str]) -> int:
+    t_setup = time.perf_counter()
+    if resumed is not None and d.main:
+        set_aside_unreadable(resumed)
+        remove_save_leftovers(out)
+    # 1. Corpus -> tokenizer -> cached ids -> packed blocks, a fixed slice held out; the objective.
+    data = prepare_data(args, out, texts, d, resumed is not None)
+    # 2. Model, optimiser and the rest of the state a checkpoint restores; the options the run was made with.
+    s = build_state(args, d, device, out, data, resumed, changed)
     if d.main:
-        # BERT's encoder (what fine-tuning keeps; not ELECTRA's generator nor the MLM head); GPT-2 and T5 whole,
-        # their output layers being their embeddings
-        counted = unwrap(model).bert if objective.family == "bert" else unwrap(model)
-        what = "encoder" if objective.family == "bert" else FAMILY_NAMES[objective.family]
-        n_params = sum(p.numel() for p in counted.parameters())
-        print(f"run {out} | {len(texts):,} texts -> {len(blocks):,} blocks of {args.max_seq_length} "
-              f"({len(train_blocks):,} train, {len(eval_blocks):,} held out) | vocab {tok.vocab_size:,} | "
-              f"{what} {n_params / 1e6:.2f}M parameters | {d.world} rank(s) on {device} | "
-              f"set-up {time.perf_counter() - t_setup:.0f}s", flush=True)
-    metrics_path = out / "metrics.jsonl"
+        atomic_write(out / "args.json", lambda p: p.write_text(json.dumps(dataclasses.asdict(args), indent=2) + "\n",
+                                                              encoding="utf-8"))
+    # 3. Speed: autocast, compile, DDP, micro-batches.
+    r = runner_for(s.model, args, d, device)
+    print_header(args, d, device, out, texts, data, s.model, time.perf_counter() - t_setup)
     # Tokens of the corpus per step, B·T for every objective (span corruption's encoder reads fewer, its decoder the
     # ~0.3 T targets): tokens/s says how fast each objective gets through the same text.
     tokens_per_step = args.batch_size * args.max_seq_length
-    budget = None if args.max_time is None else args.max_time * 60.0
-    saved_step = step if resumed else None
+    budget, saved_step = TimeBudget(args, s), s.step if resumed else None
 
     def log(record):
         if d.main:
-            append_metrics(metrics_path, record)
+            append_metrics(out / "metrics.jsonl", record)
+
+    def evaluate_now() -> dict:
+        return evaluate(s.model, data.eval_objective, data.eval_blocks, args, device, d, r.amp)
 
     def checkpoint():
         nonlocal saved_step
-        state = {"step": step, "total_steps": total_steps, "train_seconds": train_seconds,
-                 "stream": stream.state(), "mask_rng": mask_gen.get_state(), "torch_rng": torch.get_rng_state(),
-                 "args": dataclasses.asdict(args)}
+        if saved_step == s.step:
+            return
         if d.main:
-            save_checkpoint(out, model, optimizer, state, args.keep_last)
+            save_checkpoint(out, s.model, s.optimizer, s.to_dict(args), args.keep_last)
         if d.world > 1:
             dist.barrier()
-        saved_step = step
+        saved_step = s.step
 
     resume_hint = f"continue with: python -m train.pretrain --out {out} --resume"
-    outcome, last_eval, window_tokens = Outcome("done"), None, 0
+    outcome, window_tokens = Outcome("done"), 0
     with StopSignals() as stop:
-        # An evaluation before the first step gives the starting point and, for a time budget, its cost.
+        # 4. An evaluation before the first step: the starting point and, for a time budget, its cost.
         t0 = time.perf_counter()
-        if step == 0:
-            first = evaluate(model, eval_objective, eval_blocks, args, device, d, amp)
-            log({"step": 0, **first})
+        if s.step == 0:
+            log({"step": 0, **evaluate_now()})
         eval_seconds = time.perf_counter() - t0
-        calibrate_at = step + 10 if total_steps is None else None
-        calib_start = None
-        bar = tqdm(total=total_steps, initial=step, disable=not (d.main and args.progress), unit="step",
+        bar = tqdm(total=s.total_steps, initial=s.step, disable=not (d.main and args.progress), unit="step",
                    dynamic_ncols=True, desc="pretraining")
         window_start = time.perf_counter()
         try:
-            while total_steps is None or step < total_steps:
-                # A signal is acted on here, between two steps: the checkpoint is exactly the state after `step`.
+            while s.total_steps is None or s.step < s.total_steps:
+                # 5. A signal is acted on here, between two steps: the checkpoint is exactly the state after a step.
                 if stop.received(d, device):
-                    if saved_step != step:
-                        checkpoint()
-                    outcome = Outcome(f"{stop.name} received: stopped after step {step}, checkpoint saved; "
+                    checkpoint()
+                    outcome = Outcome(f"{stop.name} received: stopped after step {s.step}, checkpoint saved; "
                                       f"{resume_hint}", 128 + stop.signum)
                     break
+                # 6. One optimiser step (batch, micro-batches, clip, step); a loss that is not finite ends the run.
                 t_step = time.perf_counter()
-                # 4. The global batch, masked identically on every rank (the same generator state everywhere), and
-                #    each loss term's count over all of it; then this rank's rows.
-                lr = lr_at(step, peak_lr=args.lr, warmup_steps=args.warmup_steps,
-                           total_steps=total_steps or 10**9, schedule=args.schedule)
-                set_lr(optimizer, lr)
-                batch = objective.make_batch(block_batch(train_blocks, stream.next_batch()), mask_gen)
-                global_counts = objective.counts(batch)
-                mine = {k: v[d.rank * share:(d.rank + 1) * share] for k, v in batch.items()}
-                # 5. Forward and backward per micro-batch. Each term's micro-batch mean is weighed by its share of
-                #    the global count, L = Σ_k w_k Σ_micro mean_k · n_k / N_k, so accumulation gives the same
-                #    gradient as one big batch; DDP averages over ranks, hence the factor world.
-                terms = dict.fromkeys(global_counts, 0.0)
-                for m in range(accum):
-                    rows = slice(m * micro, (m + 1) * micro)
-                    part = {k: v[rows].to(device, non_blocking=True) for k, v in mine.items()}
-                    share_of = {k: n / global_counts[k] for k, n in objective.counts(part).items()}
-                    sync = nullcontext() if (d.world == 1 or m == accum - 1) else train_model.no_sync()
-                    with sync, amp:
-                        means = objective.losses(train_model, part)
-                        loss = sum(objective.weights[k] * means[k] * share_of[k] * d.world for k in means)
-                    loss.backward()
-                    for k in means:
-                        terms[k] += means[k].detach().float() * share_of[k]
-                # 6. Clip, step, zero.
-                if args.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                term_values = torch.stack([torch.as_tensor(terms[k], device=device) for k in terms])
-                if d.world > 1:  # each rank holds its rows' part of each global mean
-                    dist.all_reduce(term_values)
-                terms = dict(zip(terms, term_values.tolist()))
-                step_loss = sum(objective.weights[k] * v for k, v in terms.items())
+                step_loss, terms, lr = train_step(s, r, data, args, d, device)
                 if not math.isfinite(step_loss):
-                    outcome = Outcome(f"stopped: the loss became {step_loss} at step {step + 1}; the last good "
+                    outcome = Outcome(f"stopped: the loss became {step_loss} at step {s.step + 1}; the last good "
                                       "checkpoint is kept", 1)
                     break
-                step += 1
-                train_seconds += time.perf_counter() - t_step
+                s.step += 1
+                s.train_seconds += time.perf_counter() - t_step
                 window_tokens += tokens_per_step
                 # 7. A time budget becomes a step budget after a few measured steps (so a resumed run is exact).
-                if calibrate_at is not None and step == calibrate_at - 5:
-                    calib_start = (step, train_seconds)
-                if calibrate_at is not None and step == calibrate_at:
-                    per_step = (train_seconds - calib_start[1]) / (step - calib_start[0])
-                    per_step += eval_seconds / args.eval_every  # evaluations share the budget
-                    total_steps = step + max(1, int((budget - train_seconds - eval_seconds) / per_step))
-                    if args.max_steps is not None:
-                        total_steps = min(total_steps, args.max_steps)
-                    total_steps = max(total_steps, step)
-                    bar.total = total_steps
+                if budget.update(s, eval_seconds):
+                    bar.total = s.total_steps
                     bar.refresh()
-                    calibrate_at = None
                 # 8. Log, evaluate, checkpoint.
-                if step % args.log_every == 0 or step == total_steps:
+                at_end = s.step == s.total_steps
+                if s.step % args.log_every == 0 or at_end:
                     now = time.perf_counter()
                     tps = window_tokens / max(now - window_start, 1e-9)
                     window_tokens, window_start = 0, now
                     parts = {f"loss_{k}": v for k, v in terms.items()} if len(terms) > 1 else {}
-                    log({"step": step, "loss": step_loss, **parts, "lr": lr, "tokens_per_s": tps,
-                         "time_s": train_seconds})
+                    log({"step": s.step, "loss": step_loss, **parts, "lr": lr, "tokens_per_s": tps,
+                         "time_s": s.train_seconds})
                     bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{tps:,.0f}", refresh=False)
                 bar.update(1)
-                if step % args.eval_every == 0 or step == total_steps:
+                if s.step % args.eval_every == 0 or at_end:
                     t0 = time.perf_counter()
-                    last_eval = evaluate(model, eval_objective, eval_blocks, args, device, d, amp)
+                    last_eval = evaluate_now()
                     eval_seconds = time.perf_counter() - t0
-                    train_seconds += eval_seconds
-                    log({"step": step, **last_eval})
+                    s.train_seconds += eval_seconds
+                    log({"step": s.step, **last_eval})
                     if d.main:
-                        bar.write(f"step {step}: {describe_eval(last_eval)}")
-                if step % args.save_every == 0 or step == total_steps:
+                        bar.write(f"step {s.step}: {describe_eval(last_eval)}")
+                if s.step % args.save_every == 0 or at_end:
                     checkpoint()
-                if args.stop_at_step is not None and step >= args.stop_at_step:
-                    if saved_step != step:
-                        checkpoint()
-                    outcome = Outcome(f"paused at step {step}; {resume_hint}")
+                # 9. The other ways a run ends early: --stop-at-step, and --max-time spent.
+                if args.stop_at_step is not None and s.step >= args.stop_at_step:
+                    checkpoint()
+                    outcome = Outcome(f"paused at step {s.step}; {resume_hint}")
                     break
-                if budget is not None and train_seconds >= budget and step < (total_steps or 0):
-                    if step % args.eval_every:  # the run ends here: report where it got to
-                        log({"step": step, **evaluate(model, eval_objective, eval_blocks, args, device, d, amp)})
-                    if saved_step != step:
-                        checkpoint()
-                    outcome = Outcome(f"stopped by --max-time after {step} steps")
+                if budget.spent(s):
+                    if s.step % args.eval_every:  # the run ends here: report where it got to
+                        log({"step": s.step, **evaluate_now()})
+                    checkpoint()
+                    outcome = Outcome(f"stopped by --max-time after {s.step} steps")
                     break
         except KeyboardInterrupt:  # a second Ctrl-C, in the middle of a step: that step is not saved
             last = latest_checkpoint(out)
-            outcome = Outcome(f"interrupted again during step {step + 1}: nothing saved for it; --resume "
+            outcome = Outcome(f"interrupted again during step {s.step + 1}: nothing saved for it; --resume "
                               f"continues from {last.name if last else 'the start'}", 130)
         finally:
             bar.close()
-
+    # 10. The loss curve and the summary.
     if d.main:
-        plot_losses(metrics_path, out / "loss.png", objective.eval_loss_name)
-        records = [json.loads(ln) for ln in metrics_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        evals = [r for r in records if "eval_loss" in r]
-        print(f"\n{outcome.message}")
-        print(f"  steps {step:,} | tokens {step * tokens_per_step:,} | training time {train_seconds / 60:.1f} min "
-              f"| {step * tokens_per_step / max(train_seconds, 1e-9):,.0f} tokens/s")
-        if evals:
-            first, last = evals[0], evals[-1]
-            print(f"  held-out {objective.eval_loss_name} {first['eval_loss']:.3f} -> {last['eval_loss']:.3f}, "
-                  f"{objective.eval_accuracy_name} {first['eval_accuracy']:.1%} -> {last['eval_accuracy']:.1%}, "
-                  f"perplexity {evals[0]['eval_perplexity']:.0f} -> {evals[-1]['eval_perplexity']:.1f}")
-            if "eval_order_gain" in evals[-1]:
-                print(f"  word order: held-out loss with each block shuffled {evals[-1]['eval_loss_shuffled']:.3f}, "
-                      f"{evals[-1]['eval_order_gain']:.3f} nats above the real order (0 = the model reads a bag of "
-                      "words)")
-            if "eval_discriminator_loss" in evals[-1]:
-                print(f"  discriminator: held-out loss {evals[0]['eval_discriminator_loss']:.4f} -> "
-                      f"{evals[-1]['eval_discriminator_loss']:.4f}, accuracy {evals[-1]['eval_discriminator_accuracy']:.1%} "
-                      f"on every token ({evals[-1]['eval_replaced_fraction']:.1%} replaced)")
-        print(f"  run directory {out} (model.safetensors, tokenizer/, metrics.jsonl, loss.png)")
-        print(f"  next: python -m train.finetune --init {out}")
-        if objective.family != "bert":
-            example = "今天天气" if objective.family == "gpt2" else "今天<extra_id_0>很好"
-            print(f"        python -m train.generate {out} \"{example}\"")
+        plot_losses(out / "metrics.jsonl", out / "loss.png", data.objective.eval_loss_name)
+        print_summary(out, outcome, s, tokens_per_step, data.objective)
     return outcome.exit_code
 
 
