@@ -5,6 +5,7 @@ Cache layout, in the directory `cache_path`:
     offsets.npy        document boundaries: document i is ids[offsets[i]:offsets[i+1]]; shape (n_docs + 1,), int64
     fingerprint.json   what the cache was built from: a hash of the texts and the tokenizer's fingerprint
 The offsets are the document separator: the flat id stream holds no separator token, so no id value is reserved.
+`BlockStream` then deals the training blocks out as batches, one epoch a permutation, resumable exactly.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from minibert.errors import InputError
@@ -202,3 +204,37 @@ def split_blocks(blocks: np.ndarray, eval_fraction: float, seed: int) -> tuple[n
     eval_index = np.sort(order[:n_eval])
     train_index = np.sort(order[n_eval:])
     return blocks[train_index], blocks[eval_index]
+
+
+class BlockStream:
+    """Global batches of block indices in a seeded order, epoch after epoch; its position is two integers."""
+
+    def __init__(self, n_blocks: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n_blocks, batch_size, seed
+        self.epoch, self.pos = 0, 0
+        self._order = self._permutation()
+
+    def _permutation(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+
+    def next_batch(self) -> np.ndarray:
+        chunks, taken = [], 0  # a batch may straddle two epochs: the end of one order, the start of the next
+        while taken < self.batch_size:
+            if self.pos == self.n:
+                self.epoch, self.pos = self.epoch + 1, 0
+                self._order = self._permutation()
+            k = min(self.batch_size - taken, self.n - self.pos)
+            chunks.append(self._order[self.pos : self.pos + k])
+            self.pos, taken = self.pos + k, taken + k
+        return np.concatenate(chunks)  # (B,)
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self.pos = state["epoch"], state["pos"]
+        self._order = self._permutation()
+
+
+def block_batch(blocks: np.ndarray, idx: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(blocks[idx].astype(np.int64))  # (B, T)

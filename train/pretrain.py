@@ -34,12 +34,8 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import re
-import shutil
-import signal
 import sys
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -51,19 +47,23 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from minibert import BertConfig, GPT2Config, InputError, T5Config
+from minibert import BertConfig, InputError
 from minibert.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, atomic_write, family, load_checked, read_config,
-                                 read_weights, remove_leftovers, save_pretrained, unwrap, weights_step)
+                                 read_weights, unwrap)
 from minibert.compiled import compile_model
 from minibert.config import PRESETS, TYPE_NAMES, field_types, read_fields
 from train.builtin_data import BUILTIN_PARTS, builtin_pretraining_texts
 from train.device import Dist, autocast, setup_distributed
-from train.cli import OutDir, OutState, RunKind, check_usable, claim, inspect_out, opt, parse_given, release
+from train.cli import OutDir, OutState, check_usable, claim, inspect_out, opt, parse_given, release
 from train.families import NAMES as FAMILY_NAMES
 from train.families import POSITIONS_FIELD, max_positions
 from train.objectives import FAMILY, OBJECTIVES, Objective, make_objective
 from train.optim import lr_at, make_adamw, set_lr
-from train.packing import pack_blocks, split_blocks, tokenize_to_cache
+from train.checkpoints import (PRETRAIN_RUN, Resumed, append_metrics, checkpoint_dirs, latest_checkpoint,  # noqa: F401
+                               load_checkpoint, plot_losses, remove_save_leftovers, repair_top_level, save_checkpoint,
+                               set_aside_unreadable, truncate_metrics)
+from train.packing import BlockStream, block_batch, pack_blocks, split_blocks, tokenize_to_cache
+from train.signals import StopSignals
 from tokenizer.errors import command_main
 
 # What the built-in corpus defaults to: pretraining on the in-domain reviews (measured best, docs/RESULTS.md), with
@@ -311,31 +311,6 @@ def get_tokenizer(args: PretrainArgs, out: Path, texts: list[str], d: Dist, resu
 # the run directory and its checkpoints
 
 
-def _looks_like_pretraining_run(path: Path) -> bool:
-    """A run written before the marker existed: it has checkpoints, or metrics with weights and their config."""
-    files = ("metrics.jsonl", WEIGHTS_NAME, CONFIG_NAME)
-    return bool(checkpoint_dirs(path)) or all((path / name).is_file() for name in files)
-
-
-PRETRAIN_RUN = RunKind("pretrain", "pretraining run",
-                       (CONFIG_NAME, WEIGHTS_NAME, "tokenizer", "checkpoints", "data", "metrics.jsonl", "loss.png",
-                        "args.json"), _looks_like_pretraining_run)
-
-
-def checkpoint_dirs(out: Path) -> list[Path]:
-    """checkpoints/step_N directories in step order (a save in progress, `.tmp-step_N`, is not one)."""
-    root = out / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [p for p in root.glob("step_*") if re.fullmatch(r"step_\d+", p.name) and p.is_dir()]
-    return sorted(found, key=lambda p: int(p.name.removeprefix("step_")))
-
-
-def latest_checkpoint(out: Path) -> Path | None:
-    found = checkpoint_dirs(out)
-    return found[-1] if found else None
-
-
 def plan_out_dir(args: PretrainArgs) -> OutDir:
     """What --out is and whether this command may use it, deciding without writing anything.
 
@@ -357,87 +332,6 @@ def plan_out_dir(args: PretrainArgs) -> OutDir:
     elif is_run and not args.force:
         print(f"note: {out.path} holds a run that stopped before its first checkpoint; starting it over", flush=True)
     return out
-
-
-@dataclass
-class Resumed:
-    """A checkpoint read whole: the model's config and weights, the loop's state, and the newer checkpoints that
-    could not be read (they are moved aside)."""
-
-    path: Path
-    config: BertConfig | GPT2Config | T5Config  # the family its config.json's model_type names
-    weights: dict[str, torch.Tensor]
-    state: dict
-    unreadable: list[tuple[Path, str]]
-
-
-STATE_KEYS = ("step", "total_steps", "train_seconds", "stream", "mask_rng", "torch_rng", "args", "optimizer")
-
-
-def read_checkpoint(ckpt: Path) -> tuple[BertConfig | GPT2Config | T5Config, dict, dict]:
-    """config, weights and state of one checkpoint; InputError naming the file that is missing or cannot be read."""
-    config = read_config(ckpt / CONFIG_NAME)
-    weights = read_weights(ckpt / WEIGHTS_NAME)
-    state_path = ckpt / "state.pt"
-    if not state_path.is_file():
-        raise InputError(f"{state_path}: missing")
-    try:
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a truncated file fails in the zip reader, the unpickler or with EOFError
-        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"{state_path}: cannot be read ({detail}); it may be truncated or corrupt") from None
-    if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
-        raise InputError(f"{state_path}: not the state of a minibert pretraining checkpoint")
-    return config, weights, state
-
-
-def load_checkpoint(out: Path) -> Resumed:
-    """The latest checkpoint that reads whole; the newer ones that do not are reported. Reads only."""
-    unreadable = []
-    for ckpt in reversed(checkpoint_dirs(out)):
-        try:
-            config, weights, state = read_checkpoint(ckpt)
-        except InputError as e:
-            unreadable.append((ckpt, str(e)))
-            continue
-        return Resumed(ckpt, config, weights, state, unreadable)
-    raise InputError(f"{unreadable[0][1]}; there is no earlier complete checkpoint to fall back to: restore the "
-                     "file, or start the run over with --force")
-
-
-def set_aside_unreadable(resumed: Resumed) -> None:
-    """Rename each unreadable newer checkpoint to checkpoints/broken-step_N, so it is neither resumed from nor
-    rotated in place of a good one; say so."""
-    for ckpt, why in resumed.unreadable:
-        aside = ckpt.with_name(f"broken-{ckpt.name}")
-        shutil.rmtree(aside, ignore_errors=True)
-        os.replace(ckpt, aside)
-        print(f"warning: {why}. Resuming from the previous complete checkpoint, {resumed.path.name}; the "
-              f"unreadable one is kept as {aside}", file=sys.stderr, flush=True)
-
-
-def repair_top_level(out: Path, ckpt: Path, step: int) -> None:
-    """Make the run's top-level weights those of the checkpoint it resumes from: a kill between a checkpoint and
-    the top-level copy (or a fallback past an unreadable checkpoint) leaves them older, or newer, or missing."""
-    found = weights_step(out)
-    if found == step and (out / CONFIG_NAME).is_file():
-        return
-    if not (out / WEIGHTS_NAME).is_file():
-        was = "missing"
-    else:
-        was = "of an unknown step" if found is None else f"at step {found}"
-    for name in (WEIGHTS_NAME, CONFIG_NAME):
-        atomic_write(out / name, lambda p, name=name: shutil.copyfile(ckpt / name, p))
-    print(f"note: {out / WEIGHTS_NAME} was {was}; copied from {ckpt.relative_to(out)} (step {step})",
-          file=sys.stderr, flush=True)
-
-
-def remove_save_leftovers(out: Path) -> None:
-    """Delete what killed saves left: temporary files beside the run's files and half-written checkpoints."""
-    removed = [p for sub in ("", "checkpoints", "data", "tokenizer") for p in remove_leftovers(out / sub)]
-    if removed:
-        print(f"note: removed {len(removed)} temporary file(s) of an interrupted save: "
-              f"{', '.join(str(p.relative_to(out)) for p in removed)}", file=sys.stderr, flush=True)
 
 
 # Options that may be given anew on --resume: the budget and the bookkeeping, which do not change what a step
@@ -485,40 +379,6 @@ def given_by_value(args: PretrainArgs) -> set[str]:
 
 # ----------------------------------------------------------------------------------------------------------------
 # the data stream
-
-
-class BlockStream:
-    """Global batches of block indices in a seeded order, epoch after epoch; its position is two integers."""
-
-    def __init__(self, n_blocks: int, batch_size: int, seed: int):
-        self.n, self.batch_size, self.seed = n_blocks, batch_size, seed
-        self.epoch, self.pos = 0, 0
-        self._order = self._permutation()
-
-    def _permutation(self) -> np.ndarray:
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-
-    def next_batch(self) -> np.ndarray:
-        chunks, taken = [], 0  # a batch may straddle two epochs: the end of one order, the start of the next
-        while taken < self.batch_size:
-            if self.pos == self.n:
-                self.epoch, self.pos = self.epoch + 1, 0
-                self._order = self._permutation()
-            k = min(self.batch_size - taken, self.n - self.pos)
-            chunks.append(self._order[self.pos : self.pos + k])
-            self.pos, taken = self.pos + k, taken + k
-        return np.concatenate(chunks)  # (B,)
-
-    def state(self) -> dict:
-        return {"epoch": self.epoch, "pos": self.pos}
-
-    def restore(self, state: dict) -> None:
-        self.epoch, self.pos = state["epoch"], state["pos"]
-        self._order = self._permutation()
-
-
-def block_batch(blocks: np.ndarray, idx: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(blocks[idx].astype(np.int64))  # (B, T)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -587,117 +447,8 @@ def describe_eval(e: dict) -> str:
     return text
 
 
-def save_checkpoint(out: Path, model, optimizer, state: dict, keep_last: int) -> Path:
-    """Write checkpoints/step_N atomically (a temporary directory renamed into place), update the run's top-level
-    weights, and delete all but the last `keep_last` checkpoints."""
-    ckpt_root = out / "checkpoints"
-    ckpt_root.mkdir(parents=True, exist_ok=True)
-    final = ckpt_root / f"step_{state['step']:06d}"
-    tmp = ckpt_root / f".tmp-step_{state['step']:06d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(model, tmp, step=state["step"])
-    torch.save({**state, "optimizer": optimizer.state_dict()}, tmp / "state.pt")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)  # the checkpoint appears whole or not at all
-    # Consumers read the run's top level. A kill before this line leaves it a step behind: --resume repairs it.
-    save_pretrained(model, out, step=state["step"])
-    for old in checkpoint_dirs(out)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def append_metrics(path: Path, record: dict) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def truncate_metrics(path: Path, after_step: int) -> None:
-    """On resume, drop the lines logged after the checkpoint: they are about to be logged again."""
-    if path.is_file():
-        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-        keep = [ln for ln in lines if json.loads(ln).get("step", 0) <= after_step]
-        atomic_write(path, lambda p: p.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8"))
-
-
-def plot_losses(metrics_path: Path, png: Path, loss_name: str = "MLM loss") -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [json.loads(ln) for ln in metrics_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if train:
-        ax.plot(*zip(*train), label="training loss", alpha=0.7)
-    if evals:
-        ax.plot(*zip(*evals), "o-", label="held-out loss")
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel(f"{loss_name} (nats)")
-    ax.set_title("minibert pretraining")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # the loop
-
-
-class StopSignals:
-    """Ctrl-C (SIGINT) and SIGTERM (what schedulers and `docker stop` send) while the loop runs.
-
-    The first one sets `signum`, which the loop reads between two steps: what it then saves is the state after the
-    last completed step, so a resumed run is exact. A second one acts as it would without this (SIGINT raises
-    KeyboardInterrupt, SIGTERM ends the process). A signal ignored when the loop starts (a background job of a
-    non-interactive shell ignores SIGINT) stays ignored; the previous handlers come back when the loop ends.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
-            for s in self.SIGNALS:
-                previous = signal.getsignal(s)
-                if previous is not signal.SIG_IGN:
-                    self._previous[s] = previous
-                    signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, previous in self._previous.items():
-            signal.signal(s, signal.SIG_DFL if previous is None else previous)
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum is None:
-            self.signum = signum
-            return
-        previous = self._previous.get(signum)
-        signal.signal(signum, signal.SIG_DFL if previous is None else previous)
-        if callable(previous):
-            previous(signum, frame)
-        else:
-            os.kill(os.getpid(), signum)
-
-    def received(self, d: Dist, device: torch.device) -> bool:
-        """Whether to stop now; with several ranks, when any rank got a signal (they stop at the same step)."""
-        if d.world > 1:
-            flag = torch.tensor([self.signum or 0], device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            self.signum = int(flag.item()) or None
-        return self.signum is not None
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name
 
 
 @dataclass
