@@ -152,13 +152,9 @@ def generate(model, input_ids: torch.Tensor, settings: GenerationConfig | None =
         model.train(was_training)
 
 
-def fill_spans(input_ids: Sequence[int], output_ids: Sequence[int], sentinel_ids: Sequence[int],
-               eos_token_id: int | None = None) -> list[int]:
-    """Put T5's answer back into its question: each sentinel in the input is replaced by the tokens that follow the
-    same sentinel in the output, up to the next sentinel (or eos). A sentinel the output leaves unfilled is dropped.
-
-    input  "The <s0> walks in <s1> park",  output "<s0> cute dog <s1> the <s2>"  ->  "The cute dog walks in the park"
-    """
+def answer_spans(output_ids: Sequence[int], sentinel_ids: Sequence[int], eos_token_id: int | None = None
+                 ) -> dict[int, list[int]]:
+    """T5's answer as {sentinel: the tokens that follow it, up to the next sentinel or eos}."""
     sentinels = set(sentinel_ids)
     spans: dict[int, list[int]] = {}
     current = None
@@ -170,7 +166,21 @@ def fill_spans(input_ids: Sequence[int], output_ids: Sequence[int], sentinel_ids
             spans[current] = []
         elif current is not None:
             spans[current].append(token)
+    return spans
+
+
+def fill_spans(input_ids: Sequence[int], output_ids: Sequence[int], sentinel_ids: Sequence[int],
+               eos_token_id: int | None = None, keep_unfilled: bool = False) -> list[int]:
+    """Put T5's answer back into its question: each sentinel in the input is replaced by the tokens that follow the
+    same sentinel in the output, up to the next sentinel (or eos). A sentinel the output leaves unfilled is dropped
+    (kept, with `keep_unfilled`, to show the gap).
+
+    input  "The <s0> walks in <s1> park",  output "<s0> cute dog <s1> the <s2>"  ->  "The cute dog walks in the park"
+    """
+    sentinels = set(sentinel_ids)
+    spans = answer_spans(output_ids, sentinels, eos_token_id)
     filled: list[int] = []
     for token in input_ids:
-        filled.extend(spans.get(token, []) if token in sentinels else [token])
+        unfilled = [token] if keep_unfilled else []
+        filled.extend(spans.get(token, unfilled) if token in sentinels else [token])
     return filled

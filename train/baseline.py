@@ -264,18 +264,9 @@ def run(o: BaselineOptions) -> dict:
         runs[seed] = run_one_seed(o, seed, task, log=lambda line: print(line, flush=True))
         print(f"seed {seed}: chose {describe(runs[seed]['chosen'])}", flush=True)
     results = run_header(o, task)
-    if len(o.seeds) == 1:
-        results.update(runs[o.seeds[0]])
-        print(metrics.format_report(results["validation"], f"validation (chosen: {describe(results['chosen'])})"))
-        print(metrics.format_report(results["test"], "test (scored once, chosen setting)"))
-    else:
-        results["runs"] = {str(s): r for s, r in runs.items()}
-        results["summary"] = {
-            "validation": metrics.summarize_reports([r["validation"] for r in runs.values()]),
-            "test": metrics.summarize_reports([r["test"] for r in runs.values()]),
-        }
-        print(metrics.format_summary(results["summary"]["validation"], f"validation, {len(runs)} seeds (mean ± std)"))
-        print(metrics.format_summary(results["summary"]["test"], f"test, {len(runs)} seeds (mean ± std)"))
+    one = next(iter(runs.values()))  # the titles of a single seed's tables
+    metrics.report_seeds(results, runs, f"validation (chosen: {describe(one['chosen'])})",
+                         "test (scored once, chosen setting)")
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {out}")

@@ -515,18 +515,9 @@ def run(o: Options) -> dict:
         raise
     # 5. Report: results.json and tables.
     results = run_header(o, pre, task, data)
-    if len(o.seeds) == 1:
-        results.update(runs[o.seeds[0]])
-        print(metrics.format_report(results["validation"], f"validation (best epoch {results['best_epoch']})"))
-        print(metrics.format_report(results["test"], "test (scored once, best validation epoch)"))
-    else:
-        results["runs"] = {str(s): r for s, r in runs.items()}
-        results["summary"] = {
-            "validation": metrics.summarize_reports([r["validation"] for r in runs.values()]),
-            "test": metrics.summarize_reports([r["test"] for r in runs.values()]),
-        }
-        print(metrics.format_summary(results["summary"]["validation"], f"validation, {len(runs)} seeds (mean ± std)"))
-        print(metrics.format_summary(results["summary"]["test"], f"test, {len(runs)} seeds (mean ± std)"))
+    one = next(iter(runs.values()))  # the titles of a single seed's tables
+    metrics.report_seeds(results, runs, f"validation (best epoch {one['best_epoch']})",
+                         "test (scored once, best validation epoch)")
     params = next(iter(runs.values()))["parameters"]
     print(f"parameters: {params['total']:,} total, {params['trainable']:,} trainable")
     _write_json(out / "results.json", results)

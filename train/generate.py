@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from minibert.errors import InputError
-from minibert.generate import GenerationConfig, generate
+from minibert.generate import GenerationConfig, answer_spans, fill_spans, generate
 from minibert.gpt import GPT2LMHeadModel
 from minibert.hf_gpt_t5 import MODELS, load_hf, load_pretrained
 from minibert.t5 import T5ForConditionalGeneration
@@ -219,17 +219,9 @@ def fill_prompt(run: Run, prompt: str, settings: GenerationConfig, device) -> di
     ids = encode_span_prompt(run, prompt)
     out = generate(run.model, torch.tensor([ids], device=device), settings)[0].tolist()[1:]  # after the start token
     sentinels = range(run.tok.vocab_size, run.model.config.vocab_size)
-    spans: dict[int, list[int]] = {}
-    current = None
-    for token in out:  # <s0> span <s1> span ... [SEP]
-        if token == run.model.config.eos_token_id:
-            break
-        if token in sentinels:
-            current = token
-            spans[current] = []
-        elif current is not None:
-            spans[current].append(token)
-    filled = [t for token in ids[1:-1] for t in (spans.get(token, [token]) if token in sentinels else [token])]
+    eos = run.model.config.eos_token_id
+    spans = answer_spans(out, sentinels, eos)  # <s0> span <s1> span ... [SEP]
+    filled = fill_spans(ids[1:-1], out, sentinels, eos, keep_unfilled=True)
     return {"prompt": prompt, "input_ids": ids, "output_ids": out, "text": show(run, filled),
             "spans": {show(run, [k]): run.tok.decode(v, skip_special_tokens=True) for k, v in spans.items()}}
 

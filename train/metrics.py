@@ -166,3 +166,17 @@ def format_summary(summary: dict, title: str = "") -> str:
     for key, s in summary.items():
         lines.append(f"{key:<{width}}{s['mean']:.4f} ± {s['std']:.4f}  (n={s['n']})")
     return "\n".join(lines)
+
+
+def report_seeds(results: dict, runs: dict, validation_title: str, test_title: str) -> None:
+    """Put the runs of each seed into `results` and print their tables: one seed's reports as they are (titled
+    `validation_title`, `test_title`), several seeds as `runs` plus the mean ± sample std of every metric."""
+    if len(runs) == 1:
+        results.update(next(iter(runs.values())))
+        print(format_report(results["validation"], validation_title))
+        print(format_report(results["test"], test_title))
+        return
+    results["runs"] = {str(s): r for s, r in runs.items()}
+    results["summary"] = {split: summarize_reports([r[split] for r in runs.values()]) for split in ("validation", "test")}
+    print(format_summary(results["summary"]["validation"], f"validation, {len(runs)} seeds (mean ± std)"))
+    print(format_summary(results["summary"]["test"], f"test, {len(runs)} seeds (mean ± std)"))
