@@ -30,13 +30,7 @@ TINY = ["--preset", "tiny", "--set", "num_hidden_layers=1", "hidden_size=32", "n
         "--eval-every", "1000", "--warmup-steps", "1", "--log-every", "1"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread, as in the child processes (OMP_NUM_THREADS=1): the same arithmetic, so the same losses."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
