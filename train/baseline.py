@@ -42,7 +42,7 @@ import numpy as np
 
 from minibert.errors import InputError
 from train import metrics
-from train.cli import TaskDraw, opt, parse_into
+from train.cli import RUNS_DIR, TaskDraw, opt, parse_into
 from train.finetune_data import Columns, Example, TaskData, label_counts, load_task, subsample_train, warn
 from tokenizer.errors import command_main
 
@@ -58,7 +58,7 @@ class BaselineOptions(TaskDraw):
 
     out: str | None = opt(None, "output directory (must not exist or be empty); none: "
                           "RUNS_DIR/baseline-YYYYmmdd-HHMMSS", metavar="DIR")
-    runs_dir: str = opt("runs", "where the default --out goes", metavar="DIR")
+    runs_dir: str = opt(RUNS_DIR, "where the default --out goes", metavar="DIR")
     # -- the grid, searched on the validation split
     ngram_max: list[int] = opt((2, 3, 4), "character n-gram ranges tried: (1, n) for each n given",
                                metavar="N")

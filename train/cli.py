@@ -29,6 +29,9 @@ from minibert.checkpoint import TMP_MARK, atomic_write
 from minibert.errors import InputError
 
 
+RUNS_DIR = "runs"  # where every command writes its runs and looks for the latest one, unless told otherwise
+
+
 def opt(default, help: str, **kw):
     """A dataclass field that is a command-line option: its default, its help text and argparse's extras (metavar,
     choices; positional=True to leave it out of the generated parser). A list or tuple default becomes a fresh

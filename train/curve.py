@@ -53,7 +53,7 @@ from pathlib import Path
 
 from minibert.errors import InputError
 from train import metrics
-from train.cli import TaskFiles, build_parser, opt
+from train.cli import RUNS_DIR, TaskFiles, build_parser, opt
 from tokenizer.errors import command_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ class CurveOptions(TaskFiles):
 
     out: str | None = opt(None, "the curve's directory; an existing one is resumed. none: RUNS_DIR/curve-YYYYmmdd "
                           "(so the same command on the same day resumes)", metavar="DIR")
-    runs_dir: str = opt("runs", "where the latest pretraining run (no --init) and the latest curve (--resume) are "
+    runs_dir: str = opt(RUNS_DIR, "where the latest pretraining run (no --init) and the latest curve (--resume) are "
                         "looked for, and where the default --out goes", metavar="DIR")
     resume: bool = opt(False, "without --out: resume the latest RUNS_DIR/curve-*/ instead of today's")
     plot_only: bool = opt(False, "run nothing: rewrite curve.md and curve.png from the curve.json in --out (or the "

@@ -39,7 +39,7 @@ from minibert.checkpoint import family
 from minibert.config import UNPAD_ATTENTION
 from minibert.errors import InputError
 from train import families, metrics, optim
-from train.cli import OutDir, OutState, RunKind, TaskDraw, check_usable, claim, inspect_out, opt, release
+from train.cli import RUNS_DIR, OutDir, OutState, RunKind, TaskDraw, check_usable, claim, inspect_out, opt, release
 from train.cli import build_parser as build_options_parser
 from train.finetune_data import (
     Columns,
@@ -74,7 +74,7 @@ class Options(TaskDraw):
                            "Default: the latest RUNS_DIR/pretrain-*/ that has a model.safetensors", metavar="DIR")
     from_scratch: bool = opt(False, "the control: the same architecture, config and tokenizer as the pretrained "
                              "model, from random initial weights, with the same budget")
-    runs_dir: str = opt("runs", "where pretraining runs are looked for, and where the default --out goes",
+    runs_dir: str = opt(RUNS_DIR, "where pretraining runs are looked for, and where the default --out goes",
                         metavar="DIR")
     out: str | None = opt(None, "output directory: new or empty (or, with --force, an earlier fine-tuning run). "
                           "Default: RUNS_DIR/finetune-YYYYmmdd-HHMMSS", metavar="DIR")

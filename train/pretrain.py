@@ -54,7 +54,7 @@ from minibert.compiled import compile_model
 from minibert.config import PRESETS, TYPE_NAMES, field_types, read_fields
 from train.builtin_data import BUILTIN_PARTS, builtin_pretraining_texts
 from train.device import Dist, autocast, setup_distributed
-from train.cli import OutDir, OutState, check_usable, claim, inspect_out, opt, parse_given, release
+from train.cli import RUNS_DIR, OutDir, OutState, check_usable, claim, inspect_out, opt, parse_given, release
 from train.families import NAMES as FAMILY_NAMES
 from train.families import POSITIONS_FIELD, max_positions
 from train.objectives import FAMILY, OBJECTIVES, Objective, make_objective
@@ -317,7 +317,7 @@ def plan_out_dir(args: PretrainArgs) -> OutDir:
     A new or empty directory starts a run. A run directory needs --resume (it continues) or --force (it starts
     over); one that never saved a checkpoint holds nothing worth keeping and starts over as it is. Anything else
     is refused."""
-    out = inspect_out(Path(args.out or f"runs/pretrain-{datetime.now():%Y%m%d-%H%M%S}"), PRETRAIN_RUN)
+    out = inspect_out(Path(args.out or f"{RUNS_DIR}/pretrain-{datetime.now():%Y%m%d-%H%M%S}"), PRETRAIN_RUN)
     check_usable(out)
     is_run = out.state is OutState.RUN
     worth_keeping = is_run and (latest_checkpoint(out.path) is not None or (out.path / WEIGHTS_NAME).is_file())
