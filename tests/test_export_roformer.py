@@ -18,7 +18,7 @@ from minibert.rotary import rotate_padded
 from test_finetune_helpers import make_pretrain_run, review_rows, tiny_config, write_rows
 from train import finetune as ft
 from train import predict
-from train.finetune_data import collate, load_tokenizer
+from train.batches import collate, load_tokenizer
 from train.fusion import SequenceClassifier, load_classifier, save_classifier
 
 transformers = pytest.importorskip("transformers")

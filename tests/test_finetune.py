@@ -15,16 +15,12 @@ from test_finetune_helpers import make_pretrain_run, review_rows, run_cli, write
 from minibert.errors import InputError
 from train import finetune as ft
 from train.optim import lr_at
+from train.batches import EncodedSet, collate, drop_tokens, length_bucketed_batches, sorted_batches
 from train.finetune_data import (
     Columns,
-    EncodedSet,
     Row,
-    collate,
     deduplicate,
-    drop_tokens,
-    length_bucketed_batches,
     load_task,
-    sorted_batches,
     sorted_label_names,
     stratified_split,
     subsample_train,
@@ -64,7 +60,8 @@ def classifier_for(run_dir, labels=("negative", "positive"), **kw):
 
 
 def encoded(pre, rows, labels=("negative", "positive")) -> EncodedSet:
-    from train.finetune_data import Example, encode_examples
+    from train.batches import encode_examples
+    from train.finetune_data import Example
 
     return encode_examples(pre.tokenizer, [Example(r["text"], None, labels.index(r["label"])) for r in rows], 64)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -79,8 +80,6 @@ def cli_env() -> dict:
     return env
 
 
-def run_cli(module: str, *args: str, cwd: Path) -> "subprocess.CompletedProcess":
-    import subprocess
-
+def run_cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=cli_env(), capture_output=True,
                           text=True, timeout=300)

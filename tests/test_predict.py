@@ -12,7 +12,8 @@ import torch
 from test_finetune_helpers import make_pretrain_run, review_rows, run_cli, write_rows
 from train import finetune as ft
 from train import predict
-from train.finetune_data import Columns, collate, encode_examples, load_task
+from train.batches import collate, encode_examples
+from train.finetune_data import Columns, load_task
 from train.fusion import load_classifier
 
 LABELS = ["bad", "good"]

@@ -41,19 +41,8 @@ from minibert.errors import InputError
 from train import families, metrics, optim
 from train.cli import RUNS_DIR, OutDir, OutState, RunKind, TaskDraw, check_usable, claim, inspect_out, opt, release
 from train.cli import build_parser as build_options_parser
-from train.finetune_data import (
-    Columns,
-    EncodedSet,
-    TaskData,
-    collate,
-    encode_examples,
-    label_counts,
-    length_bucketed_batches,
-    load_task,
-    load_tokenizer,
-    subsample_train,
-    warn,
-)
+from train.batches import EncodedSet, collate, encode_examples, length_bucketed_batches, load_tokenizer
+from train.finetune_data import Columns, TaskData, label_counts, load_task, subsample_train, warn
 from train.fusion import FINETUNE_NAME, HEAD_NAME, LABELS_NAME, POOLINGS, SequenceClassifier, save_classifier
 from train.device import autocast, resolve_device
 from train.predict import predict_logits

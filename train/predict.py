@@ -39,7 +39,7 @@ from minibert.hf_roformer import check_roformer, save_roformer
 from train import families
 from train.corpus import iter_file_lines
 from train.device import autocast
-from train.finetune_data import EncodedSet, collate, encode_texts, load_tokenizer, sorted_batches
+from train.batches import EncodedSet, collate, encode_texts, load_tokenizer, sorted_batches
 from train.fusion import SequenceClassifier, load_classifier
 from tokenizer.errors import command_main
 
