@@ -30,7 +30,6 @@ chosen setting and the whole validation grid, and the same tables on stdout.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 import warnings
@@ -42,7 +41,7 @@ import numpy as np
 
 from minibert.errors import InputError
 from train import metrics
-from train.cli import RUNS_DIR, TaskDraw, opt, parse_into
+from train.cli import RUNS_DIR, TaskDraw, opt, parse_into, write_json
 from train.finetune_data import Columns, Example, TaskData, label_counts, load_task, subsample_train, warn
 from tokenizer.errors import command_main
 
@@ -268,7 +267,7 @@ def run(o: BaselineOptions) -> dict:
     metrics.report_seeds(results, runs, f"validation (chosen: {describe(one['chosen'])})",
                          "test (scored once, chosen setting)")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(out / "results.json", results)
     print(f"wrote {out}")
     return results
 

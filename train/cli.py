@@ -236,3 +236,10 @@ def release(path: Path, kind: RunKind, created: bool) -> None:
     remove_entries(owned_entries(path, kind))
     if created and path.is_dir() and not any(path.iterdir()):
         os.rmdir(path)
+
+
+def write_json(path: Path, obj) -> None:
+    """`obj` as indented UTF-8 JSON (Chinese text kept readable), written atomically: a reader, or a run killed
+    mid-write, sees the old file or the new one, never half of one."""
+    text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(Path(path), lambda p: p.write_text(text, encoding="utf-8"))

@@ -53,7 +53,7 @@ from pathlib import Path
 
 from minibert.errors import InputError
 from train import metrics
-from train.cli import RUNS_DIR, TaskFiles, build_parser, opt
+from train.cli import RUNS_DIR, TaskFiles, build_parser, opt, write_json
 from tokenizer.errors import command_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -248,13 +248,6 @@ def plan(o: CurveOptions, models: list[Model], budgets: list[str], n_train: int)
 # -- the record ---------------------------------------------------------------------------------------------
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    """Write to a temporary file and rename, so an interruption never leaves a half-written curve.json."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def load_record(out: Path) -> dict:
     path = out / "curve.json"
     if not path.is_file():
@@ -401,7 +394,7 @@ def run(o: CurveOptions) -> dict:
         with lock:
             record["cells"][cell.name] = cell_record(cell, results, seconds, f"cells/{cell.name}")
             record["updated"] = datetime.now().isoformat(timespec="seconds")
-            write_json_atomic(out / "curve.json", record)
+            write_json(out / "curve.json", record)
             done = f"{100 * results['test']['accuracy']:.1f}% in {seconds:.0f} s"
             print(done if o.jobs == 1 else f"{heads[cell.name]}: {done}", flush=True)
 
@@ -424,7 +417,7 @@ def run(o: CurveOptions) -> dict:
         pool.shutdown(wait=True, cancel_futures=True)  # after an interruption: no new cell starts
         # 4. The table and the picture, from whatever is done (also after a failure or an interruption).
         with lock:
-            write_json_atomic(out / "curve.json", record)
+            write_json(out / "curve.json", record)
         if record["cells"]:
             write_outputs(out, record)
     return record

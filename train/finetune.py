@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import random
 import sys
@@ -39,7 +38,8 @@ from minibert.checkpoint import family
 from minibert.config import UNPAD_ATTENTION
 from minibert.errors import InputError
 from train import families, metrics, optim
-from train.cli import RUNS_DIR, OutDir, OutState, RunKind, TaskDraw, check_usable, claim, inspect_out, opt, release
+from train.cli import (RUNS_DIR, OutDir, OutState, RunKind, TaskDraw, check_usable, claim, inspect_out, opt, release,
+                       write_json)
 from train.cli import build_parser as build_options_parser
 from train.batches import EncodedSet, collate, encode_examples, length_bucketed_batches, load_tokenizer
 from train.finetune_data import Columns, TaskData, label_counts, load_task, subsample_train, warn
@@ -394,16 +394,12 @@ def train_one_seed(o: Options, seed: int, pre: Pretrained, task: TaskData, data:
         "test": test,
         "train_seconds": round(time.time() - started, 1),
     }
-    _write_json(out / "results.json", {**run_header(o, pre, task, data), **result})
+    write_json(out / "results.json", {**run_header(o, pre, task, data), **result})
     return result
 
 
 def _headline(report: dict) -> dict:
     return {k: report[k] for k in ("loss", "accuracy", "macro_f1")}
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def data_max_length(o: Options, pre: Pretrained) -> int:
@@ -509,7 +505,7 @@ def run(o: Options) -> dict:
                          "test (scored once, best validation epoch)")
     params = next(iter(runs.values()))["parameters"]
     print(f"parameters: {params['total']:,} total, {params['trainable']:,} trainable")
-    _write_json(out / "results.json", results)
+    write_json(out / "results.json", results)
     print(f"wrote {out}")
     return results
 

@@ -36,6 +36,7 @@ from minibert.errors import InputError
 from minibert.heads import sequence_classification_loss
 from minibert.pooling import POOLINGS, ScalarMix, last_token_pool, mean_pool, pool
 from train import families
+from train.cli import write_json
 
 __all__ = ["POOLINGS", "ScalarMix", "SequenceClassifier", "last_token_pool", "load_classifier", "mean_pool",
            "save_classifier"]
@@ -125,10 +126,10 @@ def save_classifier(classifier: SequenceClassifier, directory: str | Path, tok, 
         atomic_write(directory / HEAD_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
     info = {"format_version": FORMAT_VERSION, "pooling": classifier.pooling, "layer_fusion": classifier.layer_fusion,
             **meta}
-    (directory / FINETUNE_NAME).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(directory / FINETUNE_NAME, info)
     id2label = classifier.id2label
     labels = {"id2label": {str(k): v for k, v in id2label.items()}, "label2id": {v: k for k, v in id2label.items()}}
-    (directory / LABELS_NAME).write_text(json.dumps(labels, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(directory / LABELS_NAME, labels)
     tok.save(directory / "tokenizer")
 
 

@@ -37,6 +37,7 @@ import torch
 from minibert.errors import InputError
 from minibert.hf_roformer import check_roformer, save_roformer
 from train import families
+from train.cli import write_json
 from train.corpus import iter_file_lines
 from train.device import autocast
 from train.batches import EncodedSet, collate, encode_texts, load_tokenizer, sorted_batches
@@ -181,7 +182,7 @@ def save_head(classifier: SequenceClassifier, directory: Path, encoder: str, met
             "logits": "pooled @ classifier.weight.T + classifier.bias", "num_labels": classifier.num_labels,
             "id2label": {str(i): id2label[i] for i in range(classifier.num_labels)},
             "label2id": {id2label[i]: i for i in range(classifier.num_labels)}, **meta}
-    (directory / HEAD_FILES[1]).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_json(directory / HEAD_FILES[1], info)
 
 
 # `minibert.pooling`'s weightless poolings, as formulas (for minibert_head.json) and as transformers-side code.
