@@ -97,18 +97,22 @@ def markdown_section(name: str, refresh: str, intro: str, text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace_section(path: str | Path, name: str, generated: str) -> None:
-    """Replace the section between the markers of `name` in the file `path` with `generated`."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    start, end = markers(name)
-    text = path.read_text(encoding="utf-8")
+def split_section(text: str, start: str, end: str, path: Path) -> tuple[str, str, str]:
+    """(before `start`, the section with its markers and the newline after, the rest) of a document."""
     a, b = text.find(start), text.find(end)
     if a < 0 or b < a:
         raise InputError(f"{path}: no {start} ... {end} section; add the two markers where the example should go")
     b += len(end)
     if text[b : b + 1] == "\n":
         b += 1
-    path.write_text(text[:a] + generated + text[b:], encoding="utf-8")
+    return text[:a], text[a:b], text[b:]
+
+
+def replace_section(path: str | Path, name: str, generated: str) -> None:
+    """Replace the section between the markers of `name` in the file `path` with `generated`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    before, _, after = split_section(path.read_text(encoding="utf-8"), *markers(name), path)
+    path.write_text(before + generated + after, encoding="utf-8")
 

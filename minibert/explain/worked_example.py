@@ -16,6 +16,7 @@ from ..errors import InputError
 from .capture import Explanation, explain
 from .render import render
 from .toy import DOCUMENT_IDS, TOY_CONFIG, TOY_MASK_ID, toy_model
+from .walk_common import split_section
 
 START = "<!-- worked-example:start -->"
 END = "<!-- worked-example:end -->"
@@ -66,13 +67,7 @@ def worked_example_markdown() -> str:
 
 def _split(text: str, path: Path) -> tuple[str, str, str]:
     """(before START, the section, after END) of a document."""
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < start:
-        raise InputError(f"{path}: no {START} ... {END} section")
-    end += len(END)
-    if text[end : end + 1] == "\n":
-        end += 1
-    return text[:start], text[start:end], text[end:]
+    return split_section(text, START, END, path)
 
 
 def section_diff(path: str | Path = DOCUMENT) -> str:
