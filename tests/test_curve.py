@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
-from test_finetune_helpers import make_pretrain_run, review_rows, write_rows
+from test_finetune_helpers import cli_env, make_pretrain_run, review_rows, write_rows
 from train import curve
 
 
@@ -189,3 +193,27 @@ def test_jobs_run_cells_at_once_with_the_same_results(setup, capsys):
     assert a["baseline-n12-s0"]["accuracy"] == b["baseline-n12-s0"]["accuracy"]  # deterministic: the same draw
     assert curve.main(curve_args(setup, setup["tmp"] / "jobs0", "--jobs", "0")) == 2
     assert "--jobs 0" in capsys.readouterr().err
+
+
+def test_sigint_stops_the_running_cell_and_keeps_the_cells_done(setup, tmp_path):
+    """A real SIGINT to the curve alone (not to its cells' process group) stops the cell that is running, starts
+    no other, exits 130 and keeps what was recorded, so the same command continues."""
+    out = tmp_path / "curve"
+    argv = [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from train import curve; sys.exit(curve.main(sys.argv[1:]))",
+            *curve_args(setup, out, "--budgets", "12", "--epochs", "200")]  # a cell long enough to interrupt
+    child = subprocess.Popen(argv, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "logs" / "tiny-n12-s0.log"
+    deadline = time.time() + 120
+    while not (log.is_file() and "epoch 1/" in log.read_text(encoding="utf-8", errors="replace")):
+        assert child.poll() is None and time.time() < deadline, "the first cell never started training"
+        time.sleep(0.2)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    assert "interrupted" in err
+    record = json.loads((out / "curve.json").read_text())
+    assert "tiny-n12-s0" not in record["cells"] and "baseline-n12-s0" not in record["cells"]  # neither finished
+    assert not (out / "logs" / "baseline-n12-s0.log").exists()  # and the next cell never started
+    ps = subprocess.run(["pgrep", "-f", "--", f"--out {out}/cells"], capture_output=True, text=True)
+    assert ps.returncode == 1, f"a cell's process outlived the curve: {ps.stdout}{ps.stderr}"  # 1: none matched

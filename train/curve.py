@@ -306,8 +306,9 @@ class CellFailed(Exception):
         self.code = code
 
 
-def run_cell(cell: Cell, out: Path, jobs: int = 1) -> tuple[dict, float]:
-    """Run one cell as its own process, its output in OUT/logs/CELL.log; returns its results.json and seconds."""
+def run_cell(cell: Cell, out: Path, jobs: int = 1, running: set | None = None) -> tuple[dict, float]:
+    """Run one cell as its own process, its output in OUT/logs/CELL.log; returns its results.json and seconds.
+    The process is in `running` while it runs, so that an interrupted curve can stop it."""
     directory = out / "cells" / cell.name
     if directory.exists():
         shutil.rmtree(directory)  # an interrupted attempt: start the cell again from nothing
@@ -318,7 +319,14 @@ def run_cell(cell: Cell, out: Path, jobs: int = 1) -> tuple[dict, float]:
     with open(log_path, "w", encoding="utf-8") as log:
         log.write("$ " + shlex.join(command) + "\n")
         log.flush()
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=cell_env(jobs)).returncode
+        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=cell_env(jobs))
+        if running is not None:
+            running.add(child)
+        try:
+            code = child.wait()
+        finally:
+            if running is not None:
+                running.discard(child)
     seconds = time.time() - started
     if code != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
@@ -387,10 +395,14 @@ def run(o: CurveOptions) -> dict:
     batch = todo if o.max_cells is None else todo[:o.max_cells]
 
     lock = threading.Lock()  # one cell at a time writes the record and prints its line
+    running: set[subprocess.Popen] = set()  # the cells' processes now running
+    stopping = threading.Event()  # set on an interruption: a worker that has not started its cell skips it
 
     def start(cell: Cell) -> None:
+        if stopping.is_set():
+            return
         print(f"{heads[cell.name]} ...", end=" " if o.jobs == 1 else "\n", flush=True)  # one line per cell alone
-        results, seconds = run_cell(cell, out, o.jobs)
+        results, seconds = run_cell(cell, out, o.jobs, running)
         with lock:
             record["cells"][cell.name] = cell_record(cell, results, seconds, f"cells/{cell.name}")
             record["updated"] = datetime.now().isoformat(timespec="seconds")
@@ -413,8 +425,14 @@ def run(o: CurveOptions) -> dict:
             raise failure
         if len(batch) < len(todo):
             print(f"stopping after {len(batch)} cell(s) (--max-cells); rerun the same command to continue", flush=True)
+    except BaseException:  # interrupted (Ctrl-C) or failed: stop the cells still running, start no new one
+        stopping.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for child in list(running):
+            child.terminate()
+        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # after an interruption: no new cell starts
+        pool.shutdown(wait=True, cancel_futures=True)
         # 4. The table and the picture, from whatever is done (also after a failure or an interruption).
         with lock:
             write_json(out / "curve.json", record)
