@@ -26,7 +26,7 @@ def command_main(body: Callable[[list[str] | None], int | None]) -> Callable[[li
     `body` parses its options and does the work, returning an exit status (None for 0). An `InputError` from
     anywhere inside becomes one line, `error: <message>`, on stderr and exit status 2; nothing else is caught, so
     a bug still shows its traceback. Written once here, below every package, for the tokenizer's command, the
-    training commands, the benchmarks and the explain walk-through alike."""
+    training commands and the explain walk-through alike (the benchmarks report their own errors)."""
 
     @functools.wraps(body)
     def main(argv: list[str] | None = None) -> int:
