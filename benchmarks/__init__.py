@@ -3,6 +3,10 @@
     python -m benchmarks                  # CUDA grid if a GPU is present, else a reduced CPU grid
     python -m benchmarks --quick          # a smoke run of a few seconds
     python -m benchmarks --help           # every option
+    python -m benchmarks --out benchmarks/results/cpu --threads 1   # regenerate the committed CPU results
+
+Results go to a new runs/bench-YYYYmmdd-HHMMSS under the working directory unless --out names a directory; the
+committed results in benchmarks/results/ are rewritten only when --out names them (`cli`).
 
 Every comparison builds one `transformers` model, copies its weights into each minibert variant through
 `minibert.hf.from_hf_model` (GPT-2 and T5: `minibert.hf_gpt_t5.from_hf_model`), checks that all variants agree on

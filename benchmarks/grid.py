@@ -16,14 +16,23 @@ INFER_FIXED = ATTENTION + ("mb-sdpa+fusedqkv",)
 INFER_VAR = ATTENTION + ("mb-sdpa+unpad",)
 MLM_TRAIN = ATTENTION + ("mb-sdpa+sparse", "mb-sdpa+sparse+fusedqkv")
 CLS_TRAIN = ATTENTION + ("mb-sdpa+unpad",)
-# GPT-2 and T5: minibert's two attention paths against transformers' two; their models have no other switch
+# GPT-2 and T5: minibert's two attention paths against transformers' two, and minibert's fast paths
+GPT_TRAIN = ATTENTION + ("mb-sdpa+chunked",)
+T5_TRAIN = ATTENTION + ("mb-sdpa+chunked+fusedqkv",)
 VARIANTS = {"infer_fixed": INFER_FIXED, "infer_var": INFER_VAR, "mlm_train": MLM_TRAIN, "cls_train": CLS_TRAIN,
-            "gpt_train": ATTENTION, "t5_train": ATTENTION}
+            "gpt_train": GPT_TRAIN, "t5_train": T5_TRAIN}
 PACKED = ("infer_fixed", "mlm_train", "gpt_train", "t5_train")  # one batch of full blocks per run
 # Which way of attending over unpadded rows wins: one sequence at a time, rows put back for one fused kernel, or a
 # jagged nested tensor (one variable-length kernel on CUDA). minibert's unpad_attention="auto" follows the CPU result.
 UNPAD = ("hf-sdpa", "mb-sdpa", "mb-sdpa+unpad=rows", "mb-sdpa+unpad=repad", "mb-sdpa+unpad=nested")
-GROUPS = ("main", "sweep", "compile", "unpad")
+# The anchors: the rows that set the project's CPU aims, at the small size with batches of 32 (run with
+# --vocab-size 8000 and --threads 1, then 2, for the aims' own setting): each system's fastest minibert path
+# against transformers (and, for inference, ONNX Runtime) on the same weights and batches.
+ANCHORS = (("mlm_train", ("hf-sdpa", "mb-sdpa+sparse")),
+           ("infer_var", ("hf-sdpa", "mb-sdpa+unpad", "ort-sdpa")),
+           ("gpt_train", ("hf-sdpa", "mb-sdpa", "mb-sdpa+chunked")),
+           ("t5_train", ("hf-sdpa", "mb-sdpa", "mb-sdpa+chunked+fusedqkv")))
+GROUPS = ("main", "sweep", "compile", "unpad", "anchor")
 
 
 @dataclass(frozen=True)
@@ -35,7 +44,7 @@ class Case:
     n_batches: int  # batches per timed run (packed workloads: 1)
     precision: str  # fp32 or bf16
     variants: tuple[str, ...]
-    group: str = "main"  # main, sweep (sequence-length sweep), compile or unpad (unpadded attention compared)
+    group: str = "main"  # main, sweep (sequence-length sweep), compile, unpad (unpadded attention compared), anchor
 
     @property
     def id(self) -> str:
@@ -79,7 +88,8 @@ def quick_grid(compile: bool = False) -> Grid:
 
 def cpu_grid() -> Grid:
     """Minutes on a small CPU: tiny and small at 128 tokens (BERT's four workloads, GPT-2's and T5's training
-    steps), base at a small batch, a short sweep, the unpadded-attention comparison on the small preset, fp32."""
+    steps), base at a small batch, a short sweep, the unpadded-attention comparison on the small preset, and the
+    anchors (`ANCHORS`: the small size at batch 32), fp32."""
     cases = []
     for size, batch in (("tiny", 16), ("small", 8)):
         for workload in VARIANTS:
@@ -93,6 +103,8 @@ def cpu_grid() -> Grid:
             cases.append(_case("infer_fixed", size, T, 1024 // T, "fp32", group="sweep"))
     for workload, T in (("infer_var", 128), ("infer_var", 512), ("cls_train", 128)):
         cases.append(_case(workload, "small", T, 8, "fp32", n_batches=3, variants=UNPAD, group="unpad"))
+    cases += [_case(workload, "small", 128, 32, "fp32", n_batches=3, variants=variants, group="anchor")
+              for workload, variants in ANCHORS]
     return Grid("cpu", cases, warmup=1, repeats=5, matmul_size=1024, tokenizer_texts=4000, tokenizer_vocab=8000,
                 tokenizer_repeats=5)
 

@@ -3,17 +3,24 @@
 A variant is named by its family and switches:
 
     hf-eager, hf-sdpa            transformers' model with attn_implementation="eager" / "sdpa"
+    ort-sdpa                     BERT inference only: the hf-sdpa model exported to ONNX (torch.onnx, dynamo
+                                 exporter) and run by ONNX Runtime with every graph optimisation, on as many threads
+                                 as torch has (needs the onnx, onnxscript and onnxruntime packages; without them
+                                 the variant is reported as unavailable and the case goes on)
     mb-math, mb-sdpa             minibert's with attn_impl="math" / "sdpa"
     ...+unpad                    minibert with unpad=True (per-token work on real tokens only)
     ...+unpad=rows|repad|nested  the same, with that unpad_attention (how attention meets the variable lengths)
     ...+sparse                   minibert with sparse_prediction=True (MLM head at labelled positions only)
     ...+fusedqkv                 minibert with fused_qkv=True (Q, K, V from one matmul)
+    ...+chunked                  GPT-2 and T5: chunked_loss=True (the output layer and its loss a few rows at a
+                                 time, the (B, T, V) logits never formed)
     ...+compile                  the same model wrapped in torch.compile (`minibert.compiled.compile_model`, which
                                  only widens what dynamo traces in one graph; transformers' models get it too)
 
 The model kinds: BERT's encoder, MLM model and classifier (`minibert.hf`), GPT-2 and T5 (`minibert.hf_gpt_t5`, which
-take attn_impl and no other switch). GPT-2 and T5 are sized from a minibert preset as the causal and span objectives
-size them (`train.causal`, `train.span`: T5 with as many encoder and as many decoder blocks as the preset has).
+take attn_impl, chunked and, for T5, unpad and fusedqkv). GPT-2 and T5 are sized from a minibert preset as the
+causal and span objectives size them (`train.causal`, `train.span`: T5 with as many encoder and as many decoder
+blocks as the preset has).
 
 `ModelSet` holds the models of one model kind and size. Its reference is a freshly initialised transformers model
 (hf-sdpa); every other transformers variant loads its state dict, and every minibert variant is made from it by
@@ -35,9 +42,9 @@ from minibert.compiled import compile_model
 from minibert.config import PRESETS
 from minibert.hf import from_hf_model, load_state_dict_checked
 
-FAMILIES = {"hf": "transformers", "mb": "minibert"}
-ATTENTION = {"hf": ("eager", "sdpa"), "mb": ("math", "sdpa")}
-SWITCHES = ("unpad", "sparse", "fusedqkv", "compile")
+FAMILIES = {"hf": "transformers", "mb": "minibert", "ort": "onnxruntime"}
+ATTENTION = {"hf": ("eager", "sdpa"), "mb": ("math", "sdpa"), "ort": ("sdpa",)}
+SWITCHES = ("unpad", "sparse", "fusedqkv", "chunked", "compile")
 UNPAD_ATTENTION = ("rows", "repad", "nested")  # the explicit choices of minibert's unpad_attention
 BASELINE = "hf-sdpa"
 
@@ -94,6 +101,7 @@ class Variant:
     compile: bool = False
     unpad_attention: str = "auto"
     fused_qkv: bool = False
+    chunked: bool = False
 
     @property
     def library(self) -> str:
@@ -104,15 +112,22 @@ class Variant:
         return self.name.replace("+compile", "")
 
     def minibert_switches(self) -> dict:
+        """BERT's config switches (chunked is GPT-2's and T5's)."""
+        if self.chunked:
+            raise ValueError(f"variant {self.name!r}: chunked is a switch of minibert's GPT-2 and T5, not its BERT")
         return {"attn_impl": self.attention, "unpad": self.unpad, "sparse_prediction": self.sparse,
                 "unpad_attention": self.unpad_attention, "fused_qkv": self.fused_qkv}
 
-    def decoder_switches(self) -> dict:
-        """GPT-2's and T5's config switches: the attention path alone (unpad, sparse and fusedqkv are BERT's)."""
-        if self.unpad or self.sparse or self.fused_qkv:
-            raise ValueError(f"variant {self.name!r}: unpad, sparse and fusedqkv are switches of minibert's BERT, "
-                             "not of its GPT-2 or T5")
-        return {"attn_impl": self.attention}
+    def decoder_switches(self, kind: str) -> dict:
+        """GPT-2's (kind "gpt") and T5's ("t5") config switches: the attention path and the chunked loss; T5 also
+        unpad and fusedqkv (sparse is BERT's alone, and GPT-2's Q, K, V are one matmul already)."""
+        if self.sparse or (kind == "gpt" and (self.unpad or self.fused_qkv)):
+            raise ValueError(f"variant {self.name!r}: sparse is a switch of minibert's BERT, unpad and fusedqkv of "
+                             "its BERT and T5")
+        switches = {"attn_impl": self.attention, "chunked_loss": self.chunked}
+        if kind == "t5":
+            switches.update(unpad=self.unpad, fused_qkv=self.fused_qkv)
+        return switches
 
 
 def parse_variant(name: str) -> Variant:
@@ -131,10 +146,12 @@ def parse_variant(name: str) -> Variant:
     unknown = [s for s in switches if s not in SWITCHES]
     if unknown or len(set(switches)) != len(switches):
         raise ValueError(f"variant {name!r}: switches must be distinct, from {list(SWITCHES)}")
-    if family == "hf" and {"unpad", "sparse", "fusedqkv"} & set(switches):
-        raise ValueError(f"variant {name!r}: unpad, sparse and fusedqkv are minibert switches")
+    if family != "mb" and {"unpad", "sparse", "fusedqkv", "chunked"} & set(switches):
+        raise ValueError(f"variant {name!r}: unpad, sparse, fusedqkv and chunked are minibert switches")
+    if family == "ort" and switches:
+        raise ValueError(f"variant {name!r}: ort-sdpa takes no switch")
     return Variant(name, family, attention, "unpad" in switches, "sparse" in switches, "compile" in switches,
-                   how[0] if how else "auto", "fusedqkv" in switches)
+                   how[0] if how else "auto", "fusedqkv" in switches, "chunked" in switches)
 
 
 @dataclass
@@ -161,6 +178,68 @@ def minibert_from_hf(hf_model: nn.Module, cls: type[nn.Module], switches: dict) 
     if wrong:
         raise RuntimeError(f"minibert model config does not have the requested switches {wrong}")
     return model, dropped
+
+
+class OnnxRuntimeModel(nn.Module):
+    """A transformers BertModel exported to ONNX and run by ONNX Runtime (all graph optimisations, torch's thread
+    count), called like the model: (input_ids, attention_mask) -> last_hidden_state, pooler_output as torch tensors.
+    If the packages are missing, `export` still returns one, whose every call raises that ImportError: the gate then
+    reports the variant as unavailable and the case runs without it."""
+
+    def __init__(self, session=None, error: str | None = None):
+        super().__init__()
+        self.session, self.error = session, error
+
+    @classmethod
+    def export(cls, hf_model: nn.Module) -> "OnnxRuntimeModel":
+        import contextlib
+        import io
+        import logging
+        import tempfile
+        from pathlib import Path
+
+        try:
+            import onnxruntime
+        except ImportError as err:
+            return cls(error=f"{err}; pip install onnx onnxscript onnxruntime for the ort-sdpa variant")
+
+        class Graph(nn.Module):  # positional inputs and tuple outputs, as the exporter wants them
+            def __init__(self, model):
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids, attention_mask):
+                out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+                return out.last_hidden_state, out.pooler_output
+
+        device = next(hf_model.parameters()).device
+        ids = torch.randint(5, 100, (2, 16), device=device)
+        batch, length = torch.export.Dim("batch", min=1), torch.export.Dim("length", min=2, max=4096)
+        quiet = logging.getLogger("torch.onnx")  # the exporter's warnings about operators BERT does not use
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):  # and its progress log
+            path = Path(tmp) / "model.onnx"
+            torch.onnx.export(Graph(hf_model.eval()), (ids, torch.ones_like(ids)), str(path), dynamo=True,
+                              input_names=["input_ids", "attention_mask"],
+                              dynamic_shapes=({0: batch, 1: length}, {0: batch, 1: length}), verbose=False)
+            options = onnxruntime.SessionOptions()
+            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.intra_op_num_threads = torch.get_num_threads()
+            options.inter_op_num_threads = 1
+            session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        quiet.setLevel(level)
+        return cls(session)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        from types import SimpleNamespace
+
+        if self.session is None:
+            raise ImportError(self.error)
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        last, pooled = self.session.run(None, {"input_ids": input_ids.cpu().numpy(),
+                                               "attention_mask": mask.cpu().numpy()})
+        return SimpleNamespace(last_hidden_state=torch.from_numpy(last), pooler_output=torch.from_numpy(pooled))
 
 
 class ModelSet:
@@ -190,6 +269,10 @@ class ModelSet:
         return model.to(self.device)
 
     def _build(self, variant: Variant) -> nn.Module:
+        if variant.family == "ort":
+            if self.kind != "encoder":
+                raise ValueError(f"variant {variant.name!r} runs BERT inference only, not the {self.kind} model")
+            return OnnxRuntimeModel.export(self.models[BASELINE].module)
         if variant.family == "hf":
             model = self._hf_model(variant.attention)
             model.load_state_dict(self.reference_state)
@@ -197,7 +280,7 @@ class ModelSet:
         reference = self.models[BASELINE].module  # holds the reference weights: prepare() reset it first
         if self.kind not in BERT_KINDS:
             with torch.device(self.device):
-                model = hf_gpt_t5.from_hf_model(reference, **variant.decoder_switches())
+                model = hf_gpt_t5.from_hf_model(reference, **variant.decoder_switches(self.kind))
             return model.to(self.device)
         with torch.device(self.device):
             model, dropped = minibert_from_hf(reference, self.minibert_class, variant.minibert_switches())
@@ -211,6 +294,8 @@ class ModelSet:
     def prepare(self, names: list[str]) -> dict[str, BuiltModel]:
         """The named variants, each holding exactly the reference weights (built on first use)."""
         for built in self.models.values():
+            if built.variant.family == "ort":  # inference only: its exported weights are the reference's, fixed
+                continue
             if built.variant.family == "hf":
                 built.module.load_state_dict(self.reference_state)
             elif self.kind in BERT_KINDS:

@@ -112,6 +112,20 @@ def gradient_names(model_kind: str, num_layers: int) -> list[str]:
     return names
 
 
+def logits_without_loss(built: BuiltModel, workload: Workload, batch: Batch, device: torch.device,
+                        precision: str) -> torch.Tensor:
+    """The logits of a model whose loss never formed them (GPT-2's and T5's chunked loss): the same model asked
+    without labels (T5: with the decoder input the labels would give), so the gate still compares them."""
+    inputs = batch.inputs(with_labels=False)
+    if workload.model_kind == "t5":
+        from minibert.t5 import shift_right
+
+        config = built.module.config
+        inputs["decoder_input_ids"] = shift_right(batch.labels, config.decoder_start_token_id, config.pad_token_id)
+    with torch.no_grad(), precision_context(device, precision):
+        return built.call(**inputs).logits
+
+
 def gate_outputs(
     built: BuiltModel, workload: Workload, batch: Batch, device: torch.device, precision: str, num_layers: int
 ) -> dict[str, torch.Tensor]:
@@ -133,7 +147,7 @@ def gate_outputs(
     with precision_context(device, precision):
         out = built.call(**batch.inputs(with_labels=True))
     out.loss.backward()
-    logits = out.logits
+    logits = out.logits if out.logits is not None else logits_without_loss(built, workload, batch, device, precision)
     if workload.model_kind in ("mlm", "t5") and logits.dim() == 3:  # (B, T, V) -> (M, V) at labelled positions
         logits = logits[batch.labels != IGNORE_INDEX]
     result = {"loss": out.loss.detach().float().reshape(1), "logits": logits.detach().float()}

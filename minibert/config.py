@@ -74,6 +74,12 @@ class BertConfig:
             raise InputError(
                 f"position_embedding_type must be 'absolute', 'sinusoidal' or 'rotary', not {self.position_embedding_type!r}"
             )
+        if self.position_embedding_type == "rotary" and self.head_size % 2:
+            raise InputError(
+                f"rotary positions turn pairs of dimensions, so the head size hidden_size / num_attention_heads must "
+                f"be even, not {self.hidden_size} / {self.num_attention_heads} = {self.head_size}; change hidden_size "
+                "or num_attention_heads"
+            )
         if self.id2label is not None:  # JSON turns int keys into strings
             self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
 

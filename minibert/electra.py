@@ -48,6 +48,7 @@ from .heads import IGNORE_INDEX, mlm_loss
 from .model import BertModel, init_bert_weights
 
 DISCRIMINATOR_WEIGHT = 50.0  # λ of the paper
+GENERATOR_SIZE = 0.25  # the generator's width as a fraction of the discriminator's (the paper found 1/4 to 1/2 best)
 
 
 def generator_config(config: BertConfig, size: float) -> BertConfig:
@@ -154,7 +155,7 @@ class ElectraForPreTraining(nn.Module):
     `discriminator_predictions` its per-token head; `generator` shares `bert.embeddings`.
     """
 
-    def __init__(self, config: BertConfig, generator_size: float = 0.25,
+    def __init__(self, config: BertConfig, generator_size: float = GENERATOR_SIZE,
                  discriminator_weight: float = DISCRIMINATOR_WEIGHT, share_embeddings: bool = False):
         super().__init__()
         if not 0 < generator_size <= 1:

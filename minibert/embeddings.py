@@ -2,15 +2,15 @@
 
 Shapes: B batch, T tokens, C hidden size, V vocabulary size.
 
-The design document writes
+《预训练与微调的详细方法》 (section 4.1.2, formulas 1 and 2) writes
 
-    word_vector         = W · word_index + bias
-    position_embedding  = P · position   + bias
+    word_vector = W · word_index + bias
+    position_embedding = P · position + bias
 
 where `word_index` is a one-hot column: multiplying W by a one-hot vector picks one row of W, so
 `nn.Embedding(V, C)` (a row lookup) computes exactly `W · one_hot(word_index)`, without the V-wide product.
-BERT keeps no separate bias per table: the three vectors are summed and LayerNorm's learned shift beta plays the
-role of the single bias the document adds.
+BERT keeps no separate bias per table: it adds a third, segment vector, sums the three, and LayerNorm's learned
+shift beta plays the role of the single `bias` each of the document's formulas adds.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .config import BertConfig
+from .trace import EmbeddingsTrace
 
 
 def sinusoidal_table(num_positions: int, dim: int) -> torch.Tensor:
@@ -66,15 +67,23 @@ class BertEmbeddings(nn.Module):
             return self.sinusoidal[:T]
         return self.word_embeddings.weight.new_zeros(T, self.word_embeddings.embedding_dim)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                trace: EmbeddingsTrace | None = None) -> torch.Tensor:
+        """(B, T) ids -> (B, T, C). `trace`: where to keep the three vectors and their sum (minibert/trace.py)."""
         B, T = input_ids.shape
         if T > self.max_positions:
             raise ValueError(f"sequence length {T} exceeds max_position_embeddings {self.max_positions}")
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         # Summed in Hugging Face's order (word + segment + position), so float rounding matches too.
-        x = self.word_embeddings(input_ids)  # (B, T, C): row input_ids[b, t] of W
-        x = x + self.token_type_embeddings(token_type_ids)  # (B, T, C)
-        if not self.rotary:
-            x = x + self.position_vectors(T)  # (B, T, C) + (T, C) broadcast over the batch
-        return self.dropout(self.LayerNorm(x))
+        word = self.word_embeddings(input_ids)  # (B, T, C): row input_ids[b, t] of W
+        segment = self.token_type_embeddings(token_type_ids)  # (B, T, C)
+        x = word + segment  # (B, T, C)
+        position = None if self.rotary else self.position_vectors(T)  # (T, C); rotary positions act in attention
+        if position is not None:
+            x = x + position  # (B, T, C) + (T, C) broadcast over the batch
+        normalised = self.LayerNorm(x)  # (B, T, C)
+        if trace is not None:
+            trace.token_type_ids, trace.word, trace.segment, trace.position = token_type_ids, word, segment, position
+            trace.sum, trace.normalised = x, normalised
+        return self.dropout(normalised)

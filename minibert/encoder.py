@@ -20,13 +20,15 @@ from torch import nn
 from .attention import BertAttention
 from .config import BertConfig
 from .feed_forward import BertIntermediate, BertOutput
+from .trace import LayerTrace
 from .unpad import Unpadding
 
 
 class BertLayer(nn.Module):
     """One encoder block: the attention sub-layer, then the feed-forward one, FFN(x) = GELU(x W_1 + b_1) W_2 + b_2,
     each with a residual connection and a LayerNorm, placed after the sum (post-LN) or before the sub-layer (pre-LN).
-    The two LayerNorms are Hugging Face's `attention.output.LayerNorm` and `output.LayerNorm`."""
+    The attention sub-layer is `attention` (minibert/attention.py); the feed-forward one is `intermediate` (W_1) and
+    `output` (W_2, the residual and the LayerNorm `output.LayerNorm`), Hugging Face's names."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -35,21 +37,17 @@ class BertLayer(nn.Module):
         self.output = BertOutput(config)
         self.norm_first = config.norm_first
 
-    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output(self.intermediate(x))  # (B, T, C) -> (B, T, I) -> (B, T, C)
-
-    def forward(self, x, mask=None, unpadding: Unpadding | None = None, output_attentions: bool = False):
-        """(B, T, C) -> (B, T, C), or unpadded (N, C) -> (N, C); and the attention probabilities when asked for."""
-        ln_1, ln_2 = self.attention.norm, self.output.norm  # the two sub-layers' LayerNorms
-        if self.norm_first:  # pre-LN:  x = x + Attention(LN_1(x));  x = x + FFN(LN_2(x))
-            a, probs = self.attention(ln_1(x), mask, unpadding, output_attentions)
-            x = x + a
-            x = x + self.feed_forward(ln_2(x))
-        else:  # post-LN (BERT):  x = LN_1(x + Attention(x));  x = LN_2(x + FFN(x))
-            a, probs = self.attention(x, mask, unpadding, output_attentions)
-            x = ln_1(x + a)
-            x = ln_2(x + self.feed_forward(x))
-        return x, probs
+    def forward(self, x, mask=None, unpadding: Unpadding | None = None, output_attentions: bool = False,
+                trace: LayerTrace | None = None):
+        """(B, T, C) -> (B, T, C), or unpadded (N, C) -> (N, C); and the attention probabilities when asked for.
+        `trace`: where to keep this block's intermediate tensors (minibert/trace.py), or None."""
+        x1, probs = self.attention(x, mask, unpadding, output_attentions, trace)  # residual and norm included
+        h = self.output.LayerNorm(x1) if self.norm_first else x1  # pre-LN: the feed-forward reads LN_2(x1)
+        hidden = self.intermediate(h)  # (B, T, C) -> (B, T, I)
+        x2 = self.output(hidden, x1)  # (B, T, I) -> (B, T, C), with the residual x1
+        if trace is not None:
+            trace.input, trace.after_attention, trace.ffn_input, trace.ffn_hidden, trace.output = x, x1, h, hidden, x2
+        return x2, probs
 
 
 @dataclass
@@ -66,11 +64,13 @@ class BertEncoder(nn.Module):
         # pre-LN blocks leave the residual stream un-normalised, so the stack ends with one more LayerNorm.
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if config.norm_first else None
 
-    def forward(self, x, mask=None, unpadding=None, output_hidden_states=False, output_attentions=False):
+    def forward(self, x, mask=None, unpadding=None, output_hidden_states=False, output_attentions=False,
+                trace: list[LayerTrace] | None = None):
+        """trace: one record per block (minibert/trace.py), or None."""
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
-        for block in self.layer:
-            x, probs = block(x, mask, unpadding, output_attentions)
+        for i, block in enumerate(self.layer):
+            x, probs = block(x, mask, unpadding, output_attentions, trace[i] if trace is not None else None)
             if output_hidden_states:
                 hidden_states.append(x)
             if output_attentions:

@@ -5,7 +5,8 @@ unpadded (N, C) input, since nothing mixes tokens.
 
     FFN(x) = activation(x W_1 + b_1) W_2 + b_2
 
-This is the document's `activation(...)` step. BERT's activation is GELU in its exact form,
+This is the `activation` of 《预训练与微调的详细方法》's output formula (section 4.1.2, formula 4),
+`output = softmax(W_output · activation(attention · V))`. BERT's activation is GELU in its exact form,
 
     GELU(x) = x · Φ(x) = x · ½ · (1 + erf(x / sqrt(2)))
 
@@ -54,19 +55,24 @@ class BertIntermediate(nn.Module):
 
 
 class BertOutput(nn.Module):
-    """Narrow I -> C, then dropout: Dropout(h W_2 + b_2). Its LayerNorm is the feed-forward sub-layer's (`norm`),
-    which the block applies (minibert/encoder.py): Hugging Face's module holds it."""
+    """Narrow I -> C; then dropout, the residual connection and the feed-forward sub-layer's LayerNorm:
+
+        post-LN (BERT):  LayerNorm(x1 + Dropout(h W_2 + b_2))
+        pre-LN:          x1 + Dropout(h W_2 + b_2)
+
+    Pre-LN normalises the sub-layer's input instead of its sum, before `BertIntermediate` reads it (the block,
+    minibert/encoder.py), with this same LayerNorm: its place in a checkpoint, `output.LayerNorm`, is the same in
+    both blocks.
+    """
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.norm_first = config.norm_first
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.dense(h))  # (B, T, I) -> (B, T, C)
-
-    def norm(self, x: torch.Tensor) -> torch.Tensor:
-        """LayerNorm over each token's C numbers, with the feed-forward sub-layer's gamma and beta
-        (Hugging Face's `output.LayerNorm`)."""
-        return self.LayerNorm(x)
+    def forward(self, h: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        """h: (B, T, I) the widened activations; x1: (B, T, C) the residual stream the sub-layer read. -> (B, T, C)."""
+        f = self.dropout(self.dense(h))  # (B, T, I) -> (B, T, C)
+        return x1 + f if self.norm_first else self.LayerNorm(x1 + f)

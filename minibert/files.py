@@ -48,12 +48,23 @@ def atomic_write(path: Path, write) -> None:
             tmp.unlink()
 
 
-def remove_leftovers(directory: Path) -> list[Path]:
+def temp_name_of(p: Path) -> str | None:
+    """The name whose interrupted atomic write left `p` (`.NAME.tmp-PID` or `.tmp-NAME`), else None."""
+    if p.name.startswith(TMP_MARK):
+        return p.name.removeprefix(TMP_MARK)
+    if p.name.startswith(".") and TMP_MARK in p.name:
+        return p.name[1:].rsplit(TMP_MARK, 1)[0]
+    return None
+
+
+def remove_leftovers(directory: Path, names: list[str] | None = None) -> list[Path]:
     """Delete the temporary files and directories (`.NAME.tmp-PID`, `.tmp-NAME`) that a killed save left in
-    `directory`; returns what was removed."""
+    `directory` (only those of `names`, when given: a directory shared with files minibert did not write);
+    returns what was removed."""
     if not directory.is_dir():
         return []
-    found = [p for p in directory.iterdir() if p.name.startswith(".") and TMP_MARK in p.name]
+    found = [p for p in directory.iterdir()
+             if (name := temp_name_of(p)) is not None and (names is None or name in names)]
     for p in found:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)

@@ -11,7 +11,8 @@ Read it beside BERT (`minibert/encoder.py`). The block is the same attention and
 
    With P tokens cached from earlier steps, query i sits at position P + i, so M_ij = 0 if j <= P + i. Padded keys
    get -inf as in BERT. (-inf is the formula; the code writes the dtype's minimum, as `attention.additive_mask`
-   does, so that a query whose every key is masked stays finite.)
+   does, so that a query whose every key is masked stays finite.) The mask is `attention.causal_mask`, and the
+   attention BERT's own function (minibert/attention.py).
 2. **Pre-LN blocks and a final LayerNorm** (BERT is post-LN):
 
        x = x + Dropout(Attention(LN_1(x)))
@@ -27,6 +28,10 @@ Weight layout. GPT-2's `Conv1D` is a linear layer whose weight is stored (in, ou
 `nn.Linear` plus a transpose at conversion: then a minibert GPT checkpoint *is* a Hugging Face GPT-2 checkpoint,
 converting is a check of names and shapes with no tensor rewritten (as for BERT), and the code reads as the
 formula x W + b. Weight decay by rank (rank >= 2 decays) treats both layouts alike.
+
+Fast paths, each chosen once by a config field and tested equal to the readable path (tests/test_fast_paths.py):
+`chunked_loss` (the output layer and the next-token loss a few rows at a time, `heads.linear_cross_entropy`) and
+`unpad` (a padded batch's real tokens alone through the blocks, attention one row at a time, as BERT's `unpad`).
 """
 
 from __future__ import annotations
@@ -39,15 +44,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import attention_math, attention_sdpa
+from .attention import ATTENTION, causal_mask
 from .errors import InputError
 from .feed_forward import ACTIVATIONS, activation
-from .heads import IGNORE_INDEX
+from .heads import IGNORE_INDEX, linear_cross_entropy
+from .trace import GPT2BlockTrace, GPT2Trace
+from .unpad import Unpadding, attention_rows
 
 KeyValue = tuple[torch.Tensor, torch.Tensor]  # one layer's cached (key, value), each (B, H, S, D)
 
 # minibert's fields that Hugging Face's GPT2Config does not have.
-MINIBERT_FIELDS = ("attn_impl",)
+MINIBERT_FIELDS = ("attn_impl", "chunked_loss", "unpad")
 # Hugging Face options that change the network, with the one value minibert builds.
 HF_FIXED = {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False, "add_cross_attention": False}
 
@@ -70,8 +77,12 @@ class GPT2Config:
     eos_token_id: int | None = 50256        # generation stops after this token
     pad_token_id: int | None = None         # GPT-2 has none; batches are padded with any id and an attention mask
     tie_word_embeddings: bool = True        # the LM head is wte (the only layout built here)
-    # --- minibert's own switch ---
+    # --- minibert's own switches ---
     attn_impl: str = "sdpa"                 # "math": the hand-written formula; "sdpa": torch's fused causal kernel
+    chunked_loss: bool = False              # with labels: the output layer and the loss a few rows at a time, never
+    #                                         forming the (B, T, V) logits (then None); see `GPT2LMHeadModel`
+    unpad: bool = False                     # a padded batch without a cache (fine-tuning): per-token work on the
+    #                                         real tokens only, attention one row at a time (minibert/unpad.py)
 
     def __post_init__(self) -> None:
         if self.n_embd % self.n_head:
@@ -124,54 +135,6 @@ class GPT2Config:
         return {**d, **HF_FIXED, "model_type": "gpt2"}
 
 
-# --- the causal mask and the two attention paths ---
-
-
-def causal_mask(T: int, S: int, attention_mask: torch.Tensor | None, dtype: torch.dtype, device) -> torch.Tensor:
-    """M of shape (1 or B, 1, T, S): M_ij = 0 if j <= P + i and key j is a real token, else the dtype's minimum.
-
-    P = S - T tokens come from the cache, so query i is token P + i of the sequence. attention_mask: (B, S) with 1 on
-    real tokens and 0 on padding, or None. "Allowed" is computed as booleans and turned into 0 / minimum once, since
-    adding two minimums (causal + padding) would overflow to -inf.
-    """
-    P = S - T
-    i = torch.arange(T, device=device)[:, None] + P  # (T, 1): position of each query in the sequence
-    j = torch.arange(S, device=device)[None, :]  # (1, S): position of each key
-    allowed = (j <= i)[None, None]  # (1, 1, T, S)
-    if attention_mask is not None:
-        allowed = allowed & attention_mask[:, None, None, :].bool()  # (B, 1, T, S): no padded key either
-    return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
-
-
-def causal_attention_math(q, k, v, mask, dropout_p: float = 0.0, training: bool = False) -> torch.Tensor:
-    """The readable path: softmax(Q K^T / sqrt(D) + M) V by explicit matmul and softmax (`attention.attention_math`).
-
-    q: (B, H, T, D); k, v: (B, H, S, D); mask: (1 or B, 1, T, S), or None for the plain square causal mask.
-    """
-    if mask is None:
-        mask = causal_mask(q.size(-2), k.size(-2), None, q.dtype, q.device)  # (1, 1, T, T)
-    context, _ = attention_math(q, k, v, mask, dropout_p, training)  # (B, H, T, D)
-    return context
-
-
-def causal_attention_sdpa(q, k, v, mask, dropout_p: float = 0.0, training: bool = False) -> torch.Tensor:
-    """The fast path: one fused kernel. With no mask given, the kernel applies the square causal mask itself
-    (`is_causal=True`) and can skip the blocks above the diagonal; otherwise it takes the combined mask M.
-
-    One exception: torch has no fused CPU kernel that drops out attention probabilities, so training with dropout on
-    the CPU falls back to torch's own composite of the readable path's formula, plus a scan for fully masked rows;
-    the readable path itself is then taken (about 10% off a GPT training step, benchmarks' `gpt_train`)."""
-    if training and dropout_p > 0 and q.device.type == "cpu":
-        return causal_attention_math(q, k, v, mask, dropout_p, training)
-    if mask is None:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p if training else 0.0, is_causal=True)
-    context, _ = attention_sdpa(q, k, v, mask, dropout_p, training)  # (B, H, T, D)
-    return context
-
-
-CAUSAL_ATTENTION = {"math": causal_attention_math, "sdpa": causal_attention_sdpa}
-
-
 # --- the network ---
 
 
@@ -199,20 +162,30 @@ class GPT2Attention(nn.Module):
         self.c_proj = Conv1D(C, C)
         self.attn_pdrop = config.attn_pdrop
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
-        self.attend = CAUSAL_ATTENTION[config.attn_impl]  # chosen once, here
+        self.attend = ATTENTION[config.attn_impl]  # chosen once, here (minibert/attention.py)
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         return x.view(B, T, self.num_heads, C // self.num_heads).transpose(1, 2)  # (B, T, C) -> (B, H, T, D)
 
-    def forward(self, x, mask=None, past: KeyValue | None = None, use_cache: bool = False):
+    def forward(self, x, mask=None, past: KeyValue | None = None, use_cache: bool = False,
+                unpadding: Unpadding | None = None):
+        """(B, T, C) -> (B, T, C); unpadded, (N, C) -> (N, C), each row's real tokens attending causally among
+        themselves (no cache then)."""
+        if unpadding is not None:
+            q, k, v = self.c_attn(x).split(x.size(-1), dim=-1)  # (N, 3C) -> 3 x (N, C)
+            context = attention_rows(q, k, v, unpadding.lengths, self.num_heads, self.attn_pdrop, self.training,
+                                     is_causal=True)  # (N, C)
+            return self.resid_dropout(self.c_proj(context)), None
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=-1)  # (B, T, 3C) -> 3 x (B, T, C)
         q, k, v = self.split_heads(q), self.split_heads(k), self.split_heads(v)  # (B, H, T, D)
         if past is not None:
             k_past, v_past = past
             k, v = torch.cat([k_past, k], dim=2), torch.cat([v_past, v], dim=2)  # (B, H, P + T, D) = (B, H, S, D)
-        context = self.attend(q, k, v, mask, self.attn_pdrop, self.training)  # (B, H, T, D)
+        # no mask means the square causal one, which the fused kernel applies itself (and skips the blocks above
+        # the diagonal); the model builds M for anything else: a cache, or padding
+        context, _ = self.attend(q, k, v, mask, self.attn_pdrop, self.training, is_causal=mask is None)  # (B, H, T, D)
         context = context.transpose(1, 2).reshape(B, T, C)  # (B, H, T, D) -> (B, T, C): heads concatenated
         return self.resid_dropout(self.c_proj(context)), ((k, v) if use_cache else None)
 
@@ -241,25 +214,34 @@ class GPT2Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.mlp = GPT2MLP(config)
 
-    def forward(self, x, mask=None, past: KeyValue | None = None, use_cache: bool = False):
-        a, present = self.attn(self.ln_1(x), mask, past, use_cache)
-        x = x + a
-        x = x + self.mlp(self.ln_2(x))
-        return x, present
+    def forward(self, x, mask=None, past: KeyValue | None = None, use_cache: bool = False,
+                trace: GPT2BlockTrace | None = None, unpadding: Unpadding | None = None):
+        """(B, T, C) -> (B, T, C), or unpadded (N, C) -> (N, C). `trace`: where to keep the block's intermediate
+        tensors (minibert/trace.py)."""
+        h = self.ln_1(x)  # (B, T, C)
+        a, present = self.attn(h, mask, past, use_cache, unpadding)
+        x1 = x + a
+        x2 = x1 + self.mlp(self.ln_2(x1))
+        if trace is not None:
+            trace.input, trace.attention_input, trace.attention_output, trace.after_attention = x, h, a, x1
+            trace.output = x2
+        return x2, present
 
 
 @dataclass
 class GPT2ModelOutput:
     last_hidden_state: torch.Tensor  # (B, T, C), after the final LayerNorm
     past_key_values: list[KeyValue] | None  # L x (key, value), each (B, H, S, D); with use_cache only
+    trace: GPT2Trace | None = None  # every block's intermediate tensors (minibert/trace.py), with output_trace
 
 
 @dataclass
 class CausalLMOutput:
     loss: torch.Tensor | None  # scalar: mean next-token cross-entropy over labelled positions
-    logits: torch.Tensor  # (B, T, V): logits[:, t] scores the token at t + 1
+    logits: torch.Tensor | None  # (B, T, V): logits[:, t] scores the token at t + 1; None from the chunked loss
     past_key_values: list[KeyValue] | None  # L x (key, value), each (B, H, S, D); with use_cache only
     last_hidden_state: torch.Tensor | None = None  # (B, T, C)
+    trace: GPT2Trace | None = None  # with output_trace=True (minibert/trace.py)
 
 
 def init_gpt2_weights(module: nn.Module, config: GPT2Config) -> None:
@@ -278,7 +260,13 @@ def init_gpt2_weights(module: nn.Module, config: GPT2Config) -> None:
 
 
 class GPT2Model(nn.Module):
-    """Embeddings -> L pre-LN causal blocks -> final LayerNorm. Hugging Face's `transformer` (`GPT2Model`)."""
+    """Embeddings -> L pre-LN causal blocks -> final LayerNorm. Hugging Face's `transformer` (`GPT2Model`).
+
+    With `config.unpad`, a padded batch without a cache (fine-tuning's) runs its blocks on the N real tokens,
+    (B, T, C) -> (N, C), each row attending causally over its own tokens; the output is padded back with zeros at
+    the pads. The real tokens' outputs are the padded path's; a pad's is 0 (so with padding in front of a row, the
+    loss term that a pad position would predict the row's first token from changes: fine-tuning reads real tokens).
+    """
 
     def __init__(self, config: GPT2Config):
         super().__init__()
@@ -295,9 +283,11 @@ class GPT2Model(nn.Module):
         attention_mask: torch.Tensor | None = None,
         past_key_values: list[KeyValue] | None = None,
         use_cache: bool = False,
+        output_trace: bool = False,
     ) -> GPT2ModelOutput:
         """input_ids: (B, T), the tokens after the P cached ones; attention_mask: (B, S) over cached and new tokens
-        (1 = real, 0 = padding), or None when nothing is padded."""
+        (1 = real, 0 = padding), or None when nothing is padded. output_trace: keep every block's intermediate
+        tensors, returned as `trace` (minibert/trace.py)."""
         B, T = input_ids.shape
         P = past_key_values[0][0].size(2) if past_key_values is not None else 0
         if P + T > self.config.n_positions:
@@ -307,33 +297,52 @@ class GPT2Model(nn.Module):
         x = self.drop(self.wte(input_ids) + self.wpe(positions))  # (B, T, C) + (T, C) -> (B, T, C)
         # The fused kernel's own causal mask is the square one (P = 0) without padding; anything else gets M.
         padded = attention_mask is not None and not bool(attention_mask.all())
+        # Unpadded (`config.unpad`, a padded batch and no cache): the N real tokens alone, (B, T, C) -> (N, C).
+        unpadding = Unpadding.from_mask(attention_mask) if self.config.unpad and padded and not (P or use_cache) \
+            else None
+        if unpadding is not None:
+            x, padded = unpadding.unpad(x), False  # (N, C): each row's attention sees its own tokens only
         mask = causal_mask(T, P + T, attention_mask if padded else None, x.dtype, x.device) if padded or P else None
+        trace = GPT2Trace.for_layers(len(self.h)) if output_trace else None
         presents = [] if use_cache else None
         for i, block in enumerate(self.h):
-            x, present = block(x, mask, past_key_values[i] if past_key_values is not None else None, use_cache)
+            x, present = block(x, mask, past_key_values[i] if past_key_values is not None else None, use_cache,
+                               trace.blocks[i] if trace is not None else None, unpadding)
             if use_cache:
                 presents.append(present)
-        return GPT2ModelOutput(self.ln_f(x), presents)
+        h = self.ln_f(x)  # (B, T, C), or (N, C)
+        return GPT2ModelOutput(unpadding.pad(h) if unpadding is not None else h, presents, trace)
+
+
+def next_token_labels(labels: torch.Tensor) -> torch.Tensor:
+    """(B, T) -> (B, T): the label of position t is the token at t + 1; the last position gets -100.
+
+    The labels move, not the logits: slicing the (B, T, V) logits instead would copy them, and copy their gradient
+    back into a zeroed (B, T, V) tensor, a sixth of a small GPT's training step on the CPU.
+    """
+    return F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # the tokens at 1 .. T-1, then -100
 
 
 def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """loss = -(1/N) Σ_{b, t < T-1: labels_{b,t+1} != -100} log softmax(logits_{b,t})[labels_{b,t+1}]
 
     The logits at position t score the token at t + 1, so the labels are the inputs themselves, shifted by one
-    inside the loss; the last position has nothing to predict. N counts the (b, t) pairs whose next label is not
-    -100 (Hugging Face's convention), so ignored positions cannot change the loss.
-
-    The labels move, not the logits: position t gets label t + 1 and the last position gets -100. The sum is the
-    same; slicing the (B, T, V) logits instead would copy them, and copy their gradient back into a zeroed
-    (B, T, V) tensor, a sixth of a small GPT's training step on the CPU.
+    inside the loss (`next_token_labels`); the last position has nothing to predict. N counts the (b, t) pairs whose
+    next label is not -100 (Hugging Face's convention), so ignored positions cannot change the loss.
     """
     V = logits.size(-1)
-    shifted_labels = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)  # (B, T): the tokens at 1 .. T-1, then -100
-    return F.cross_entropy(logits.reshape(-1, V), shifted_labels.reshape(-1), ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(logits.reshape(-1, V), next_token_labels(labels).reshape(-1), ignore_index=IGNORE_INDEX)
 
 
 class GPT2LMHeadModel(nn.Module):
-    """GPT-2 with its language-model head: logits = LN_f(h) · wte^T, the token embedding reused as the output."""
+    """GPT-2 with its language-model head: logits = LN_f(h) · wte^T, the token embedding reused as the output.
+
+    For a small model the output layer is a large part of a training step (V = 8,000 against C = 256: as much
+    arithmetic as two blocks), and its (B, T, V) logits, their log-softmax and their gradient are the largest
+    tensors of the step. With `config.chunked_loss` and labels, the loss is `heads.linear_cross_entropy`: the same
+    next-token loss, a few rows at a time, the logits of a chunk turned into their gradient at once; `logits` is
+    then None (ask without labels for them).
+    """
 
     TIED_KEYS = ("lm_head.weight",)  # stored once, as transformer.wte.weight
 
@@ -352,18 +361,21 @@ class GPT2LMHeadModel(nn.Module):
         labels: torch.Tensor | None = None,
         past_key_values: list[KeyValue] | None = None,
         use_cache: bool = False,
+        output_trace: bool = False,
     ) -> CausalLMOutput:
         """labels: (B, T), usually input_ids itself (the shift is inside `next_token_loss`). Positions where
         attention_mask is 0 are ignored as labels, so a padded batch needs no -100 of its own; this is the one
         difference from Hugging Face's GPT-2, which counts a padded label unless it is -100."""
-        out = self.transformer(input_ids, attention_mask, past_key_values, use_cache)
-        logits = self.lm_head(out.last_hidden_state)  # (B, T, C) -> (B, T, V)
-        loss = None
-        if labels is not None:
-            if attention_mask is not None:
-                labels = labels.masked_fill(attention_mask[:, -labels.size(1):] == 0, IGNORE_INDEX)  # (B, T)
-            loss = next_token_loss(logits, labels)
-        return CausalLMOutput(loss, logits, out.past_key_values, out.last_hidden_state)
+        out = self.transformer(input_ids, attention_mask, past_key_values, use_cache, output_trace)
+        h = out.last_hidden_state  # (B, T, C)
+        if labels is not None and attention_mask is not None:
+            labels = labels.masked_fill(attention_mask[:, -labels.size(1):] == 0, IGNORE_INDEX)  # (B, T)
+        if labels is not None and self.config.chunked_loss:  # the same loss, the (B, T, V) logits never formed
+            loss = linear_cross_entropy(h, self.lm_head.weight, next_token_labels(labels))
+            return CausalLMOutput(loss, None, out.past_key_values, h, out.trace)
+        logits = self.lm_head(h)  # (B, T, C) -> (B, T, V)
+        loss = next_token_loss(logits, labels) if labels is not None else None
+        return CausalLMOutput(loss, logits, out.past_key_values, h, out.trace)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -17,6 +17,7 @@ from torch import nn
 from .config import BertConfig
 from .feed_forward import activation
 from .model import BertModel, init_bert_weights
+from .trace import BertTrace
 
 IGNORE_INDEX = -100  # label of a position that carries no loss (Hugging Face's convention)
 
@@ -27,6 +28,7 @@ class MaskedLMOutput:
     logits: torch.Tensor  # (B, T, V); with sparse prediction (M, V), the labelled positions in row-major order
     hidden_states: list[torch.Tensor] | None = None
     attentions: list[torch.Tensor] | None = None
+    trace: BertTrace | None = None  # with output_trace=True (minibert/trace.py)
 
 
 @dataclass
@@ -35,15 +37,100 @@ class SequenceClassifierOutput:
     logits: torch.Tensor  # (B, K)
     hidden_states: list[torch.Tensor] | None = None
     attentions: list[torch.Tensor] | None = None
+    trace: BertTrace | None = None  # with output_trace=True (minibert/trace.py)
 
 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """loss = -(1/M) Σ_{i: label_i != -100} log softmax(logits_i)[label_i]
 
-    The document's `loss = -Σ log softmax(...)_label`, averaged over the M positions that carry a label: the masked
-    tokens. Positions labelled -100 contribute nothing, so their logits cannot change the loss.
+    《预训练与微调的详细方法》 (section 4.1.2, formula 5) writes the loss as
+
+        loss = -Σ_{i=1}^{N} log(softmax(W_output · activation(attention · V)))_label
+
+    summed over all N positions of the sequence. Here it is averaged over the M positions that carry a label: the
+    masked tokens. Positions labelled -100 contribute nothing, so their logits cannot change the loss.
     """
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+# --- the output layer and its loss in one, a few rows at a time (the fast path of mlm_loss(h W^T + b, labels)) ---
+
+LOSS_CHUNK_ROWS = 256  # rows of (h, labels) per chunk: a (256, V) block of logits stays in cache (measured on the CPU)
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """loss = -(1/M) Σ_{i: y_i != -100} log softmax(h_i W^T + b)[y_i], and its gradients, computed chunk by chunk.
+
+    With z_i = h_i W^T + b and p_i = softmax(z_i), the gradient of the summed loss is
+        dL/dz_i = p_i - onehot(y_i),    dL/dh_i = (dL/dz_i) W,    dL/dW = Σ_i (dL/dz_i)^T h_i,    dL/db = Σ_i dL/dz_i
+    for a labelled row i, and 0 for a row labelled -100; so each chunk's logits are turned into their gradient in
+    place, used at once, and dropped: the (N, V) logits, their log-softmax and their gradient never exist whole. The
+    gradients are formed in the forward pass (when any is needed) and only scaled by the incoming gradient / M in
+    the backward pass. The softmax and the sums run in fp32 whatever the dtype of h and W (as cross-entropy does
+    under autocast). Every row goes through (an ignored one with its terms zeroed), so the chunks are fixed by the
+    shape alone and torch.compile can trace them.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, labels):
+        N = h.size(0)
+        wants = ctx.needs_input_grad[:3]
+        grad_h = torch.empty_like(h) if wants[0] else None  # (N, C)
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if wants[1] else None  # (V, C)
+        grad_b = torch.zeros_like(bias, dtype=torch.float32) if wants[2] else None  # (V,)
+        labelled = labels != IGNORE_INDEX  # (N,)
+        targets = labels.clamp(min=0)  # (N,): an ignored row reads class 0, then counts for nothing
+        total = h.new_zeros((), dtype=torch.float32)
+        for start in range(0, N, LOSS_CHUNK_ROWS):
+            rows = slice(start, start + LOSS_CHUNK_ROWS)
+            h_c, y_c, keep = h[rows], targets[rows], labelled[rows]  # (n, C), (n,), (n,)
+            log_p = F.linear(h_c, weight, bias).float().log_softmax(dim=-1)  # (n, V)
+            picked = log_p.gather(1, y_c[:, None]).squeeze(1)  # (n,): log p[y]
+            total -= torch.where(keep, picked, 0.0).sum()  # Σ -log p[y] over labelled rows
+            if not any(wants):
+                continue
+            g = log_p.exp_()  # (n, V): p, in place
+            g[torch.arange(g.size(0), device=g.device), y_c] -= 1.0  # p - onehot(y) = dL/dz
+            g = g.mul_(keep[:, None]).to(h.dtype)  # an ignored row: no gradient
+            if grad_h is not None:
+                grad_h[rows] = g @ weight  # (n, V) @ (V, C) -> (n, C)
+            if grad_w is not None and g.dtype == grad_w.dtype:
+                grad_w.addmm_(g.t(), h_c)  # += (V, n) @ (n, C), in place
+            elif grad_w is not None:
+                grad_w += g.t() @ h_c  # a half-precision product, summed in fp32
+            if grad_b is not None:
+                grad_b += g.sum(dim=0)  # (V,)
+        count = labelled.sum()  # M
+        ctx.save_for_backward(grad_h, grad_w, grad_b, count)
+        ctx.dtypes = (h.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return total / count
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        *grads, count = ctx.saved_tensors
+        scale = grad_loss / count  # d(mean)/d(sum), times what flows in
+        grads = [None if g is None else (g * scale).to(dtype) for g, dtype in zip(grads, ctx.dtypes)]
+        return (*grads, None)  # the labels have none
+
+
+def linear_cross_entropy(h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                         bias: torch.Tensor | None = None) -> torch.Tensor:
+    """mlm_loss(h W^T + b, labels) without the logits: the fast path of an output layer followed by its loss.
+
+    h: (..., C), labels: (...) with -100 where ignored, weight (V, C), bias (V,) or None. `_LinearCrossEntropy`
+    projects and scores the rows LOSS_CHUNK_ROWS at a time. For GPT-2's and T5's losses, where almost every row
+    carries a label (for BERT's 15%, the sparse head keeps the labelled rows first). Equal to the readable path
+    within float rounding (the sums run in another order); a batch with no label gives NaN, as mlm_loss does.
+    Under autocast the inputs are cast as the readable path's matmul would cast them, before the chunks run.
+    """
+    h = h.reshape(-1, h.size(-1))  # (N, C)
+    device = h.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        h, weight = h.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+    with torch.autocast(device, enabled=False):
+        return _LinearCrossEntropy.apply(h, weight, bias, labels.reshape(-1))
 
 
 class BertPredictionHeadTransform(nn.Module):
@@ -60,7 +147,8 @@ class BertPredictionHeadTransform(nn.Module):
 
 
 class BertLMPredictionHead(nn.Module):
-    """The document's `output = softmax(W_output · activation(...))`, with BERT's details:
+    """《预训练与微调的详细方法》 (section 4.1.2, formula 4) writes the output as
+    `output = softmax(W_output · activation(attention · V))`; BERT's, with V used once, inside attention:
 
         logits = LayerNorm(GELU(h W_t + b_t)) · W^T + b      (softmax is left to the loss)
 
@@ -75,8 +163,12 @@ class BertLMPredictionHead(nn.Module):
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size)  # weight tied to W by BertForMaskedLM
         self.bias = self.decoder.bias  # Hugging Face saves the bias under both names
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.transform(h))  # (..., C) -> (..., V)
+    def forward(self, h: torch.Tensor, trace: BertTrace | None = None) -> torch.Tensor:
+        """(..., C) -> (..., V). `trace`: where to keep the transformed vectors (minibert/trace.py)."""
+        u = self.transform(h)  # (..., C)
+        if trace is not None:
+            trace.mlm_transform = u
+        return self.decoder(u)  # (..., C) -> (..., V)
 
 
 class BertOnlyMLMHead(nn.Module):
@@ -84,8 +176,8 @@ class BertOnlyMLMHead(nn.Module):
         super().__init__()
         self.predictions = BertLMPredictionHead(config)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.predictions(h)
+    def forward(self, h: torch.Tensor, trace: BertTrace | None = None) -> torch.Tensor:
+        return self.predictions(h, trace)
 
 
 class BertForMaskedLM(nn.Module):
@@ -111,17 +203,19 @@ class BertForMaskedLM(nn.Module):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        output_trace: bool = False,
     ) -> MaskedLMOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
+                        output_trace)
         h = out.last_hidden_state  # (B, T, C)
         if self.config.sparse_prediction and labels is not None:
             keep = labels != IGNORE_INDEX  # (B, T)
-            logits = self.cls(h[keep])  # (M, C) -> (M, V)
+            logits = self.cls(h[keep], out.trace)  # (M, C) -> (M, V)
             loss = mlm_loss(logits, labels[keep])
         else:
-            logits = self.cls(h)  # (B, T, C) -> (B, T, V)
+            logits = self.cls(h, out.trace)  # (B, T, C) -> (B, T, V)
             loss = mlm_loss(logits, labels) if labels is not None else None
-        return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
+        return MaskedLMOutput(loss, logits, out.hidden_states, out.attentions, out.trace)
 
 
 class SequenceClassificationHead(nn.Linear):
@@ -161,8 +255,8 @@ class BertForSequenceClassification(nn.Module):
         logits = Dropout(pooled) W_c + b_c        (B, K), `classifier` (SequenceClassificationHead)
         loss   = sequence_classification_loss     cross-entropy for K >= 2, mean squared error for K == 1
 
-    (The design document's example uses `Linear(768, 1)` with a squeeze for a two-class task: that is a regression
-    on the label value, not a classifier.)
+    (The fine-tuning example of 《预训练与微调的详细方法》 (section 5.2.3) classifies with `nn.Linear(768, 1)` and
+    `logits.squeeze(-1)`: one output per text is a regression on the label value, not a two-class classifier.)
     """
 
     def __init__(self, config: BertConfig):
@@ -182,8 +276,10 @@ class BertForSequenceClassification(nn.Module):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        output_trace: bool = False,
     ) -> SequenceClassifierOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
+                        output_trace)
         logits = self.classifier(out.pooler_output)  # (B, C) -> (B, K)
         loss = sequence_classification_loss(logits, labels) if labels is not None else None
-        return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+        return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions, out.trace)

@@ -14,6 +14,7 @@ from .attention import additive_mask
 from .config import BertConfig
 from .embeddings import BertEmbeddings
 from .encoder import BertEncoder, BertPooler
+from .trace import BertTrace
 from .unpad import Unpadding
 
 
@@ -23,6 +24,7 @@ class BertModelOutput:
     pooler_output: torch.Tensor | None  # (B, C): tanh(W_p h_[CLS] + b_p), None without a pooler
     hidden_states: list[torch.Tensor] | None = None  # L+1 x (B, T, C), on request
     attentions: list[torch.Tensor] | None = None  # L x (B, H, T, T), on request
+    trace: BertTrace | None = None  # every intermediate tensor of the pass (minibert/trace.py), on request
 
 
 def init_bert_weights(module: nn.Module, std: float) -> None:
@@ -58,22 +60,26 @@ class BertModel(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
+        output_trace: bool = False,
     ) -> BertModelOutput:
-        """input_ids, attention_mask (1 = real token, 0 = [PAD]), token_type_ids: (B, T)."""
-        x = self.embeddings(input_ids, token_type_ids)  # (B, T) -> (B, T, C)
+        """input_ids, attention_mask (1 = real token, 0 = [PAD]), token_type_ids: (B, T). output_trace: keep every
+        intermediate tensor, returned as `trace` (minibert/trace.py)."""
+        trace = BertTrace.for_layers(len(self.encoder.layer)) if output_trace else None
+        x = self.embeddings(input_ids, token_type_ids, trace.embeddings if trace is not None else None)  # (B, T, C)
         mask = None if attention_mask is None else additive_mask(attention_mask, x.dtype)  # (B, 1, 1, T)
         unpadding = None
         if self.config.unpad and attention_mask is not None:
             unpadding = Unpadding.from_mask(attention_mask)
             x = unpadding.unpad(x)  # (B, T, C) -> (N, C)
-        states = self.encoder(x, mask, unpadding, output_hidden_states, output_attentions)
+        states = self.encoder(x, mask, unpadding, output_hidden_states, output_attentions,
+                              trace.layers if trace is not None else None)
         last, hidden_states = states.last, states.all_hidden_states
         if unpadding is not None:
             last = unpadding.pad(last)  # (N, C) -> (B, T, C), zeros at the pads
             if hidden_states is not None:
                 hidden_states = [unpadding.pad(h) for h in hidden_states]
         pooled = self.pooler(last) if self.pooler is not None else None  # (B, C)
-        return BertModelOutput(last, pooled, hidden_states, states.all_attentions)
+        return BertModelOutput(last, pooled, hidden_states, states.all_attentions, trace)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

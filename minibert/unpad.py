@@ -64,22 +64,43 @@ class Unpadding:
 # --- attention over unpadded tokens ----------------------------------------------------------------------------
 
 
-def attention_rows(q, k, v, lengths: list[int], num_heads: int, dropout_p: float = 0.0, training: bool = False):
-    """Unpadded attention, one sequence at a time: q, k, v are (N, C) with each row's real tokens contiguous.
+def attention_rows(q, k, v, lengths: list[int], num_heads: int, dropout_p: float = 0.0, training: bool = False,
+                   is_causal: bool = False, scale: float | None = None, biases: list[torch.Tensor] | None = None):
+    """Unpadded attention, one sequence at a time: q, k, v are (N, H*D) with each row's real tokens contiguous.
 
-    Each sequence attends only among its own n tokens, so no mask and no padding is needed: softmax(Q K^T / sqrt(D)) V
-    on (1, H, n, D) tensors. Returns (N, C). Used on the CPU, where the per-sequence loop costs less than attending
-    over re-padded rows; on CUDA the re-padded batch goes through one fused kernel instead.
+    Each sequence attends only among its own n tokens, so no padding mask is needed: softmax(Q K^T · s + M) V on
+    (1, H, n, D) tensors, s = 1/sqrt(D) unless `scale` says otherwise. M is the causal mask with `is_causal` (GPT-2:
+    a row's real tokens keep their order, so causal among them is causal in the padded row), or the row's own
+    entry of `biases`, (1, H, n, n) (T5's position bias); else nothing. Returns (N, H*D). Used on the CPU, where
+    the per-sequence loop costs less than attending over re-padded rows; on CUDA the re-padded batch goes through
+    one fused kernel instead.
     """
     out = []
-    for qs, ks, vs in zip(q.split(lengths), k.split(lengths), v.split(lengths)):  # each (n, C)
+    for b, (qs, ks, vs) in enumerate(zip(q.split(lengths), k.split(lengths), v.split(lengths))):  # each (n, H*D)
         n = qs.shape[0]
         if n == 0:
             continue
         qh, kh, vh = (x.view(1, n, num_heads, -1).transpose(1, 2) for x in (qs, ks, vs))  # (1, H, n, D)
-        context = F.scaled_dot_product_attention(qh, kh, vh, dropout_p=dropout_p if training else 0.0)
-        out.append(context.transpose(1, 2).reshape(n, -1))  # (1, H, n, D) -> (n, C)
-    return torch.cat(out)  # (N, C)
+        mask = None if biases is None else biases[b]  # (1, H, n, n) or None
+        context = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, dropout_p=dropout_p if training else 0.0,
+                                                 is_causal=is_causal, scale=scale)
+        out.append(context.transpose(1, 2).reshape(n, -1))  # (1, H, n, D) -> (n, H*D)
+    return torch.cat(out)  # (N, H*D)
+
+
+def row_biases(bias: torch.Tensor, unpadding: "Unpadding") -> list[torch.Tensor]:
+    """A (1, H, T, T) bias that depends on the query's and key's columns (T5's position bias) cut to each row's real
+    tokens: B tensors (1, H, n_b, n_b). A row whose real tokens are its first n_b columns (right padding) gets a
+    slice; any other pattern gathers its columns. Computed once per batch and shared by every block."""
+    out, start = [], 0
+    for n in unpadding.lengths:
+        columns = unpadding.positions[start:start + n]  # (n,)
+        start += n
+        if n == 0 or int(columns[-1]) == n - 1:  # columns 0 .. n-1
+            out.append(bias[:, :, :n, :n])
+        else:
+            out.append(bias[:, :, columns[:, None], columns[None, :]])  # (1, H, n, n)
+    return out
 
 
 def attention_nested(q, k, v, offsets: torch.Tensor, num_heads: int, dropout_p: float = 0.0, training: bool = False):

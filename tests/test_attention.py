@@ -1,15 +1,19 @@
-"""Property-based tests of multi-head attention: the formula softmax(QK^T/sqrt(D) + M)V and its two implementations."""
+"""Property-based tests of multi-head attention: the formula softmax(QK^T/sqrt(D) + M)V and its two implementations,
+shared by BERT, GPT-2 (the causal mask) and T5 (a scale of 1)."""
 
 import math
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minibert import BertConfig
-from minibert.attention import BertSelfAttention, additive_mask, attention_math, attention_sdpa
+from minibert import BertConfig, GPT2Config, T5Config
+from minibert.attention import ATTENTION, BertSelfAttention, additive_mask, attention_math, attention_sdpa, causal_mask
 from minibert.encoder import BertEncoder
+from minibert.gpt import GPT2Attention
+from minibert.t5 import T5Attention
 
 
 @st.composite
@@ -26,11 +30,15 @@ def attention_inputs(draw, dtype=torch.float32):
     return q, k, v, attention_mask
 
 
-def numpy_attention(q, k, v, attention_mask):
-    """An independent float64 NumPy statement of the formula, with -inf on padded keys."""
+def numpy_attention(q, k, v, attention_mask, scale=None, causal=False):
+    """An independent float64 NumPy statement of the formula, with -inf on padded keys (and above the diagonal when
+    causal); the scale is 1/sqrt(D) unless given."""
     q, k, v = (x.detach().double().numpy() for x in (q, k, v))
-    scores = q @ np.swapaxes(k, -1, -2) / math.sqrt(q.shape[-1])
+    scores = q @ np.swapaxes(k, -1, -2) * (1 / math.sqrt(q.shape[-1]) if scale is None else scale)
     scores = np.where(attention_mask.numpy()[:, None, None, :] == 1, scores, -np.inf)
+    if causal:
+        T = q.shape[-2]
+        scores = np.where(np.tril(np.ones((T, T), dtype=bool)), scores, -np.inf)
     scores = scores - scores.max(-1, keepdims=True)
     p = np.exp(scores)
     p = p / p.sum(-1, keepdims=True)
@@ -65,6 +73,53 @@ def test_both_agree_with_float64_numpy(inputs):
     np.testing.assert_allclose(probs.numpy(), ref_probs, atol=1e-5)
     np.testing.assert_allclose(context.numpy(), ref_context, atol=1e-5)
     np.testing.assert_allclose(attention_sdpa(q, k, v, mask)[0].numpy(), ref_context, atol=1e-5)
+
+
+@given(attention_inputs(), st.sampled_from([None, 1.0, 0.3]), st.booleans())
+def test_one_function_for_three_systems_scale_and_causal_mask(inputs, scale, causal):
+    """The scale (T5 passes 1) and the square causal mask (GPT-2 asks the kernel for it with `is_causal`): the
+    readable and the fused path agree with the float64 formula."""
+    q, k, v, am = inputs
+    am = torch.ones_like(am) if causal else am  # GPT-2's square causal case has no padding
+    ref_context, ref_probs = numpy_attention(q, k, v, am, scale, causal)
+    mask = None if causal else additive_mask(am, q.dtype)
+    context, probs = attention_math(q, k, v, mask, scale=scale, is_causal=causal)
+    np.testing.assert_allclose(probs.numpy(), ref_probs, atol=1e-5)
+    np.testing.assert_allclose(context.numpy(), ref_context, atol=1e-5)
+    np.testing.assert_allclose(attention_sdpa(q, k, v, mask, scale=scale, is_causal=causal)[0].numpy(), ref_context,
+                               atol=1e-5)
+
+
+def test_causal_mask_as_the_mask_equals_is_causal():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 6, 4, generator=g) for _ in range(3))
+    mask = causal_mask(6, 6, None, q.dtype, q.device)  # (1, 1, T, T)
+    for attend in (attention_math, attention_sdpa):
+        torch.testing.assert_close(attend(q, k, v, mask)[0], attend(q, k, v, is_causal=True)[0])
+
+
+@pytest.mark.parametrize("scale,causal", [(None, False), (1.0, False), (None, True)])
+def test_training_with_dropout_on_the_cpu_takes_the_readable_path(scale, causal):
+    """The one CPU fallback: torch has no fused CPU kernel that drops out probabilities, so the fast path computes
+    the readable one, the same random draws included, for BERT, GPT-2 (causal) and T5 (scale 1) alike."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 5, 4, generator=g) for _ in range(3))
+    mask = None if causal else additive_mask(torch.tensor([[1, 1, 1, 0, 0], [1] * 5]), q.dtype)
+    torch.manual_seed(1)
+    fast, probs = attention_sdpa(q, k, v, mask, 0.5, True, scale, causal)
+    torch.manual_seed(1)
+    readable, readable_probs = attention_math(q, k, v, mask, 0.5, True, scale, causal)
+    assert probs is not None  # the readable path ran: only it forms the probabilities
+    assert torch.equal(fast, readable) and torch.equal(probs, readable_probs)
+    assert not torch.equal(fast, attention_math(q, k, v, mask, scale=scale, is_causal=causal)[0])  # dropout acted
+
+
+@pytest.mark.parametrize("impl", ["math", "sdpa"])
+def test_bert_gpt2_and_t5_attend_with_the_one_function_chosen_once(impl):
+    bert = BertSelfAttention(BertConfig(hidden_size=8, num_attention_heads=2, attn_impl=impl))
+    gpt = GPT2Attention(GPT2Config(n_embd=8, n_head=2, attn_impl=impl))
+    t5 = T5Attention(T5Config(d_model=8, d_kv=4, num_heads=2, attn_impl=impl))
+    assert bert.attend is gpt.attend is t5.attend is ATTENTION[impl]
 
 
 @given(attention_inputs(), st.integers(1, 4))
@@ -129,8 +184,7 @@ def test_unscaled_scores_saturate_softmax():
 
 @given(attention_inputs())
 def test_unpadded_attention_row_by_row_and_nested_equals_padded_attention(inputs):
-    from minibert.attention import attention_nested, attention_rows
-    from minibert.unpad import Unpadding
+    from minibert.unpad import Unpadding, attention_nested, attention_rows
 
     q, k, v, am = inputs
     B, H, T, D = q.shape

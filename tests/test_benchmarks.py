@@ -23,6 +23,7 @@ from benchmarks.data import (IGNORE_INDEX, CharVocab, Review, for_next_token, ma
 from benchmarks.device import resolve_device
 from benchmarks.variants import BASELINE, parse_variant
 from benchmarks.workloads import WORKLOADS, precision_context
+from minibert.rundir import OutState, inspect_out, read_marker, recorded_entries
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ("ms_per_step", "real_tokens_per_s", "sequences_per_s", "speedup_vs_baseline", "model_tflops_per_s", "mfu")
@@ -204,7 +205,8 @@ def test_gpt_and_t5_training_steps_gate_and_run_against_transformers(tmp_path, w
     settings = runner.Settings(device="cpu", out=tmp_path, repeats=1, warmup=0)
     case = grid.Case(workload, "tiny", 32, 4, 1, precision, grid.VARIANTS[workload])
     record = runner.run_case(case, grid.quick_grid(), settings, device, data, cache, timing.make_timer(device), 1e12)
-    assert "unavailable" not in record and set(record["results"]) == set(grid.ATTENTION)
+    assert "unavailable" not in record and set(record["results"]) == set(grid.VARIANTS[workload])
+    assert any("+chunked" in name for name in record["results"])  # the fast path, gated like the others
     quantities = {c["quantity"] for c in record["gate"]}
     assert "loss" in quantities and "logits" in quantities and sum(q.startswith("grad ") for q in quantities) >= 5
     assert all(c["passed"] for c in record["gate"])
@@ -275,7 +277,7 @@ def test_cuda_grid_covers_sizes_lengths_precisions_and_compile():
             (size, T, p) for size in ("tiny", "small", "base") for T in (128, 512) for p in ("fp32", "bf16")}
         first = g.cases.index(next(c for c in cases if c.size == "base"))
         assert first < g.cases.index(next(c for c in g.cases if c.group == "unpad"))
-        assert set(cases[0].variants) == set(grid.ATTENTION)
+        assert set(cases[0].variants) == set(grid.VARIANTS[workload]) > set(grid.ATTENTION)  # and the fast path
     cpu = {(c.workload, c.size) for c in grid.select_grid("cpu", "cpu").cases}
     assert {("gpt_train", "small"), ("t5_train", "small"), ("gpt_train", "tiny"), ("t5_train", "tiny")} <= cpu
     unpad = [c for c in g.cases if c.group == "unpad"]
@@ -341,6 +343,131 @@ def test_gpu_script_rehearsed_on_the_cpu(tmp_path):
     results = json.loads((tmp_path / "results.json").read_text(encoding="utf-8"))
     assert results["status"] == "complete" and results["settings"]["grid"] == "quick"
     assert (tmp_path / "results.md").stat().st_size > 0 and "== done in" in proc.stdout
+    # the logs and the check, made aside while the grid's run claimed OUT, are moved in and recorded as its own
+    assert "(quick grid)" in (tmp_path / "log.txt").read_text(encoding="utf-8")
+    assert "gate passed" in (tmp_path / "check" / "log.txt").read_text(encoding="utf-8")
+    assert {"check", "log.txt", "results.json"} <= set(recorded_entries(tmp_path))
+
+
+# --- the command line: options and the output directory (issue 27: cases 4, 14, 15) --------------------------------
+
+# One case, checked and not timed: a run of seconds.
+ONE_CASE = ["--quick", "--check-only", "--workloads", "infer_fixed", "--groups", "main", "--no-tokenizers",
+            "--no-plots", "--device", "cpu", "--threads", "1"]
+
+
+def package_results() -> dict[str, bytes]:
+    root = ROOT / "benchmarks" / "results"
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--sizes", "bogus"], ["--sizes bogus", "tiny, small, base"]),
+    (["--workloads", "nope"], ["--workloads nope", "infer_fixed", "t5_train"]),
+    (["--precisions", "fp8"], ["--precisions fp8", "fp32, bf16"]),
+    (["--groups", "all"], ["--groups all", "main, sweep, compile, unpad"]),
+    (["--variants", "mb-fast"], ["--variants", "mb-sdpa"]),
+    (["--repeats", "0"], ["--repeats must be at least 1"]),
+    (["--warmup", "-1"], ["--warmup"]),
+    (["--seq-lens", "-5"], ["--seq-lens -5", "at least 1"]),
+    (["--time-budget", "nan"], ["--time-budget must be a finite number"]),
+    (["--time-budget", "0"], ["--time-budget must be a positive number"]),
+    (["--vocab-size", "0"], ["--vocab-size must exceed the 5 special tokens"]),
+    (["--threads", "0"], ["--threads"]),
+    (["--seed", "-1"], ["--seed"]),
+    (["--quick", "--device", "cpu", "--seq-lens", "100"], ["--seq-lens 100", "the quick grid", "32"]),
+    (["--quick", "--device", "cpu", "--sizes", "base"], ["--sizes base", "the quick grid", "tiny"]),
+    (["--quick", "--device", "cpu", "--workloads", "gpt_train", "--groups", "sweep"], ["no case of the quick grid"]),
+])
+def test_bad_options_are_refused_by_name_before_anything_runs(tmp_path, monkeypatch, capsys, args, needles):
+    from benchmarks import cli
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(args) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert captured.out == "" and not any(tmp_path.iterdir())  # nothing timed, no directory made
+
+
+def test_default_out_is_a_new_run_under_the_working_directory_not_the_package(tmp_path, monkeypatch):
+    from benchmarks import cli
+
+    before = package_results()
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(ONE_CASE) == 0
+    runs = list((tmp_path / "runs").glob("bench-*"))
+    assert len(runs) == 1 and (runs[0] / "results.json").is_file()
+    assert read_marker(runs[0])["kind"] == "bench"
+    assert package_results() == before  # the committed results are untouched
+
+
+def test_a_users_results_are_never_overwritten(tmp_path, capsys):
+    from benchmarks import cli
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "results.md").write_text("my notes\n", encoding="utf-8")
+    assert cli.main([*ONE_CASE, "--out", str(mine)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out") and str(mine) in err and len(err.strip().splitlines()) == 1
+    assert [p.name for p in mine.iterdir()] == ["results.md"]
+    assert (mine / "results.md").read_text(encoding="utf-8") == "my notes\n"
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, capsys):
+    from benchmarks import cli
+
+    path = tmp_path / "results.txt"
+    path.write_text("x", encoding="utf-8")
+    assert cli.main([*ONE_CASE, "--out", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a file, not a directory" in err and len(err.strip().splitlines()) == 1
+    assert path.read_text(encoding="utf-8") == "x"
+
+
+def test_an_earlier_benchmark_run_is_rewritten_and_its_report_remade(tmp_path, capsys):
+    from benchmarks import cli
+
+    out = tmp_path / "bench"
+    assert cli.main([*ONE_CASE, "--out", str(out)]) == 0
+    (out / "notes.txt").write_text("mine\n", encoding="utf-8")  # a user's file beside the run's
+    first = (out / "results.json").stat().st_mtime_ns
+    assert cli.main([*ONE_CASE, "--out", str(out)]) == 0
+    assert (out / "results.json").stat().st_mtime_ns > first
+    (out / "results.md").unlink()
+    assert cli.main(["--report-only", "--out", str(out), "--no-plots"]) == 0
+    assert (out / "results.md").stat().st_size > 0
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "mine\n"
+    assert not (out / ".minibert-lock").exists()
+
+
+def test_report_only_needs_an_earlier_run(tmp_path, capsys):
+    from benchmarks import cli
+
+    assert cli.main(["--report-only"]) == 2
+    assert cli.main(["--report-only", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: --report-only") for line in err)
+
+
+def test_the_committed_results_are_a_benchmark_run_that_can_be_regenerated():
+    from benchmarks.cli import BENCH_RUN, ENTRIES
+
+    committed = ROOT / "benchmarks" / "results" / "cpu"
+    assert inspect_out(committed, BENCH_RUN).state is OutState.RUN
+    recorded = set(recorded_entries(committed))
+    # a regeneration replaces every committed file, and writes nothing the marker does not list
+    assert {p.name for p in committed.iterdir()} - {".minibert-run"} <= recorded == set(ENTRIES)
+
+
+def test_gpu_script_and_the_docs_name_the_results_directory_explicitly():
+    script = (ROOT / "benchmarks" / "gpu.sh").read_text(encoding="utf-8")
+    assert '--out "$DEST"' in script and '--out "$WORK/check"' in script
+    results = (ROOT / "docs" / "RESULTS.md").read_text(encoding="utf-8")
+    assert "python -m benchmarks --out benchmarks/results/cpu" in results
 
 
 # --- building blocks ---------------------------------------------------------------------------------------------
@@ -416,9 +543,57 @@ def test_variant_names():
                 "mb-sdpa+unpad=flash", "mb-sdpa+sparse=rows", "hf-sdpa+unpad=nested", "hf-sdpa+fusedqkv"):
         with pytest.raises(ValueError):
             parse_variant(bad)
-    assert parse_variant("mb-math+compile").decoder_switches() == {"attn_impl": "math"}
-    with pytest.raises(ValueError, match="GPT-2 or T5"):
-        parse_variant("mb-sdpa+sparse").decoder_switches()  # BERT's switches are not GPT-2's or T5's
+    assert parse_variant("mb-math+compile").decoder_switches("gpt") == {"attn_impl": "math", "chunked_loss": False}
+    assert parse_variant("mb-sdpa+chunked+fusedqkv+unpad").decoder_switches("t5") == {
+        "attn_impl": "sdpa", "chunked_loss": True, "fused_qkv": True, "unpad": True}
+    for name, kind in (("mb-sdpa+sparse", "gpt"), ("mb-sdpa+sparse", "t5"), ("mb-sdpa+unpad", "gpt"),
+                       ("mb-sdpa+fusedqkv", "gpt")):
+        with pytest.raises(ValueError, match="switch"):
+            parse_variant(name).decoder_switches(kind)  # switches the model does not have are refused
+    with pytest.raises(ValueError, match="GPT-2 and T5"):
+        parse_variant("mb-sdpa+sparse+chunked").minibert_switches()  # BERT has no chunked loss
+    for bad in ("hf-sdpa+chunked", "ort-sdpa+compile", "ort-eager"):
+        with pytest.raises(ValueError):
+            parse_variant(bad)
+    assert parse_variant("ort-sdpa").library == "onnxruntime"
+
+
+def test_the_cpu_grid_carries_the_anchor_rows():
+    """The rows that set the CPU aims: BERT's MLM step and unpadded inference (against transformers and ONNX
+    Runtime), GPT-2's and T5's training steps with their fast paths, all at the small size, 128 tokens, batch 32."""
+    anchors = {c.workload: c for c in grid.cpu_grid().cases if c.group == "anchor"}
+    assert set(anchors) == {"mlm_train", "infer_var", "gpt_train", "t5_train"}
+    assert all((c.size, c.seq_len, c.batch_size, c.precision) == ("small", 128, 32, "fp32") for c in anchors.values())
+    assert "ort-sdpa" in anchors["infer_var"].variants and "mb-sdpa+unpad" in anchors["infer_var"].variants
+    assert "mb-sdpa+sparse" in anchors["mlm_train"].variants
+    assert "mb-sdpa+chunked" in anchors["gpt_train"].variants
+    assert "mb-sdpa+chunked+fusedqkv" in anchors["t5_train"].variants
+    assert all(BASELINE in c.variants for c in anchors.values())
+
+
+@pytest.mark.parametrize("packages", ["as installed", "missing"])
+def test_onnx_runtime_variant_gates_or_is_named_unavailable(monkeypatch, packages):
+    """ort-sdpa: transformers' BERT exported and run by ONNX Runtime matches it within fp32 tolerance; without the
+    packages, the gate names the variant as unavailable and the case goes on."""
+    from benchmarks import variants
+
+    if packages == "missing":
+        monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+
+    case = grid.Case("infer_var", "tiny", 32, 4, 1, "fp32", ("hf-sdpa", "mb-sdpa+unpad", "ort-sdpa"))
+    data_vocab = CharVocab(["好评差评一般"], 64)
+    reviews = [Review("好评" * (i + 1), i % 2) for i in range(8)]
+    batch = review_batches(data_vocab, reviews, 1, 4, 32, torch.Generator().manual_seed(0))[0]
+    model_set = variants.ModelSet("encoder", variants.model_config("encoder", "tiny", 64), torch.device("cpu"), 0)
+    models = model_set.prepare(list(case.variants))
+    unavailable: dict[str, str] = {}
+    checks = gate.check_case(case.id, models, BASELINE, WORKLOADS["infer_var"], batch, torch.device("cpu"), "fp32",
+                             2, unavailable)
+    if models["ort-sdpa"].module.session is None:
+        assert "onnxruntime" in unavailable["ort-sdpa"] and all(c.variant != "ort-sdpa" for c in checks)
+    else:
+        assert not unavailable and all(c.passed for c in checks)
+        assert {c.variant for c in checks} == {"mb-sdpa+unpad", "ort-sdpa"}
 
 
 def test_cpu_peak_memory_sees_an_allocation():

@@ -89,6 +89,7 @@ def test_config_from_gives_a_gpt_of_the_preset_size():
     assert (config.n_embd, config.n_layer, config.n_head, config.n_inner) == (256, 4, 4, 1024)
     assert (config.vocab_size, config.n_positions, config.attn_impl) == (1200, 128, "math")
     assert (config.bos_token_id, config.eos_token_id, config.pad_token_id) == (CLS, SEP, PAD)
+    assert config.chunked_loss  # training's loss without the (B, T, V) logits (tests/test_fast_paths.py)
     # a GPT block holds exactly the weights of a BERT layer: Q, K, V, O and the feed-forward, biases, 2 LayerNorms
     gpt = GPT2LMHeadModel(config)
     bert = BertModel(BertConfig(**PRESETS["small"], vocab_size=1200))

@@ -195,25 +195,126 @@ def test_jobs_run_cells_at_once_with_the_same_results(setup, capsys):
     assert "--jobs 0" in capsys.readouterr().err
 
 
-def test_sigint_stops_the_running_cell_and_keeps_the_cells_done(setup, tmp_path):
-    """A real SIGINT to the curve alone (not to its cells' process group) stops the cell that is running, starts
-    no other, exits 130 and keeps what was recorded, so the same command continues."""
+# -- one curve per directory; a failed cell stops the curve, never hangs it -----------------------------------
+
+
+def start_curve(argv: list[str], logs) -> subprocess.Popen:
+    """`python -m train.curve` as a job of its own, its output to files in `logs`."""
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / "stdout.txt", "w") as stdout, open(logs / "stderr.txt", "w") as stderr:
+        return subprocess.Popen([sys.executable, "-m", "train.curve", *argv], env=cli_env(), stdout=stdout,
+                                stderr=stderr, start_new_session=True)
+
+
+def wait_for(path, text: str, process: subprocess.Popen, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not (path.is_file() and text in path.read_text(encoding="utf-8", errors="replace")):
+        assert process.poll() is None, f"the curve ended (exit {process.returncode}) before {text!r}"
+        assert time.monotonic() < deadline, f"no {text!r} in {path} within {timeout} s"
+        time.sleep(0.05)
+
+
+def no_cell_alive(out) -> bool:
+    return subprocess.run(["pgrep", "-f", "--", f"--out {out}/cells"], capture_output=True).returncode == 1
+
+
+def test_a_second_curve_on_the_same_directory_is_refused_and_changes_nothing(setup, tmp_path):
+    """Two real curve processes on one --out: the second is refused with one line naming the directory and the
+    first's process, before reading anything, and the first's running cell is left alone."""
     out = tmp_path / "curve"
-    argv = [sys.executable, "-c", "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            "from train import curve; sys.exit(curve.main(sys.argv[1:]))",
-            *curve_args(setup, out, "--budgets", "12", "--epochs", "200")]  # a cell long enough to interrupt
-    child = subprocess.Popen(argv, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = out / "logs" / "tiny-n12-s0.log"
-    deadline = time.time() + 120
-    while not (log.is_file() and "epoch 1/" in log.read_text(encoding="utf-8", errors="replace")):
-        assert child.poll() is None and time.time() < deadline, "the first cell never started training"
-        time.sleep(0.2)
-    child.send_signal(signal.SIGINT)
-    _, err = child.communicate(timeout=60)
-    assert child.returncode == 130, err
-    assert "interrupted" in err
-    record = json.loads((out / "curve.json").read_text())
-    assert "tiny-n12-s0" not in record["cells"] and "baseline-n12-s0" not in record["cells"]  # neither finished
-    assert not (out / "logs" / "baseline-n12-s0.log").exists()  # and the next cell never started
-    ps = subprocess.run(["pgrep", "-f", "--", f"--out {out}/cells"], capture_output=True, text=True)
-    assert ps.returncode == 1, f"a cell's process outlived the curve: {ps.stdout}{ps.stderr}"  # 1: none matched
+    argv = curve_args(setup, out, "--budgets", "12", "--epochs", "200")
+    first = start_curve(argv, tmp_path / "first")
+    cell_log = out / "logs" / "tiny-n12-s0.log"
+    try:
+        wait_for(cell_log, "epoch 1/200", first)
+        second = subprocess.run([sys.executable, "-m", "train.curve", *argv], env=cli_env(), capture_output=True,
+                                text=True, timeout=180)
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.count("\n") == 1 and second.stderr.startswith("error: "), second.stderr
+        assert str(out) in second.stderr and f"in use by process {first.pid}" in second.stderr
+        assert first.poll() is None  # still running its cell, whose directory is still there
+        assert (out / "cells" / "tiny-n12-s0").is_dir() and cell_log.read_text().startswith("$ ")
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=180)
+    assert first.returncode == 143
+    assert (out / "cells" / "tiny-n12-s0" / "checkpoint" / "state.pt").is_file()
+    assert no_cell_alive(out)
+
+
+def test_a_failed_cell_stops_the_curve_with_its_error_and_keeps_the_cells_done(setup, tmp_path):
+    """A cell that fails (here: an --init run whose weights are garbage) while more cells are queued: the curve
+    stops with one line holding the cell's error, exits 2 as the cell did, and keeps what finished. With --jobs 2
+    the cell running beside it is stopped, and the curve ends instead of waiting forever."""
+    bad = make_pretrain_run(tmp_path / "runs", "pretrain-bad")
+    (bad / "model.safetensors").write_bytes(b"not safetensors at all")
+    out = tmp_path / "one-at-a-time"
+    argv = ["--out", str(out), "--init", setup["run"], str(bad), "--labels", "tiny", "bad",
+            *curve_args(setup, out)[6:], "--no-baseline", "--budgets", "12", "all"]
+    result = subprocess.run([sys.executable, "-m", "train.curve", *argv], env=cli_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cell bad-n12-s0 failed (exit 2): "), result.stderr
+    assert "model.safetensors" in lines[0] and "bad-n12-s0.log" in lines[0]
+    assert list(json.loads((out / "curve.json").read_text())["cells"]) == ["tiny-n12-s0"]  # done first, kept
+    assert not (out / "logs" / "tiny-nall-s0.log").exists()  # nothing started after the failure
+    # Two at a time, the failing cell first and a long one beside it.
+    out = tmp_path / "two-at-a-time"
+    argv = ["--out", str(out), "--init", str(bad), setup["run"], "--labels", "bad", "tiny",
+            *curve_args(setup, out)[6:], "--budgets", "12", "all", "--epochs", "200", "--jobs", "2"]
+    result = subprocess.run([sys.executable, "-m", "train.curve", *argv], env=cli_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cell bad-n12-s0 failed (exit 2): ")
+    assert no_cell_alive(out)
+    assert "tiny-n12-s0" not in json.loads((out / "curve.json").read_text())["cells"]  # stopped, not finished
+    assert not (out / "logs" / "bad-nall-s0.log").exists()
+
+
+# -- messages: one line, exit 2, before any work --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content, named", [
+    ("{not json", "not valid JSON"),
+    ("[]", 'no "cells" object'),
+    ('{"cells": {"tiny-n12-s0": {"model": "tiny"}}}', "cell 'tiny-n12-s0' has no valid"),
+    ('{"cells": {"x": 3}}', "cell 'x' is not an object"),
+])
+def test_plot_only_names_what_is_wrong_with_a_malformed_record(tmp_path, capsys, content, named):
+    from minibert.rundir import RUN_MARKER
+
+    out = tmp_path / "curve"
+    out.mkdir()
+    (out / RUN_MARKER).write_text('{"kind": "curve", "written_by": "minibert", "entries": ["curve.json"]}')
+    (out / "curve.json").write_text(content)
+    assert curve.main(["--plot-only", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and named in err and "curve.json" in err, err
+    assert not (out / "curve.md").exists()
+
+
+def test_labels_taken_from_directory_names_are_named_as_such(tmp_path, capsys):
+    data = write_rows(tmp_path / "data.csv", review_rows(40))
+    a, b = make_pretrain_run(tmp_path / "a", "run"), make_pretrain_run(tmp_path / "b", "run")
+    odd = make_pretrain_run(tmp_path, "my run")
+    for inits, named in (([a, b], "the --init runs' directory names"), ([odd], "its directory name 'my run'")):
+        argv = ["--out", str(tmp_path / "o"), "--train", str(data), "--budgets", "10"]
+        assert curve.main([*argv, "--init", *map(str, inits)]) == 2
+        err = capsys.readouterr().err
+        assert named in err and "give --labels" in err and "--labels must" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_curve_options_and_places_exit_2_before_anything_runs(setup, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("")
+    for argv, named in ((["--seeds", "-1"], "--seeds -1"),
+                        (["--finetune-args", "--max-length 2"], "--finetune-args: --max-length must be at least 3"),
+                        (["--baseline-args", "--c-values 0"], "--baseline-args: --c-values must be positive"),
+                        (["--out", str(tmp_path / "a-file" / "curve")], "a-file is a file")):
+        out = tmp_path / "out"
+        code = curve.main(curve_args(setup, out, *argv) if argv[0] != "--out" else
+                          curve_args(setup, argv[1]))
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and named in err, (argv, err)
+        assert not out.exists()

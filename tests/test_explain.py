@@ -13,7 +13,7 @@ from minibert import BertConfig, BertForMaskedLM, InputError
 from minibert.checkpoint import save_pretrained
 from minibert.explain import DOCUMENT_IDS, TOY_MASK_ID, explain, main, plot_attention, render, toy_model
 from minibert.rotary import BASE, rotary_angles, rotate_padded
-from minibert.worked_example import DOCUMENT, REFRESH, section_diff
+from minibert.explain.worked_example import DOCUMENT, REFRESH, section_diff
 
 ROOT = Path(__file__).resolve().parent.parent
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -145,7 +145,9 @@ def test_heatmaps_are_valid_pngs_one_per_head(toy, tmp_path):
     e = explain(toy, DOCUMENT_IDS, layer=1)
     paths = plot_attention(e, tmp_path / "plots")
     assert sorted(p.name for p in paths) == ["attention_layer1_head0.png", "attention_layer1_head1.png"]
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(p.name for p in paths)
+    pngs = [p.name for p in (tmp_path / "plots").iterdir() if p.suffix == ".png"]
+    assert sorted(pngs) == sorted(p.name for p in paths)  # beside them only the marker (minibert.rundir)
+    assert {p.name for p in (tmp_path / "plots").iterdir()} - set(pngs) == {".minibert-run"}
     for p in paths:
         assert p.read_bytes()[:8] == PNG_SIGNATURE
         image = matplotlib.image.imread(p)

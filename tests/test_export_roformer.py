@@ -15,6 +15,7 @@ from minibert.errors import InputError
 from minibert.heads import BertForSequenceClassification
 from minibert.hf_roformer import POSITIONS_KEY, rotary_table, to_roformer_config, to_roformer_state_dict
 from minibert.rotary import rotate_padded
+from minibert.rundir import RUN_MARKER
 from test_finetune_helpers import make_pretrain_run, review_rows, tiny_config, write_rows
 from train import finetune as ft
 from train import predict
@@ -84,10 +85,10 @@ def export(run: Path, out: Path, capsys) -> str:
 
 
 def head_logits(code: str, ids, mask, types) -> torch.Tensor:
-    """The logits the printed transformers code computes."""
-    scope = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    """The logits the printed transformers code computes for these (B, T) ids (its `classify`)."""
+    scope = {"texts": ["好"]}
     exec(compile(code, "<printed by --export-hf>", "exec"), scope)
-    return scope["logits"]
+    return scope["classify"](ids, mask, types)
 
 
 def minibert_logits(run: Path, ids, mask, types) -> torch.Tensor:
@@ -225,3 +226,58 @@ def test_what_cannot_be_exported_exactly_is_refused(overrides, pooling, fusion, 
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err, err
     assert not (tmp_path / "hf").exists()
+
+
+# -- the export directory -----------------------------------------------------------------------------------------
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def test_a_directory_of_the_users_files_is_refused_before_the_model_is_loaded_and_left_as_it_was(tokenizer_dir,
+                                                                                                  tmp_path, capsys):
+    """Files named as an export's (config.json, model.safetensors) are the user's unless the marker says otherwise:
+    nothing is overwritten, whatever the names."""
+    run = make_run(tmp_path, tokenizer_dir, random_config(0), "mean")
+    users = tmp_path / "my-model"
+    users.mkdir()
+    (users / "config.json").write_text('{"model_type": "bert", "mine": true}\n')
+    (users / "model.safetensors").write_bytes(b"\x00weights of my own\xff")
+    before = snapshot(users)
+    for run_dir in (run, tmp_path / "no-such-run"):  # refused before the run is even read
+        capsys.readouterr()
+        assert predict.main([str(run_dir), "--export-hf", str(users)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --export-hf {users} ") and "nothing in it was changed" in err, err
+        assert snapshot(users) == before
+    # The fine-tuned run itself is no export: refused, untouched.
+    before = snapshot(run)
+    assert predict.main([str(run), "--export-hf", str(run)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --export-hf {run} ")
+    assert snapshot(run) == before
+
+
+def test_a_re_export_replaces_what_the_earlier_one_wrote_and_nothing_else(tokenizer_dir, tmp_path, capsys):
+    config = random_config(2, position_embedding_type="absolute")
+    out = tmp_path / "hf"
+    export(make_run(tmp_path, tokenizer_dir, config, "mean", seed=1), out, capsys)
+    marker = json.loads((out / RUN_MARKER).read_text())
+    assert marker["kind"] == "hf-export"
+    assert set(marker["entries"]) == {p.name for p in out.iterdir()} - {RUN_MARKER}
+    assert {"classifier.safetensors", "tokenizer.json", "tokenizer"} <= set(marker["entries"])
+    (out / "README.md").write_text("my notes on this model\n")
+    (out / "eval").mkdir()
+    (out / "eval" / "scores.txt").write_text("0.91\n")
+    mine = {k: v for k, v in snapshot(out).items() if k in ("README.md", "eval/scores.txt")}
+    run = make_run(tmp_path, tokenizer_dir, config, "pooler", seed=2)
+    assert export(run, out, capsys) == ""  # BertForSequenceClassification now: no head files
+    assert not (out / "classifier.safetensors").exists() and not (out / "minibert_head.json").exists()
+    assert {k: v for k, v in snapshot(out).items() if k in mine} == mine
+    assert set(json.loads((out / RUN_MARKER).read_text())["entries"]) == (
+        {p.name for p in out.iterdir()} - {RUN_MARKER, "README.md", "eval"})
+    hf = transformers.BertForSequenceClassification.from_pretrained(out).eval()
+    ids, mask, types = padded_batch(2, config.vocab_size, config.type_vocab_size)
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
+    assert torch.allclose(minibert_logits(run, ids, mask, types), theirs, atol=1e-5, rtol=0)

@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from test_finetune_helpers import REPO, cli_env, make_pretrain_run, review_rows, write_rows
 from train import finetune, predict, pretrain
 from train.builtin_data import people_daily_lines
-from train.cli import RUN_MARKER
+from minibert.rundir import RUN_MARKER
 
 TINY = ["--preset", "tiny", "--set", "num_hidden_layers=1", "hidden_size=32", "num_attention_heads=2",
         "intermediate_size=64", "--max-seq-length", "32", "--no-progress", "--eval-batches", "1", "--batch-size", "4",
@@ -105,16 +105,37 @@ def test_force_removes_only_what_the_run_wrote(tmp_path, data):
     assert max(losses(r)) == 1
 
 
-def test_a_run_made_before_the_marker_still_resumes_and_forces(tmp_path, data):
+@pytest.mark.parametrize("layout", ["checkpoints", "top-level files"])
+def test_a_directory_that_only_looks_like_a_run_is_never_cleared(tmp_path, data, capsys, layout):
+    """Ownership by record, never by look: without minibert's marker, --force, --resume and a plain run all refuse a
+    directory whose files have a run's names, and nothing in it changes."""
+    u = tmp_path / "u"
+    if layout == "checkpoints":
+        (u / "checkpoints" / "step_100").mkdir(parents=True)
+        (u / "checkpoints" / "step_100" / "w.bin").write_text("x")
+        (u / "data").mkdir()
+        (u / "data" / "train.csv").write_text("x")
+    else:
+        u.mkdir()
+        for name in ("config.json", "model.safetensors", "metrics.jsonl"):
+            (u / name).write_text("mine")
+    before = tree(u)
+    for flags in (["--force"], ["--resume"], []):
+        assert pre(data, u, "--max-steps", "2", *flags) == 2, flags
+        assert "no .minibert-run" in capsys.readouterr().err
+        assert tree(u) == before, flags
+
+
+def test_force_removes_only_the_entries_the_marker_records(tmp_path, data, capsys):
+    """A marker that records no entries (hand-written, or cut short) gives --force nothing to remove: a file with
+    the name of one the run writes is refused, not overwritten."""
     r = tmp_path / "r"
-    assert pre(data, r, "--max-steps", "4", "--stop-at-step", "2") == 0
-    (r / RUN_MARKER).unlink()
-    (r / "mine.txt").write_text("keep")
-    assert pre(data, r, "--max-steps", "4", "--resume") == 0
-    assert max(losses(r)) == 4 and (r / RUN_MARKER).is_file()
-    (r / RUN_MARKER).unlink()
-    assert pre(data, r, "--max-steps", "1", "--force") == 0
-    assert (r / "mine.txt").read_text() == "keep" and max(losses(r)) == 1
+    assert pre(data, r, "--max-steps", "2") == 0
+    assert set(json.loads((r / RUN_MARKER).read_text())["entries"]) >= {"checkpoints", "metrics.jsonl", "args.json"}
+    (r / RUN_MARKER).write_text('{"kind": "pretrain"}')
+    before = tree(r)
+    assert pre(data, r, "--max-steps", "1", "--force") == 2
+    assert "minibert did not write" in capsys.readouterr().err and tree(r) == before
 
 
 def test_finetune_out_is_a_run_directory_too(tmp_path, data, capsys):
@@ -282,7 +303,7 @@ def test_a_leftover_tokenizer_is_never_taken_for_the_one_asked_for(tmp_path, dat
 
     r = tmp_path / "r"
     r.mkdir()
-    (r / RUN_MARKER).write_text('{"kind": "pretrain"}')  # a run that failed after training its tokenizer
+    (r / RUN_MARKER).write_text('{"kind": "pretrain", "entries": ["tokenizer"]}')  # failed after its tokenizer
     shutil.copytree(data["tok"], r / "tokenizer")
     assert pretrain.main(["--corpus", str(data["corpus"]), "--tokenizer", str(data["tok_small"]), "--out", str(r),
                           *TINY, "--max-steps", "1"]) == 0
@@ -384,7 +405,7 @@ def test_finetune_predict_and_tokenizer_refuse_nonsense(tmp_path, data, capsys):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     for args, named in ((["--file", str(tmp_path / "nul.txt")], "nul.txt"),
-                        (["--export-hf", str(tmp_path / "mine")], "notes.txt")):
+                        (["--export-hf", str(tmp_path / "mine")], "no .minibert-run")):
         assert predict.main([str(run), *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: ") and named in err, err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -305,6 +306,116 @@ def test_end_to_end_with_string_labels_and_seeds(run_dir, tmp_path, capsys):
         assert json.loads((d / "labels.json").read_text())["id2label"] == {"0": "bad", "1": "good", "2": "meh"}
         assert json.loads((d / "config.json").read_text())["id2label"] == {"0": "bad", "1": "good", "2": "meh"}
     assert "test, 2 seeds" in capsys.readouterr().out
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def tiny_run(run_dir, data, out, *more) -> int:
+    return ft.main(["--init", str(run_dir), "--train", str(data), "--out", str(out), "--epochs", "1",
+                    "--batch-size", "8", "--max-length", "24", *more])
+
+
+def test_force_removes_only_the_entries_the_run_recorded(run_dir, tmp_path, capsys):
+    """--force replaces a fine-tuning run by its marker's record: a user's seed-ideas.txt or seed-notes/ beside
+    the seeds' directories is kept, and a name the new run would write that minibert did not is refused."""
+    from minibert.rundir import RUN_MARKER, read_marker
+
+    data = write_rows(tmp_path / "data.csv", review_rows(40))
+    out = tmp_path / "out"
+    assert tiny_run(run_dir, data, out, "--seeds", "0", "1") == 0
+    assert set(read_marker(out)["entries"]) == {"args.json", "results.json", "seed-0", "seed-1"}
+    (out / "seed-ideas.txt").write_text("mine")
+    (out / "seed-notes").mkdir()
+    (out / "seed-notes" / "a.txt").write_text("mine too")
+    mine = {k: v for k, v in tree(out).items() if k.startswith(("seed-ideas", "seed-notes"))}
+    assert tiny_run(run_dir, data, out, "--seeds", "2") == 2  # a run there: --resume or --force
+    assert "--force" in capsys.readouterr().err
+    assert tiny_run(run_dir, data, out, "--seeds", "2", "--force") == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted([
+        RUN_MARKER, "args.json", "results.json", "seed-ideas.txt", "seed-notes",  # seed-0/ and seed-1/ are gone
+        "config.json", "model.safetensors", "finetune.json", "labels.json", "tokenizer"])
+    assert {k: v for k, v in tree(out).items() if k in mine} == mine
+    # A user's seed-7 is not one of the run's: a run with seed 7 does not overwrite it.
+    (out / "seed-7").mkdir()
+    (out / "seed-7" / "plan.txt").write_text("mine")
+    before = tree(out)
+    assert tiny_run(run_dir, data, out, "--seeds", "7", "8", "--force") == 2
+    err = capsys.readouterr().err
+    assert "seed-7" in err and "minibert did not write" in err
+    assert tree(out) == before
+
+
+def test_resume_takes_the_runs_options_and_refuses_changes(run_dir, tmp_path, capsys):
+    data = write_rows(tmp_path / "data.csv", review_rows(40))
+    out = tmp_path / "out"
+    assert tiny_run(run_dir, data, out, "--seeds", "0", "1") == 0
+    before = tree(out)
+    capsys.readouterr()
+    for changed, named in ((["--lr", "1e-2"], "--lr 0.01 (the run has 0.0005)"), (["--epochs", "2"], "--epochs"),
+                           (["--seeds", "0", "1", "2"], "--seeds")):
+        assert ft.main(["--out", str(out), "--resume", *changed]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --resume continues a run exactly") and named in err, err
+    assert tree(out) == before
+    # The same options again, or those that only say how to compute (--device, --eval-batch-size), continue it:
+    # every seed is finished, so only the report is written again, with the same figures.
+    results = json.loads((out / "results.json").read_text())
+    assert tiny_run(run_dir, data, out, "--seeds", "0", "1", "--resume", "--device", "cpu",
+                    "--eval-batch-size", "7") == 0
+    assert "seed 1: finished before" in capsys.readouterr().out
+    again = json.loads((out / "results.json").read_text())
+    assert again["runs"] == results["runs"] and again["summary"] == results["summary"]
+    for argv, named in ((["--out", str(tmp_path / "none"), "--resume"], "no fine-tuning run to continue"),
+                        (["--resume"], "--resume needs --out"),
+                        (["--out", str(out), "--resume", "--force"], "contradict")):
+        assert ft.main(argv) == 2
+        assert named in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
+def test_resume_starts_a_seed_over_when_its_saved_state_cannot_be_read(run_dir, tmp_path, capsys):
+    """A seed with model files but no results.json (a save cut short) and a state.pt cut short: the files are not
+    taken for a finished model, the state is named, and the seed is trained again from its start, which gives the
+    same figures."""
+    data = write_rows(tmp_path / "data.csv", review_rows(40))
+    out = tmp_path / "out"
+    assert tiny_run(run_dir, data, out, "--seeds", "0", "1", "--epochs", "2") == 0
+    whole = json.loads((out / "results.json").read_text())
+    (out / "seed-1" / "results.json").unlink()
+    (out / "results.json").unlink()
+    (out / "seed-1" / "checkpoint").mkdir()
+    (out / "seed-1" / "checkpoint" / "state.pt").write_bytes(b"PK\x03\x04 cut short")
+    capsys.readouterr()
+    assert ft.main(["--out", str(out), "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert "state.pt cannot be read" in captured.err and "starts over" in captured.err
+    assert "seed 0: finished before" in captured.out
+    again = json.loads((out / "results.json").read_text())
+    for seed in ("0", "1"):
+        a, b = whole["runs"][seed], again["runs"][seed]
+        assert (a["validation"], a["test"], a["best_epoch"]) == (b["validation"], b["test"], b["best_epoch"])
+    assert not (out / "seed-1" / "checkpoint").exists()
+
+
+def test_a_run_that_saved_nothing_starts_over_and_one_in_use_is_refused(run_dir, tmp_path, capsys):
+    """A directory left with only the marker (a run killed before its first epoch ended) is this command's to
+    start over without --force; a directory whose lock a live process holds is refused, nothing changed."""
+    from minibert.rundir import claim, inspect_out
+
+    data = write_rows(tmp_path / "data.csv", review_rows(40))
+    out = tmp_path / "out"
+    claim(inspect_out(out, ft.FINETUNE_RUN), ft.FINETUNE_RUN, ["args.json"]).close()  # what the kill left
+    assert tiny_run(run_dir, data, out) == 0
+    assert "stopped before saving anything; starting it over" in capsys.readouterr().out
+    assert (out / "results.json").is_file()
+    held = claim(inspect_out(tmp_path / "busy", ft.FINETUNE_RUN), ft.FINETUNE_RUN, [])
+    try:
+        assert tiny_run(run_dir, data, tmp_path / "busy") == 2
+        assert f"in use by process {os.getpid()}" in capsys.readouterr().err
+    finally:
+        held.close()
 
 
 def test_from_scratch_uses_same_architecture_but_not_the_weights(run_dir):

@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minibert import InputError
-from minibert.gpt import GPT2Config, GPT2LMHeadModel, causal_mask, next_token_loss
+from minibert.attention import causal_mask
+from minibert.gpt import GPT2Config, GPT2LMHeadModel, next_token_loss
 from minibert.hf_gpt_t5 import from_hf_model, load_hf, load_pretrained, save_hf, save_pretrained
 
 transformers = pytest.importorskip("transformers")

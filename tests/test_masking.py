@@ -164,7 +164,7 @@ def test_whole_word_large_batch_token_rate():
     vocab_size = 1000
     word_start = torch.from_numpy(np.random.default_rng(0).random(vocab_size) < 0.4)
     ids = batch(1, 64, 256, vocab_size)
-    _, labels = mask(ids, 1, vocab_size, word_start=word_start)
+    _, labels = mask(ids, 1, vocab_size, word_start=word_start, mlm_probability=0.15)
     candidates = int((~torch.isin(ids, torch.tensor(sorted(SPECIAL)))).sum())
     # Token rate stays p on average, but tokens of one word move together, so allow a wider band.
     assert abs(int((labels != IGNORE_INDEX).sum()) / candidates - 0.15) < 0.02

@@ -142,6 +142,7 @@ def test_config_from_maps_a_preset_onto_t5_and_adds_the_sentinels():
     assert (config.num_layers, config.num_decoder_layers) == (4, 4)
     assert config.vocab_size == 1200 + 100 and config.attn_impl == "math"
     assert (config.pad_token_id, config.decoder_start_token_id, config.eos_token_id) == (PAD, PAD, SEP)
+    assert config.chunked_loss and config.fused_qkv and not config.unpad  # training's fast paths
     # an encoder block has BERT's matmul weights: 4C² (Q, K, V, O) + 2CI (the feed-forward)
     model = T5ForConditionalGeneration(config)
     block = model.encoder.block[1]
@@ -162,7 +163,8 @@ def test_tiny_forward_backward_and_held_out_sums():
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert model.shared.weight.grad.abs().sum() > 0
     model.eval()
-    sums = objective.eval_sums(model, batch)
+    assert objective.losses(model, batch) and model(batch["input_ids"], labels=batch["labels"]).logits is None
+    sums = objective.eval_sums(model, batch)  # the chunked loss forms no logits: the held-out sums ask for them
     assert int(sums["count"]) == counts["span"] and 0 <= int(sums["correct"]) <= counts["span"]
     torch.testing.assert_close(sums["loss"] / sums["count"], objective.losses(model, batch)["span"].detach())
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .corpus import text_files
+from .config import VOCAB_SIZE
+from .corpus import LONG_LINES, MAX_LINE_CHARS, text_files
 from .errors import InputError, command_main
 from .spm_tokenizer import SentencePieceTokenizer
-from .textfile import check_looks_like_text
+from .textfile import check_can_create, check_looks_like_text
 from .trainer import MODEL_TYPES
 
 
@@ -35,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "directories searched recursively for .txt files")
     parser.add_argument("--out", required=True, type=Path, metavar="DIR",
                         help="directory to write the tokenizer to (created if missing)")
-    parser.add_argument("--vocab-size", type=int, default=8000, metavar="N",
+    parser.add_argument("--vocab-size", type=int, default=VOCAB_SIZE, metavar="N",
                         help="number of tokens including the 5 special ones (default: %(default)s); ignored by "
                              "--model-type char, whose vocabulary is the characters kept")
     parser.add_argument("--model-type", choices=MODEL_TYPES, default="unigram",
@@ -57,6 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="overwrite a tokenizer already in --out (default: refuse)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar while reading (default: shown for inputs of 4 MiB or more)")
+    parser.add_argument("--long-lines", choices=LONG_LINES, default="split",
+                        help=f"what to do with a line longer than {MAX_LINE_CHARS:,} characters, which SentencePiece "
+                             "cannot train on in good time: split it after sentence punctuation (。！？!?；;), and "
+                             f"every {MAX_LINE_CHARS:,} characters within a longer sentence, saying how many lines "
+                             "were split; or refuse it, naming the file and line (default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -66,8 +72,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise InputError("--num-threads must be at least 1 (leave it out for all CPU cores)")
     if not 0 <= args.seed < 2**32:
         raise InputError("--seed must be between 0 and 2**32 - 1")
-    if args.out.exists() and not args.out.is_dir():
-        raise InputError(f"--out {args.out} is a file; give a directory for the tokenizer")
+    check_can_create(args.out, "--out")
     for path in text_files(args.input):  # InputError for a missing path or a directory without .txt files
         check_looks_like_text(path)
 
@@ -89,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             force=args.force,
             progress=False if args.no_progress else None,
+            long_lines=args.long_lines,
         )
     except OSError as err:  # an output that cannot be written (read-only, a path through a file, a full disk)
         raise InputError(f"{err.filename or args.out}: {err.strerror or err}") from None

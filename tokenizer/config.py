@@ -8,6 +8,7 @@ from pathlib import Path
 from .errors import InputError
 
 CONFIG_NAME = "tokenizer_config.json"
+VOCAB_SIZE = 8000  # pieces of a newly trained tokenizer, by default (`python -m tokenizer.train`, pretraining)
 SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
 
 

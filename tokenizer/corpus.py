@@ -2,12 +2,20 @@
 
 Every non-blank line is a sentence. When there are more than `max_sentences`, a uniform random sample of that many
 is kept (reservoir sampling, so memory stays bounded however large the input is).
+
+A line longer than `MAX_LINE_CHARS` characters (a whole book on one line, say) is split into pieces of at most that
+many characters, or refused naming the file and line (`long_lines="refuse"`). SentencePiece trains on sentences:
+one huge "sentence" makes its training slow beyond use (a 10 MB line ran for more than 5 minutes) or fail outright
+(a 1 MB line: an internal error), and no useful piece spans two sentences. The split comes after sentence
+punctuation (`SENTENCE_END`: 。！？!?；; and any closing quotes after them), with consecutive sentences put back
+together while they fit; a sentence longer than the limit is cut every `MAX_LINE_CHARS` characters.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +27,12 @@ from .textfile import decode_utf8
 
 #: Inputs at least this large (in bytes) get a progress bar while they are read.
 PROGRESS_MIN_BYTES = 4 << 20
+#: The longest training line, in characters; a longer one is split (or refused): see the module doc.
+MAX_LINE_CHARS = 4096
+#: Where a long line may be split: after a run of sentence-ending punctuation and the closing quotes that follow it.
+SENTENCE_END = re.compile(r"[。！？!?；;]+[”’\"'）)」』\]]*")
+#: What to do with a line longer than MAX_LINE_CHARS.
+LONG_LINES = ("split", "refuse")
 
 
 @dataclass
@@ -26,9 +40,21 @@ class Corpus:
     """Sampled sentences plus counts over everything that was read."""
 
     sentences: list[str]
-    n_sentences: int  # non-blank lines read, before sampling
+    n_sentences: int  # non-blank lines read (long ones counted as their pieces), before sampling
     n_chars: int  # characters in those lines
     source: str  # what was read, for messages
+    n_long: int = 0  # lines longer than MAX_LINE_CHARS, split into pieces
+    n_pieces: int = 0  # the pieces they became
+    first_long: str = ""  # where the first of them is ("file, line N"), for the note
+
+    def long_lines_note(self) -> str | None:
+        """The note that says how many long lines were split, or None when none was."""
+        if not self.n_long:
+            return None
+        lines = "1 line" if self.n_long == 1 else f"{self.n_long:,} lines"
+        return (f"{lines} longer than {MAX_LINE_CHARS:,} characters ({self.first_long}"
+                f"{' and more' if self.n_long > 1 else ''}) split at sentence ends into {self.n_pieces:,} pieces "
+                f"for training (--long-lines refuse stops at such a line instead)")
 
 
 def split_inputs(inputs) -> tuple[list[Path], list[str]]:
@@ -68,8 +94,9 @@ def text_files(paths: Iterable[Path]) -> list[Path]:
     return files
 
 
-def file_lines(path: Path, bar: tqdm | None = None) -> Iterator[str]:
-    """The non-blank lines of a UTF-8 file, without line endings; an empty file raises `InputError`."""
+def file_lines(path: Path, bar: tqdm | None = None) -> Iterator[tuple[int, str]]:
+    """(line number, line) for the non-blank lines of a UTF-8 file, without line endings; an empty file raises
+    `InputError`."""
     any_text = False
     pending = 0
     with path.open("rb") as f:
@@ -88,7 +115,7 @@ def file_lines(path: Path, bar: tqdm | None = None) -> Iterator[str]:
             line = line.rstrip("\r\n")
             if line.strip():
                 any_text = True
-                yield line
+                yield number, line
     if bar is not None:
         bar.update(pending)
     if not any_text:
@@ -96,11 +123,41 @@ def file_lines(path: Path, bar: tqdm | None = None) -> Iterator[str]:
                          "per line")
 
 
-def read_corpus(inputs, max_sentences: int, seed: int = 0, progress: bool | None = None) -> Corpus:
+def split_long_line(line: str, limit: int = MAX_LINE_CHARS) -> list[str]:
+    """`line` as pieces of at most `limit` characters: cut after sentence punctuation, consecutive sentences joined
+    again while they fit, a sentence longer than `limit` cut every `limit` characters. Blank pieces are dropped."""
+    sentences, start = [], 0
+    for end in SENTENCE_END.finditer(line):
+        sentences.append(line[start:end.end()])
+        start = end.end()
+    sentences.append(line[start:])
+    chunks = (s[i : i + limit] for s in sentences for i in range(0, len(s), limit))
+    pieces: list[list[str]] = []
+    size = limit + 1  # of the piece being filled: none yet
+    for chunk in chunks:
+        if size + len(chunk) > limit:
+            pieces.append([])
+            size = 0
+        pieces[-1].append(chunk)
+        size += len(chunk)
+    return [text for parts in pieces if (text := "".join(parts)).strip()]
+
+
+def long_line_error(where: str, length: int) -> InputError:
+    return InputError(f"{where}: a line of {length:,} characters, more than the {MAX_LINE_CHARS:,} a training line "
+                      "may have (SentencePiece trains on sentences); put one sentence or paragraph per line, or "
+                      "pass --long-lines split to split such lines at sentence ends")
+
+
+def read_corpus(inputs, max_sentences: int, seed: int = 0, progress: bool | None = None,
+                long_lines: str = "split") -> Corpus:
     """Read all of `inputs` (see `split_inputs`) and keep a uniform sample of at most `max_sentences` sentences.
 
-    `progress=None` shows a progress bar only for inputs of at least `PROGRESS_MIN_BYTES`.
+    `progress=None` shows a progress bar only for inputs of at least `PROGRESS_MIN_BYTES`. A line longer than
+    `MAX_LINE_CHARS` is split (`long_lines="split"`, counted in the corpus) or raises InputError ("refuse").
     """
+    if long_lines not in LONG_LINES:
+        raise InputError(f"long lines: {long_lines!r} is not one of {', '.join(LONG_LINES)}")
     paths, texts = split_inputs(inputs)
     files = text_files(paths)
     source = ", ".join(map(str, files)) if files else "the given sentences"
@@ -111,16 +168,33 @@ def read_corpus(inputs, max_sentences: int, seed: int = 0, progress: bool | None
     rng = random.Random(seed)
     kept: list[str] = []
     n_sentences = n_chars = 0
+    long = {"n": 0, "pieces": 0, "first": ""}
 
-    def lines() -> Iterator[str]:
+    def numbered() -> Iterator[tuple[str, str]]:  # (where, line) for messages
         with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="reading", disable=not show) as bar:
             for f in files:
-                yield from file_lines(f, bar if show else None)
+                for number, line in file_lines(f, bar if show else None):
+                    yield f"{f}, line {number}", line
+        n = 0
         for text in texts:
             for line in text.split("\n"):
                 line = line.rstrip("\r")
                 if line.strip():
-                    yield line
+                    n += 1
+                    yield f"the given sentences, line {n}", line
+
+    def lines() -> Iterator[str]:
+        for where, line in numbered():
+            if len(line) <= MAX_LINE_CHARS:
+                yield line
+                continue
+            if long_lines == "refuse":
+                raise long_line_error(where, len(line))
+            pieces = split_long_line(line)
+            long["n"] += 1
+            long["pieces"] += len(pieces)
+            long["first"] = long["first"] or where
+            yield from pieces
 
     for line in lines():
         n_sentences += 1
@@ -133,4 +207,4 @@ def read_corpus(inputs, max_sentences: int, seed: int = 0, progress: bool | None
                 kept[j] = line
     if not kept:
         raise InputError(f"no text to train on in {source}: every line is blank")
-    return Corpus(kept, n_sentences, n_chars, source)
+    return Corpus(kept, n_sentences, n_chars, source, long["n"], long["pieces"], long["first"])

@@ -25,7 +25,8 @@ def load(directory: str | Path) -> Tokenizer:
     """
     directory = Path(directory)
     if not directory.is_dir():
-        raise InputError(f"{directory} is not a directory; give the directory a tokenizer was saved to")
+        what = "is a file, not a directory" if directory.exists() else "does not exist"
+        raise InputError(f"{directory} {what}; give the directory a tokenizer was saved to")
     kind = read_config(directory).get("kind")
     if kind is not None:
         if kind not in KINDS:

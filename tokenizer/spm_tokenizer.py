@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +13,12 @@ import sentencepiece as spm
 
 from .base import Tokenizer
 from .chars import is_cjk, is_punctuation
-from .config import CONFIG_NAME, SPECIAL_TOKENS, read_config, write_config
+from .config import CONFIG_NAME, SPECIAL_TOKENS, VOCAB_SIZE, read_config, write_config
 from .errors import InputError
 from .trainer import TrainingStats, check_options, train_model
 
 MODEL_NAME = "spm.model"
+VOCAB_NAME = "spm.vocab"
 WORD_BOUNDARY = "\u2581"  # "▁", SentencePiece's marker for a preceding space
 SPECIAL_IDS = {name: i for i, name in enumerate(SPECIAL_TOKENS)}  # pad=0 unk=1 cls=2 sep=3 mask=4
 SMALL_BATCH = 64  # fewer texts than this are encoded one by one
@@ -65,7 +66,7 @@ class SentencePieceTokenizer(Tokenizer):
 
     @classmethod
     def train(
-        cls, inputs, vocab_size: int = 8000, out_dir: str | Path | None = None, *, verbose: bool = True, **options
+        cls, inputs, vocab_size: int = VOCAB_SIZE, out_dir: str | Path | None = None, *, verbose: bool = True, **options
     ) -> SentencePieceTokenizer:
         """Train a SentencePiece tokenizer on `inputs` and save it to `out_dir` (if given); also `tokenizer.train`.
 
@@ -76,10 +77,15 @@ class SentencePieceTokenizer(Tokenizer):
         `character_coverage`, the share of character occurrences the vocabulary must cover (rarer characters become
         [UNK], or bytes with `byte_fallback`); `num_threads`, SentencePiece threads, all cores by default; `seed`;
         `force`, to replace a tokenizer already in `out_dir` (refused otherwise); `progress`, a tqdm bar while
-        reading (None: only for inputs of 4 MiB or more). With `verbose`, a one-line report (vocabulary size,
-        characters per token, time) goes to stderr.
+        reading (None: only for inputs of 4 MiB or more); `long_lines`, "split" (default) or "refuse" for a line
+        longer than `tokenizer.corpus.MAX_LINE_CHARS` characters. With `verbose`, what happens goes to stderr: a
+        note on long lines split, a line when training starts, and a one-line report at the end (vocabulary size,
+        characters per token, time).
         Bad input (missing/empty/non-UTF-8 files, a vocabulary size the text cannot support) raises `InputError`.
+        SentencePiece trains in a child process, so SIGINT or SIGTERM stops it at once (`tokenizer.trainer`).
         """
+        if verbose:
+            options.setdefault("log", lambda line: print(line, file=sys.stderr, flush=True))
         tokenizer, stats = cls.train_with_stats(inputs, vocab_size, out_dir, **options)
         if verbose:
             model_type = options.get("model_type", "unigram")
@@ -91,7 +97,7 @@ class SentencePieceTokenizer(Tokenizer):
     def train_with_stats(
         cls,
         inputs,
-        vocab_size: int = 8000,
+        vocab_size: int = VOCAB_SIZE,
         out_dir: str | Path | None = None,
         *,
         model_type: str = "unigram",
@@ -102,17 +108,20 @@ class SentencePieceTokenizer(Tokenizer):
         seed: int = 0,
         force: bool = False,
         progress: bool | None = None,
+        long_lines: str = "split",
+        log: Callable[[str], None] | None = None,
     ) -> tuple[SentencePieceTokenizer, TrainingStats]:
-        """Like `train`, and also return the `TrainingStats` of the run; also `tokenizer.train_with_stats`."""
+        """Like `train`, and also return the `TrainingStats` of the run; also `tokenizer.train_with_stats`.
+        `log`, if given, gets the lines `train` prints with `verbose` (all but the final report)."""
         start = time.perf_counter()
         vocab_size = int(vocab_size)
-        check_options(vocab_size, model_type, character_coverage, input_sentence_size)
+        check_options(vocab_size, model_type, character_coverage, input_sentence_size, long_lines)
         if out_dir is not None:
             check_out_dir(Path(out_dir), force)
         model, corpus = train_model(
             inputs, vocab_size, model_type=model_type, character_coverage=character_coverage,
             byte_fallback=byte_fallback, input_sentence_size=input_sentence_size, num_threads=num_threads, seed=seed,
-            progress=progress,
+            progress=progress, long_lines=long_lines, log=log,
         )
         tokenizer = cls(model, num_threads=num_threads)
         n_tokens = sum(map(len, tokenizer.encode_plain(corpus.sentences)))
@@ -216,18 +225,30 @@ class SentencePieceTokenizer(Tokenizer):
     # -- persistence ------------------------------------------------------------------------------------------
 
     def save(self, directory: str | Path) -> None:
-        """Write `spm.model`, a readable `spm.vocab` (piece and score per line) and `tokenizer_config.json`."""
+        """Write `spm.model`, a readable `spm.vocab` (piece and score per line) and `tokenizer_config.json`.
+
+        All or nothing: a save cut short (a signal, a full disk) removes the files it had written, and the
+        directory if it made it, so that no half-written tokenizer is left looking complete."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / MODEL_NAME).write_bytes(self._proto)
+        created = not directory.exists()
         vocab_lines = (f"{p}\t{self._sp.get_score(i):g}\n" for i, p in enumerate(self._pieces))
-        (directory / "spm.vocab").write_text("".join(vocab_lines), encoding="utf-8")
-        write_config(directory, {
+        config = {
             "kind": self.kind,
             "model_file": MODEL_NAME,
             "vocab_size": self.vocab_size,
             "special_tokens": {name: {"token": SPECIAL_TOKENS[name], "id": i} for name, i in SPECIAL_IDS.items()},
-        })
+        }
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / MODEL_NAME).write_bytes(self._proto)
+            (directory / VOCAB_NAME).write_text("".join(vocab_lines), encoding="utf-8")
+            write_config(directory, config)
+        except BaseException:
+            for name in (MODEL_NAME, VOCAB_NAME, CONFIG_NAME):
+                (directory / name).unlink(missing_ok=True)
+            if created and directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
+            raise
 
     @classmethod
     def load(cls, directory: str | Path, num_threads: int | None = None) -> SentencePieceTokenizer:

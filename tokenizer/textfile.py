@@ -1,9 +1,10 @@
 """Strict UTF-8 decoding whose error names the file, the line and the offending bytes; a quick look at whether a
-file is text at all."""
+file is text at all; whether an output directory can be made where a user points."""
 
 from __future__ import annotations
 
 import codecs
+import os
 from pathlib import Path
 
 from .errors import InputError
@@ -40,3 +41,18 @@ def check_looks_like_text(path: str | Path, sample_bytes: int = 1 << 20) -> None
         codecs.getincrementaldecoder("utf-8")().decode(data, final=len(data) < sample_bytes)
     except UnicodeDecodeError:
         decode_utf8(data[: data.rfind(b"\n") + 1] or data, path)  # raises, naming the line and the bytes
+
+
+def check_can_create(path: str | Path, option: str) -> None:
+    """InputError naming `option` unless `path` is a directory that can be written, or can be made as one: its
+    nearest existing ancestor must be a writable directory, not a file."""
+    path = existing = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path} is a file; give a directory")
+    while not existing.exists() and existing != existing.parent:  # the directory that a new one is made in
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{option} {path}: cannot be created, {existing} is a file; choose a writable directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: cannot write there ({existing} is read-only); choose a writable "
+                         "directory")

@@ -30,6 +30,7 @@ chosen setting and the whole validation grid, and the same tables on stdout.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 import warnings
@@ -40,12 +41,15 @@ from pathlib import Path
 import numpy as np
 
 from minibert.errors import InputError
+from minibert.rundir import OutDir, OutState, RunKind, check_usable, claim, inspect_out
 from train import metrics
 from train.cli import RUNS_DIR, TaskDraw, opt, parse_into, write_json
 from train.finetune_data import Columns, Example, TaskData, label_counts, load_task, subsample_train, warn
 from tokenizer.errors import command_main
 
 METRICS = ("macro_f1", "accuracy")
+BASELINE_RUN = RunKind("baseline", "baseline run")
+ENTRIES = ("results.json",)  # what a baseline run writes into its --out
 PAIR_SEPARATOR = " [SEP] "  # between a text and its pair; the char analyzer lowercases it to " [sep] "
 MAX_ITER = 2000  # lbfgs iterations; the largest C on 1-4-grams converges well within this on the built-in task
 MODEL = "TF-IDF character n-grams + logistic regression (scikit-learn, lbfgs)"
@@ -200,9 +204,13 @@ def run_one_seed(o: BaselineOptions, seed: int, task: TaskData, log=print) -> di
 
 
 def check_options(o: BaselineOptions) -> None:
+    """Every option's range, before any work is done; InputError names the option."""
     checks = [
         (all(n >= 1 for n in o.ngram_max), "--ngram-max values must be at least 1"),
+        (all(math.isfinite(c) for c in o.c_values), "--c-values must be finite numbers"),
         (all(c > 0 for c in o.c_values), "--c-values must be positive"),
+        # the solver's random_state: scikit-learn takes 0 to 2**32 - 1
+        (all(0 <= s < 2**32 for s in o.seeds), "--seeds must be between 0 and 2**32 - 1"),
         (len(set(o.seeds)) == len(o.seeds), "--seeds must be distinct"),
     ]
     for ok, message in checks:
@@ -219,10 +227,14 @@ def load_data(o: BaselineOptions) -> TaskData:
     return task
 
 
-def prepare_out(o: BaselineOptions) -> Path:
-    out = Path(o.out) if o.out else Path(o.runs_dir) / f"baseline-{datetime.now():%Y%m%d-%H%M%S}"
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out}: already exists and is not empty; choose another --out")
+def prepare_out(o: BaselineOptions) -> OutDir:
+    """--out, checked before any work (the grid takes minutes): a new or empty directory that can be written."""
+    out = inspect_out(Path(o.out) if o.out else Path(o.runs_dir) / f"baseline-{datetime.now():%Y%m%d-%H%M%S}",
+                      BASELINE_RUN)
+    if out.state is OutState.RUN:
+        raise InputError(f"--out {out.path} already holds a baseline run; choose another --out (nothing in it was "
+                         "changed)")
+    check_usable(out)  # a file, a directory holding anything else, or one that cannot be written: refused
     return out
 
 
@@ -255,6 +267,22 @@ def run(o: BaselineOptions) -> dict:
     task = load_data(o)
     for note in task.notes:
         warn(note)
+    # Claimed (created, locked) once the data is known good; released on any failure or signal, so that nothing of
+    # the run is left, nor the directory if it made it. results.json is written atomically, at the end.
+    run_dir = claim(out, BASELINE_RUN, ENTRIES)
+    try:
+        results = fit_and_report(o, task)
+        write_json(out.path / "results.json", results)
+    except BaseException:
+        run_dir.release()
+        raise
+    run_dir.close()
+    print(f"wrote {out.path}")
+    return results
+
+
+def fit_and_report(o: BaselineOptions, task: TaskData) -> dict:
+    """Every seed's grid and test score, printed as they come; returns what results.json holds."""
     print(f"{MODEL}; task: {task.source}; train {len(task.train)}, validation {len(task.validation)}, test "
           f"{len(task.test)}; labels {', '.join(task.label_names)}", flush=True)
     runs = {}
@@ -266,9 +294,6 @@ def run(o: BaselineOptions) -> dict:
     one = next(iter(runs.values()))  # the titles of a single seed's tables
     metrics.report_seeds(results, runs, f"validation (chosen: {describe(one['chosen'])})",
                          "test (scored once, chosen setting)")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "results.json", results)
-    print(f"wrote {out}")
     return results
 
 

@@ -60,7 +60,8 @@ class CausalLM:
         block length; generation can go no further). The same weights as BERT's encoder, give or take the
         segment table, pooler and MLM transform that GPT does not have. Dropouts from hidden_dropout_prob
         (embeddings and residual branches) and attention_probs_dropout_prob, 0.1 each by default. The special ids
-        are the tokenizer's. Other keys of `preset_fields` that are GPT2Config fields (attn_impl,
+        are the tokenizer's. Training takes the chunked loss (`chunked_loss`: the same loss within float rounding,
+        without the (B, T, V) logits). Other keys of `preset_fields` that are GPT2Config fields (attn_impl,
         initializer_range, n_positions excepted) are taken as they are; the rest (BERT's own) are ignored."""
         C, H = preset_fields["hidden_size"], preset_fields["num_attention_heads"]
         if C % H:
@@ -73,6 +74,7 @@ class CausalLM:
             "resid_pdrop": hidden_dropout, "embd_pdrop": hidden_dropout,
             "attn_pdrop": preset_fields.get("attention_probs_dropout_prob", 0.1),
             "bos_token_id": self.bos_token_id, "eos_token_id": self.eos_token_id, "pad_token_id": self.pad_token_id,
+            "chunked_loss": True,
         }
         passed = {k: v for k, v in preset_fields.items() if k in own and k not in fields}
         return GPT2Config(**{**fields, **passed})

@@ -25,18 +25,13 @@ from minibert import BertConfig, GPT2Config, T5Config
 from minibert.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_config, read_weights, remove_leftovers,
                                  save_pretrained, weights_step)
 from minibert.errors import InputError
-from train.cli import RunKind
+from minibert.rundir import RUN_MARKER, RunKind, recorded_entries
 
 
-def _looks_like_pretraining_run(path: Path) -> bool:
-    """A run written before the marker existed: it has checkpoints, or metrics with weights and their config."""
-    files = ("metrics.jsonl", WEIGHTS_NAME, CONFIG_NAME)
-    return bool(checkpoint_dirs(path)) or all((path / name).is_file() for name in files)
-
-
-PRETRAIN_RUN = RunKind("pretrain", "pretraining run",
-                       (CONFIG_NAME, WEIGHTS_NAME, "tokenizer", "checkpoints", "data", "metrics.jsonl", "loss.png",
-                        "args.json"), _looks_like_pretraining_run)
+# A pretraining run directory (`minibert.rundir`) and the top-level entries a run writes into it.
+PRETRAIN_RUN = RunKind("pretrain", "pretraining run")
+PRETRAIN_ENTRIES = (CONFIG_NAME, WEIGHTS_NAME, "tokenizer", "checkpoints", "data", "metrics.jsonl", "loss.png",
+                    "args.json")
 
 
 def checkpoint_dirs(out: Path) -> list[Path]:
@@ -127,8 +122,10 @@ def repair_top_level(out: Path, ckpt: Path, step: int) -> None:
 
 
 def remove_save_leftovers(out: Path) -> None:
-    """Delete what killed saves left: temporary files beside the run's files and half-written checkpoints."""
-    removed = [p for sub in ("", "checkpoints", "data", "tokenizer") for p in remove_leftovers(out / sub)]
+    """Delete what killed saves left: temporary files of the run's own files (those its marker records) and
+    half-written checkpoints."""
+    removed = remove_leftovers(out, [*recorded_entries(out), RUN_MARKER])
+    removed += [p for sub in ("checkpoints", "data", "tokenizer") for p in remove_leftovers(out / sub)]
     if removed:
         print(f"note: removed {len(removed)} temporary file(s) of an interrupted save: "
               f"{', '.join(str(p.relative_to(out)) for p in removed)}", file=sys.stderr, flush=True)

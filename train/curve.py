@@ -9,9 +9,12 @@ the pretrained model, the from-scratch control and the TF-IDF baseline, over sev
 Every cell (model, budget, seed) is its own process, `python -m train.finetune` or `python -m train.baseline` with
 `--out OUT/cells/CELL`: a cell that fails or is interrupted takes nothing else with it, and memory is returned after
 each. A cell is recorded in `OUT/curve.json` as soon as it finishes, so running the same command again (or
-`--resume`, which finds the latest RUNS_DIR/curve-*/) skips the cells already done and reruns an interrupted one from
-its start. A recorded cell whose command line would now differ is an error, so one curve never mixes recipes. A cell
-that fails stops the curve and shows the end of its log.
+`--resume`, which finds the latest RUNS_DIR/curve-*/) skips the cells already done, continues an interrupted
+fine-tuning cell from its last whole epoch (`train.finetune --resume`) and reruns any other from its start. A
+recorded cell whose command line would now differ is an error, so one curve never mixes recipes. A cell that fails
+stops the curve: the cells still running are stopped, the cells done are kept, and one line gives the cell's error.
+SIGINT (Ctrl-C) or SIGTERM stops the running cells the same way (each saves its last whole epoch), waits for them,
+and exits with 130 or 143; no cell outlives the curve. One curve at a time works in a directory (its lock).
 
 The same draws for every model: the cell (budget N, seed S) of every model runs with `--train-examples N
 --split-seed S --seeds S`, so seed S gives its own stratified draw of N training examples
@@ -35,7 +38,6 @@ on a log axis, one line per model, its spread as error bars), `cells/` (each cel
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import dataclasses
 import json
 import math
@@ -43,17 +45,20 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from minibert.errors import InputError
+from minibert.rundir import OutDir, OutState, RunKind, check_usable, claim, inspect_out
 from train import metrics
-from train.cli import RUNS_DIR, TaskFiles, build_parser, opt, write_json
+from train.cli import RUNS_DIR, TaskFiles, build_parser, opt, parse_into, write_json
+from train.signals import StopSignals
 from tokenizer.errors import command_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -197,11 +202,16 @@ def models_of(o: CurveOptions) -> list[Model]:
     if o.labels and len(o.labels) != len(inits):
         raise InputError(f"--labels: {len(o.labels)} name(s) for {len(inits)} --init run(s); give one per run")
     labels = o.labels or [Path(p).name for p in inits]
-    for label in labels:
+    # Without --labels the names are the runs' directory names: a message about them names those, not --labels.
+    named = "--labels" if o.labels else "the --init runs' directory names (the labels when --labels is not given)"
+    for label, init in zip(labels, inits):
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", label):
-            raise InputError(f"--labels {label!r}: use letters, digits, '.', '_' or '-' (it names directories)")
+            what = f"--labels {label!r}" if o.labels else f"--init {init}: its directory name {label!r}"
+            raise InputError(f"{what} cannot name a model: use letters, digits, '.', '_' or '-' (it names "
+                             f"directories){'' if o.labels else '; give --labels with a name for each --init'}")
     if len(set(labels)) != len(labels) or {SCRATCH, BASELINE} & set(labels):
-        raise InputError(f"--labels must be distinct and not {SCRATCH!r} or {BASELINE!r}: {', '.join(labels)}")
+        raise InputError(f"{named} must be distinct and not {SCRATCH!r} or {BASELINE!r}: {', '.join(labels)}"
+                         f"{'' if o.labels else '; give --labels with a distinct name for each --init'}")
     models = [Model(label, "pretrained", p) for label, p in zip(labels, inits)]
     if o.scratch:
         models.append(Model(SCRATCH, "scratch", inits[0]))
@@ -215,10 +225,19 @@ def plan(o: CurveOptions, models: list[Model], budgets: list[str], n_train: int)
     from train import baseline as bl
     from train import finetune as ft
 
-    ft_tokens, ft_given = split_args(o.finetune_args, ft.build_parser(), "--finetune-args")
+    ft_tokens, _ = split_args(o.finetune_args, ft.build_parser(), "--finetune-args")
     bl_tokens, _ = split_args(o.baseline_args, build_parser(bl.BaselineOptions, "", "python -m train.baseline"),
                               "--baseline-args")
-    batch_size = ft.parse_options(ft_tokens).batch_size if "batch_size" in ft_given else ft.Options().batch_size
+    # The cells' own range checks, here, before any cell runs (a cell that fails stops the curve).
+    ft_options = ft.parse_options(ft_tokens)
+    bl_options = parse_into(bl.BaselineOptions, bl_tokens, "", "python -m train.baseline")
+    for what, check, options in (("--finetune-args", ft.check_options, ft_options),
+                                 ("--baseline-args", bl.check_options, bl_options)):
+        try:
+            check(options)
+        except InputError as err:
+            raise InputError(f"{what}: {err}") from None
+    batch_size = ft_options.batch_size
     if o.epochs and len(o.epochs) not in (1, len(o.budgets)):
         raise InputError(f"--epochs: give one number, or one per budget ({len(o.budgets)})")
     if any(e < 1 for e in o.epochs):
@@ -248,14 +267,56 @@ def plan(o: CurveOptions, models: list[Model], budgets: list[str], n_train: int)
 # -- the record ---------------------------------------------------------------------------------------------
 
 
+CURVE_RUN = RunKind("curve", "learning curve")
+CURVE_ENTRIES = ("curve.json", "curve.md", "curve.png", "cells", "logs")  # what a curve writes into its --out
+
+# What the table and the picture read from each recorded cell, and its type (a bool is not a number here).
+CELL_FIELDS = {"model": str, "kind": str, "budget": str, "seed": int, "train_examples": int,
+               "epochs": (int, type(None)), "accuracy": (int, float), "macro_f1": (int, float),
+               "seconds": (int, float), "module": str, "args": list}
+KINDS = ("pretrained", SCRATCH, BASELINE)
+
+
 def load_record(out: Path) -> dict:
+    """OUT/curve.json ({"cells": {}} when there is none yet); InputError naming what is wrong with a malformed one."""
     path = out / "curve.json"
     if not path.is_file():
         return {"cells": {}}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: not valid JSON ({err.msg}); move it away to start the curve afresh") from None
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        detail = err.msg if isinstance(err, json.JSONDecodeError) else err
+        raise InputError(f"{path}: not valid JSON ({detail}); move it away to start the curve afresh") from None
+    check_record(record, path)
+    return record
+
+
+def check_record(record, path: Path) -> None:
+    """InputError, naming the cell and field, for a curve.json that train.curve did not write as it is."""
+    def bad(what: str) -> InputError:
+        return InputError(f"{path}: {what}, so it is not a curve record as train.curve writes it; restore it, or "
+                          "move it away to start the curve afresh")
+
+    if not isinstance(record, dict) or not isinstance(record.get("cells"), dict):
+        raise bad('no "cells" object')
+    for name, cell in record["cells"].items():
+        if not isinstance(cell, dict):
+            raise bad(f"cell {name!r} is not an object")
+        for key, types in CELL_FIELDS.items():
+            value = cell.get(key)
+            if not isinstance(value, types) or isinstance(value, bool):
+                raise bad(f"cell {name!r} has no valid {key!r}")
+        if not re.fullmatch(r"all|[0-9]+", cell["budget"]):
+            raise bad(f"cell {name!r} has no valid 'budget'")
+    def is_model(m) -> bool:
+        return (isinstance(m, dict) and isinstance(m.get("label"), str) and m.get("kind") in KINDS
+                and "init" in m and isinstance(m["init"], (str, type(None))))
+
+    models = record.get("models", [])
+    if not isinstance(models, list) or not all(map(is_model, models)):
+        raise bad('"models" is not a list of models (label, kind, init)')
+    if not isinstance(record.get("seeds", []), list):
+        raise bad('"seeds" is not a list')
 
 
 def cell_record(cell: Cell, results: dict, seconds: float, directory: str) -> dict:
@@ -292,6 +353,10 @@ def check_consistent(cells: list[Cell], done: dict) -> None:
 # -- running ------------------------------------------------------------------------------------------------
 
 
+POLL_SECONDS = 0.2  # how often the curve looks at its running cells
+STOP_GRACE_SECONDS = 30  # after a second signal: how long a cell asked twice to stop may take before it is killed
+
+
 def cell_env(jobs: int = 1) -> dict:
     env = dict(os.environ)
     if jobs > 1 and "OMP_NUM_THREADS" not in env:  # the cores shared out, not each cell using all of them
@@ -306,33 +371,117 @@ class CellFailed(Exception):
         self.code = code
 
 
-def run_cell(cell: Cell, out: Path, jobs: int = 1, running: set | None = None) -> tuple[dict, float]:
-    """Run one cell as its own process, its output in OUT/logs/CELL.log; returns its results.json and seconds.
-    The process is in `running` while it runs, so that an interrupted curve can stop it."""
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped the curve (its running cells stopped first); `str()` is the line to print."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+@dataclass
+class Attempt:
+    """A cell's process while it runs."""
+
+    cell: Cell
+    process: subprocess.Popen
+    directory: Path  # its --out, OUT/cells/CELL
+    log: Path
+    started: float
+    resumed: bool
+
+
+def resumable(directory: Path) -> bool:
+    """Whether a cell's directory holds a fine-tuning run that saved some of its work (`train.finetune --resume`
+    continues it). InputError when a live process still works in it."""
+    from train import finetune as ft
+
+    found = inspect_out(directory, ft.FINETUNE_RUN, option="the cell directory")
+    return found.state is OutState.RUN and ft.saved_anything(directory)
+
+
+def start_cell(cell: Cell, out: Path, jobs: int) -> Attempt:
+    """Start one cell as its own process, its output in OUT/logs/CELL.log. An interrupted fine-tuning cell
+    continues (--resume); whatever else an earlier attempt left is removed and the cell starts from nothing. The
+    cell stays in the curve's process group, so that whatever the terminal sends the group (Ctrl-C, a hangup)
+    reaches it too, and it is never left running on its own."""
     directory = out / "cells" / cell.name
-    if directory.exists():
-        shutil.rmtree(directory)  # an interrupted attempt: start the cell again from nothing
+    resume = cell.module == "train.finetune" and resumable(directory)
+    if directory.exists() and not resume:
+        shutil.rmtree(directory)
     log_path = out / "logs" / f"{cell.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", cell.module, "--out", str(directory), *cell.args]
-    started = time.time()
-    with open(log_path, "w", encoding="utf-8") as log:
+    command = [sys.executable, "-m", cell.module, "--out", str(directory), *cell.args, *(["--resume"] * resume)]
+    with open(log_path, "a" if resume else "w", encoding="utf-8") as log:
         log.write("$ " + shlex.join(command) + "\n")
         log.flush()
-        child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=cell_env(jobs))
-        if running is not None:
-            running.add(child)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=cell_env(jobs))
+    return Attempt(cell, process, directory, log_path, time.time(), resume)
+
+
+def finish(attempt: Attempt) -> tuple[dict, float]:
+    """A cell's results.json and seconds, once its process has ended; CellFailed with the cell's error, in one
+    line, when it failed."""
+    code = attempt.process.returncode
+    results_path = attempt.directory / "results.json"
+    if code == 0:
         try:
-            code = child.wait()
-        finally:
-            if running is not None:
-                running.discard(child)
-    seconds = time.time() - started
-    if code != 0:
-        tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-5:]
-        raise CellFailed(f"cell {cell.name} failed (exit {code}); its log, {log_path}, ends:\n  " + "\n  ".join(tail),
-                         2 if code == 2 else 1)
-    return json.loads((directory / "results.json").read_text(encoding="utf-8")), seconds
+            return json.loads(results_path.read_text(encoding="utf-8")), time.time() - attempt.started
+        except (OSError, ValueError) as err:
+            raise CellFailed(f"cell {attempt.cell.name} ended without a readable {results_path} ({err}); its log: "
+                             f"{attempt.log}", 1) from None
+    lines = [ln for ln in attempt.log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    last = lines[-1].strip() if lines else "(its log is empty)"
+    raise CellFailed(f"cell {attempt.cell.name} failed (exit {code}): {last.removeprefix('error: ')} (its log: "
+                     f"{attempt.log})", 2 if code == 2 else 1)
+
+
+def stop_cells(running: list[Attempt], grace: float | None = None) -> None:
+    """Ask every running cell to stop, and wait until each has: SIGTERM, which a fine-tuning cell answers by
+    stopping between two steps with its last whole epoch saved (SIGTERM whatever signal the curve got: a cell
+    started in the background may ignore SIGINT). A cell that had the signal already (a Ctrl-C reaches the whole
+    process group) takes this one as its second and stops at once; what it saved stays. After `grace` seconds,
+    one that has not ended is killed."""
+    for attempt in running:
+        if attempt.process.poll() is None:
+            attempt.process.send_signal(signal.SIGTERM)
+    for attempt in running:
+        try:
+            attempt.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            attempt.process.kill()
+            attempt.process.wait()
+
+
+def run_cells(batch: list[Cell], out: Path, jobs: int, started: Callable[[Attempt], None],
+              done: Callable[[Attempt, dict, float], None]) -> tuple[int, list[Attempt]] | None:
+    """Run the cells of `batch`, up to `jobs` at once, each its own process; `started` and `done` are called as
+    each starts and finishes. Returns None when every cell ran, or (signal, the cells it stopped) after SIGINT or
+    SIGTERM. A cell that fails raises CellFailed. However it ends, no cell's process is left running."""
+    waiting, running = list(batch), []
+    with StopSignals() as stop:
+        try:
+            while waiting or running:
+                while waiting and len(running) < jobs and stop.signum is None:
+                    running.append(start_cell(waiting.pop(0), out, jobs))
+                    started(running[-1])
+                if stop.signum is not None:
+                    stop_cells(running)
+                    for attempt in [a for a in running if a.process.returncode == 0]:  # done before it stopped
+                        running.remove(attempt)
+                        done(attempt, *finish(attempt))
+                    return stop.signum, running
+                time.sleep(POLL_SECONDS)
+                for attempt in [a for a in running if a.process.poll() is not None]:
+                    running.remove(attempt)
+                    done(attempt, *finish(attempt))
+        except CellFailed:  # the cells still running stop cleanly, their saved epochs kept
+            stop_cells(running)
+            raise
+        except BaseException:  # a second signal, or a fault of the curve's own: stop them, and soon
+            stop_cells(running, STOP_GRACE_SECONDS)
+            raise
+    return None
 
 
 def default_out(o: CurveOptions) -> Path:
@@ -346,36 +495,61 @@ def default_out(o: CurveOptions) -> Path:
     return Path(o.runs_dir) / f"curve-{datetime.now():%Y%m%d}"
 
 
+def plan_out(out: Path) -> OutDir:
+    """Whether --out may hold this curve: a new or empty directory, or a curve to resume that no process is
+    running in; it must be writable. Decided without writing anything."""
+    found = inspect_out(out, CURVE_RUN)
+    if found.state is OutState.FOREIGN:
+        raise InputError(f"--out {out} {found.why}, so it is not a curve to resume; choose a new --out (nothing in "
+                         "it was changed)")
+    check_usable(found)
+    return found
+
+
+def plot_only(out: Path) -> dict:
+    """--plot-only: curve.md and curve.png again from the curve.json in `out`."""
+    found = inspect_out(out, CURVE_RUN)
+    if found.state is not OutState.RUN:
+        raise InputError(f"--plot-only: {out} {found.why or found.state.value}; there is no curve to plot")
+    record = load_record(out)
+    if not record["cells"]:
+        raise InputError(f"{out}: no curve.json with cells to plot")
+    with claim(found, CURVE_RUN, ("curve.md", "curve.png"), clear=False):
+        write_outputs(out, record)
+    return record
+
+
+def check_curve_options(o: CurveOptions) -> None:
+    checks = [
+        (o.max_cells is None or o.max_cells >= 1, "--max-cells must be at least 1"),
+        (o.jobs >= 1, f"--jobs {o.jobs}: must be at least 1"),
+        (bool(o.seeds) and len(set(o.seeds)) == len(o.seeds), "--seeds must be distinct"),
+        (all(0 <= s < 2**32 for s in o.seeds), f"--seeds {' '.join(map(str, o.seeds))}: each must be between 0 and "
+         "2**32 - 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise InputError(message)
+
+
 def run(o: CurveOptions) -> dict:
-    """Everything `main` does; returns what it writes to curve.json."""
+    """Everything `main` does; returns what it writes to curve.json. Raises CellFailed when a cell fails and
+    Interrupted on SIGINT or SIGTERM, the cells done recorded in either case."""
     from train.finetune_data import Columns, load_task
 
     out = default_out(o)
     if o.plot_only:
-        record = load_record(out)
-        if not record["cells"]:
-            raise InputError(f"{out}: no curve.json with cells to plot")
-        write_outputs(out, record)
-        return record
-    if o.max_cells is not None and o.max_cells < 1:
-        raise InputError("--max-cells must be at least 1")
-    if o.jobs < 1:
-        raise InputError(f"--jobs {o.jobs}: must be at least 1")
-    if not o.seeds or len(set(o.seeds)) != len(o.seeds):
-        raise InputError("--seeds must be distinct")
-    # 1. The task, read once here to check the budgets (every cell reads it again, the same way).
+        return plot_only(out)
+    check_curve_options(o)
+    # 1. The directory, checked before any work: new, empty, or a curve no other process is running in.
+    found = plan_out(out)
+    # 2. The task, read once here to check the budgets (every cell reads it again, the same way).
     task = load_task(o.train, o.validation, o.test, Columns(o.text_column, o.text_pair_column, o.label_column))
     budgets = check_budgets(o.budgets, len(task.train), len(task.label_names))
-    # 2. The plan: every (model, budget, seed), and what is already done.
+    # 3. The plan: every (model, budget, seed), and what is already done.
     models = models_of(o)
     cells = plan(o, models, budgets, len(task.train))
-    if out.is_dir() and any(out.iterdir()) and not (out / "curve.json").is_file():
-        raise InputError(f"{out}: not empty and holds no curve.json, so it is not a curve to resume; choose a new "
-                         "--out (nothing in it was changed)")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; choose a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    record = load_record(out)
+    record = load_record(out) if found.state is OutState.RUN else {"cells": {}}
     check_consistent(cells, record["cells"])
     source = task.source
     if o.train and not o.validation:
@@ -383,61 +557,52 @@ def run(o: CurveOptions) -> dict:
     record.update(task=source, models=[dataclasses.asdict(m) for m in models], budgets=budgets, seeds=o.seeds)
     record.setdefault("created", datetime.now().isoformat(timespec="seconds"))
     todo = [c for c in cells if c.name not in record["cells"]]
-    print(f"curve in {out}: {len(cells)} cells ({len(models)} models x {len(budgets)} budgets x {len(o.seeds)} "
-          f"seeds), {len(cells) - len(todo)} done before, {len(todo)} to run; task: {source}", flush=True)
-    # 3. Each cell as its own process (up to --jobs at once), recorded as soon as it finishes.
-    heads = {c.name: f"[{i}/{len(cells)}] {c.model.label} budget={c.budget} seed={c.seed}"
-             for i, c in enumerate(cells, 1)}
-    for cell in cells:
-        if cell.name in record["cells"]:
-            print(f"{heads[cell.name]}: done before ({100 * record['cells'][cell.name]['accuracy']:.1f}%), skipped",
-                  flush=True)
-    batch = todo if o.max_cells is None else todo[:o.max_cells]
+    # 4. The directory is this curve's from here to the end (its lock): a second curve there is refused.
+    with claim(found, CURVE_RUN, CURVE_ENTRIES, clear=False):
+        print(f"curve in {out}: {len(cells)} cells ({len(models)} models x {len(budgets)} budgets x {len(o.seeds)} "
+              f"seeds), {len(cells) - len(todo)} done before, {len(todo)} to run; task: {source}", flush=True)
+        heads = {c.name: f"[{i}/{len(cells)}] {c.model.label} budget={c.budget} seed={c.seed}"
+                 for i, c in enumerate(cells, 1)}
+        for cell in cells:
+            if cell.name in record["cells"]:
+                print(f"{heads[cell.name]}: done before ({100 * record['cells'][cell.name]['accuracy']:.1f}%), "
+                      "skipped", flush=True)
+        batch = todo if o.max_cells is None else todo[:o.max_cells]
 
-    lock = threading.Lock()  # one cell at a time writes the record and prints its line
-    running: set[subprocess.Popen] = set()  # the cells' processes now running
-    stopping = threading.Event()  # set on an interruption: a worker that has not started its cell skips it
+        def started(attempt: Attempt) -> None:  # one line per cell alone; with --jobs, a line as each starts
+            resumed = " (resumed)" if attempt.resumed else ""
+            print(f"{heads[attempt.cell.name]} ...{resumed}", end=" " if o.jobs == 1 else "\n", flush=True)
 
-    def start(cell: Cell) -> None:
-        if stopping.is_set():
-            return
-        print(f"{heads[cell.name]} ...", end=" " if o.jobs == 1 else "\n", flush=True)  # one line per cell alone
-        results, seconds = run_cell(cell, out, o.jobs, running)
-        with lock:
+        def done(attempt: Attempt, results: dict, seconds: float) -> None:
+            cell = attempt.cell
             record["cells"][cell.name] = cell_record(cell, results, seconds, f"cells/{cell.name}")
             record["updated"] = datetime.now().isoformat(timespec="seconds")
             write_json(out / "curve.json", record)
-            done = f"{100 * results['test']['accuracy']:.1f}% in {seconds:.0f} s"
-            print(done if o.jobs == 1 else f"{heads[cell.name]}: {done}", flush=True)
+            line = f"{100 * results['test']['accuracy']:.1f}% in {seconds:.0f} s"
+            print(line if o.jobs == 1 else f"{heads[cell.name]}: {line}", flush=True)
 
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=o.jobs)
-    try:
-        failure = None
-        for future in concurrent.futures.as_completed([pool.submit(start, cell) for cell in batch]):
-            if future.cancelled():
-                continue
-            try:
-                future.result()
-            except CellFailed as err:  # start nothing more; the cells already running finish and are recorded
-                failure = failure or err
-                pool.shutdown(wait=False, cancel_futures=True)
-        if failure:
-            raise failure
+        # 5. Each cell as its own process (up to --jobs at once), recorded as soon as it finishes.
+        try:
+            stopped = run_cells(batch, out, o.jobs, started, done)
+        except BaseException:
+            if o.jobs == 1:
+                print(flush=True)  # end the line of the cell that was running, before the error's
+            raise
+        finally:
+            # 6. The table and the picture, from whatever is done (also after a failure or an interruption).
+            write_json(out / "curve.json", record)
+            if record["cells"]:
+                write_outputs(out, record)
+        if stopped is not None:
+            signum, cut = stopped
+            if o.jobs == 1 and cut:
+                print(flush=True)
+            what = f"stopped {', '.join(a.cell.name for a in cut)}" if cut else "no cell was running"
+            raise Interrupted(f"interrupted by {signal.Signals(signum).name}: {what}; {len(record['cells'])} of "
+                              f"{len(cells)} cells are done, in {out / 'curve.json'}; rerun the same command to "
+                              "continue (a stopped fine-tuning cell resumes from its last whole epoch)", signum)
         if len(batch) < len(todo):
             print(f"stopping after {len(batch)} cell(s) (--max-cells); rerun the same command to continue", flush=True)
-    except BaseException:  # interrupted (Ctrl-C) or failed: stop the cells still running, start no new one
-        stopping.set()
-        pool.shutdown(wait=False, cancel_futures=True)
-        for child in list(running):
-            child.terminate()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        # 4. The table and the picture, from whatever is done (also after a failure or an interruption).
-        with lock:
-            write_json(out / "curve.json", record)
-        if record["cells"]:
-            write_outputs(out, record)
     return record
 
 
@@ -568,11 +733,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(options)
     except CellFailed as err:
-        print(f"\nerror: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
         return err.code
-    except KeyboardInterrupt:
-        print("\ninterrupted; the cells done are saved: rerun the same command to continue", file=sys.stderr)
-        return 130
+    except Interrupted as stop:
+        print(stop, file=sys.stderr)
+        return 128 + stop.signum
     return 0
 
 

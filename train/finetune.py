@@ -9,21 +9,29 @@ fine-tunes the same way, on the same split, with the same metrics: GPT-2's body 
 
 Honest means: the model is selected on the validation split (best epoch by validation score) and the test split
 is scored once, at the end, for that model only. Classification has K outputs and a cross-entropy loss (the
-design document's example trains a one-output regression head, on the test set). `--from-scratch` gives the same
+example of 《预训练与微调的详细方法》, section 5.2.3, trains a one-output `nn.Linear(768, 1)` regression head, on the
+test set). `--from-scratch` gives the same
 architecture, tokenizer and budget without pretraining, so the difference between the two runs is what
 pretraining buys.
 
 Outputs in --out: the best model (`train.fusion` describes the files), `results.json` with every metric, and a
 table on stdout. With several --seeds, each seed's run is in `OUT/seed-S/` and `OUT/results.json` adds the mean and
-standard deviation over seeds.
+standard deviation over seeds. `args.json` keeps the options the run was started with.
+
+Stopping and resuming: SIGINT (Ctrl-C) or SIGTERM stops the run between two training steps with one line and exit
+status 130 or 143. Every epoch's end is saved (`train.finetune_state`), so `--resume` keeps the seeds that finished
+and continues the interrupted one from its last whole epoch, with the same figures as a run never stopped. A run
+stopped before its first epoch ended leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import random
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -37,19 +45,26 @@ from minibert import BertModel, GPT2LMHeadModel, T5ForConditionalGeneration
 from minibert.checkpoint import family
 from minibert.config import UNPAD_ATTENTION
 from minibert.errors import InputError
-from train import families, metrics, optim
-from train.cli import (RUNS_DIR, OutDir, OutState, RunKind, TaskDraw, check_usable, claim, inspect_out, opt, release,
-                       write_json)
+from minibert.rundir import OutDir, OutState, RunKind, check_usable, claim, inspect_out, recorded_entries
+from train import families, finetune_state, metrics, optim
+from train.cli import RUNS_DIR, TaskDraw, opt, parse_given, write_json
 from train.cli import build_parser as build_options_parser
 from train.batches import EncodedSet, collate, encode_examples, length_bucketed_batches, load_tokenizer
 from train.finetune_data import Columns, TaskData, label_counts, load_task, subsample_train, warn
-from train.fusion import FINETUNE_NAME, HEAD_NAME, LABELS_NAME, POOLINGS, SequenceClassifier, save_classifier
+from train.finetune_state import MODEL_ENTRIES
+from train.fusion import POOLINGS, SequenceClassifier, save_classifier
 from train.device import autocast, resolve_device
 from train.predict import predict_logits
+from train.resume import given_by_value, options_on_resume
+from train.signals import StopSignals
 from tokenizer.errors import command_main
 
 STRATEGIES = ("full", "linear-probe", "freeze-bottom-k", "layer-fusion")
 METRICS = ("macro_f1", "accuracy")
+
+
+# Tokens per example for a model without a position table (T5's relative positions), when --max-length is not given.
+UNBOUNDED_MAX_LENGTH = 256
 
 
 @dataclass
@@ -67,10 +82,16 @@ class Options(TaskDraw):
                         metavar="DIR")
     out: str | None = opt(None, "output directory: new or empty (or, with --force, an earlier fine-tuning run). "
                           "Default: RUNS_DIR/finetune-YYYYmmdd-HHMMSS", metavar="DIR")
-    force: bool = opt(False, "replace the fine-tuning run in --out: remove the files a fine-tuning run writes, and "
-                      "nothing else, first")
-    max_length: int = opt(256, "tokens per example, [CLS] and [SEP] included; longer texts are truncated "
-                          "(capped at the model's max_position_embeddings)")
+    force: bool = opt(False, "replace the fine-tuning run in --out: remove the entries that run recorded as its "
+                      "own (in its .minibert-run marker), and nothing else, first")
+    resume: bool = opt(False, "continue the stopped fine-tuning run in --out with its own options: the seeds that "
+                       "finished are kept, the interrupted one continues from its last whole epoch, with the same "
+                       "figures as a run never stopped. Options given again must match the run's, except --device "
+                       "and --eval-batch-size")
+    max_length: int | None = opt(None, "tokens per example, [CLS] and [SEP] included; longer texts are truncated. "
+                                 "Default: as many as the model has positions (max_position_embeddings; "
+                                 f"{UNBOUNDED_MAX_LENGTH} for T5's relative positions); a larger value is capped "
+                                 "there")
     # -- what trains
     strategy: str = opt("full", "full: every weight trains. linear-probe: embeddings and all encoder blocks "
                         "frozen, only the head trains (pooler with --pooling pooler, and the classifier). "
@@ -149,11 +170,12 @@ def check_options(o: Options) -> None:
         (0 <= o.token_dropout < 1, "--token-dropout must be in [0, 1)"),
         (o.patience >= 0, "--patience must be >= 0"),
         (math.isfinite(o.max_grad_norm) and o.max_grad_norm >= 0, "--max-grad-norm must be >= 0"),
-        (o.max_length >= 3, "--max-length must be at least 3 ([CLS], a token, [SEP])"),
+        (o.max_length is None or o.max_length >= 3, "--max-length must be at least 3 ([CLS], a token, [SEP])"),
         (len(set(o.seeds)) == len(o.seeds), "--seeds must be distinct"),
         (all(0 <= s < 2**32 for s in o.seeds) and 0 <= o.split_seed < 2**32,
          "--seeds and --split-seed must be between 0 and 2**32 - 1"),
         (o.train_examples is None or o.train_examples >= 1, "--train-examples must be at least 1"),
+        (not (o.resume and o.force), "--resume and --force contradict each other: choose one"),
     ]
     for ok, message in checks:
         if not ok:
@@ -298,8 +320,10 @@ def make_optimizer(classifier: SequenceClassifier, o: Options, total_steps: int)
 
 
 def train_epoch(classifier: SequenceClassifier, data: EncodedSet, optimizer, schedule, o: Options,
-                rng: random.Random, pad_id: int, special_ids=frozenset(), desc: str = "train") -> float:
-    """One pass over `data` in length-bucketed batches; returns the mean training loss."""
+                rng: random.Random, pad_id: int, special_ids=frozenset(), desc: str = "train",
+                stop: StopSignals | None = None) -> float | None:
+    """One pass over `data` in length-bucketed batches; returns the mean training loss, or None when `stop` got a
+    signal: the pass then ends between two steps, before the epoch is over."""
     classifier.train()
     device = next(classifier.parameters()).device
     trainable = [p for p in classifier.parameters() if p.requires_grad]
@@ -308,6 +332,9 @@ def train_epoch(classifier: SequenceClassifier, data: EncodedSet, optimizer, sch
     # A progress bar with the running loss; disable=None turns it off when stderr is not a terminal (log files).
     bar = tqdm(batches, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0, disable=None)
     for indices in bar:
+        if stop is not None and stop.signum is not None:
+            bar.close()
+            return None
         batch = collate(data, indices, pad_id, o.token_dropout, special_ids, rng)  # (B, T) tensors, T = longest
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device):
@@ -336,7 +363,23 @@ class Encoded:
     test: EncodedSet
 
 
-def train_one_seed(o: Options, seed: int, pre: Pretrained, task: TaskData, data: Encoded, out: Path) -> dict:
+class Paused(Exception):
+    """A signal stopped the run between two steps of `seed`'s epoch `epoch` (its earlier epochs are saved)."""
+
+    def __init__(self, signum: int, seed: int, epoch: int):
+        super().__init__(f"stopped during seed {seed}, epoch {epoch}")
+        self.signum, self.seed, self.epoch = signum, seed, epoch
+
+
+# What a seed's results.json holds besides the run's header (`run_header`).
+SEED_RESULT_KEYS = ("seed", "parameters", "epochs", "best_epoch", "stopped_early", "validation", "test",
+                    "train_seconds")
+
+
+def train_one_seed(o: Options, seed: int, pre: Pretrained, task: TaskData, data: Encoded, out: Path,
+                   stop: StopSignals | None = None) -> dict:
+    """Fine-tune one seed into `out`, continuing from its saved state if it has one; returns its results. A signal
+    (`stop`) raises Paused between two steps; every whole epoch is saved by then."""
     tok = pre.tokenizer
     pad_id, special = tok.pad_token_id, tok.special_ids
     # 1. Seed everything that is random: head initialisation, dropout, batch order, token dropout.
@@ -351,51 +394,78 @@ def train_one_seed(o: Options, seed: int, pre: Pretrained, task: TaskData, data:
     # 3. Optimiser and schedule: AdamW, linear warmup then linear decay, per step.
     steps_per_epoch = -(-len(data.train) // o.batch_size)
     optimizer, schedule = make_optimizer(classifier, o, total_steps=steps_per_epoch * o.epochs)
-
-    history, best, best_state, best_epoch, stale = [], None, None, 0, 0
-    started = time.time()
-    for epoch in range(1, o.epochs + 1):
-        # 4. One epoch over length-bucketed batches.
+    # 4. A seed that was stopped continues after its last whole epoch (weights, optimiser, schedule, random states,
+    #    best so far), exactly where an uninterrupted run would be.
+    finetune_state.remove_unfinished_model(out)
+    p = finetune_state.restore_state(out, classifier, optimizer, schedule, rng)  # the loop's record: epochs, best
+    if p.epoch:
+        print(f"seed {seed}: resuming after epoch {p.epoch}/{o.epochs} (saved in {out / finetune_state.CHECKPOINT})",
+              flush=True)
+    started = time.time() - p.train_seconds
+    while p.epoch < o.epochs and not p.stopped_early:
+        epoch = p.epoch + 1
+        # 5. One epoch over length-bucketed batches; a signal ends it between two steps (it is done again on
+        #    --resume, from the state saved after the previous epoch).
         epoch_start = time.time()
+        if stop is not None and stop.signum is not None:  # it came during the previous epoch's validation or save
+            raise Paused(stop.signum, seed, epoch)
         train_loss = train_epoch(classifier, data.train, optimizer, schedule, o, rng, pad_id, special,
-                                 desc=f"epoch {epoch}/{o.epochs}")
-        # 5. Validation every epoch; keep the best state in memory.
+                                 f"epoch {epoch}/{o.epochs}", stop)
+        if train_loss is None:
+            raise Paused(stop.signum, seed, epoch)
+        # 6. Validation every epoch; keep the best state in memory.
         val = evaluate(classifier, data.validation, o.eval_batch_size, pad_id, task.label_names)
-        improved = best is None or val[o.metric] > best[o.metric]
+        improved = p.best is None or val[o.metric] > p.best[o.metric]
         if improved:
-            best, best_epoch, stale = val, epoch, 0
-            best_state = {k: v.detach().clone() for k, v in classifier.state_dict().items()}
+            p.best, p.best_epoch, p.stale = val, epoch, 0
+            p.best_state = {k: v.detach().clone() for k, v in classifier.state_dict().items()}
         else:
-            stale += 1
+            p.stale += 1
         seconds = time.time() - epoch_start
-        history.append({"epoch": epoch, "train_loss": train_loss, "validation": _headline(val),
-                        "seconds": round(seconds, 1)})
+        p.epoch = epoch
+        p.history.append({"epoch": epoch, "train_loss": train_loss, "validation": _headline(val),
+                          "seconds": round(seconds, 1)})
+        # 7. Early stopping.
+        p.stopped_early = bool(o.patience and p.stale >= o.patience)
+        # 8. Save the epoch's end, then report it: a line printed is an epoch saved.
+        p.train_seconds = time.time() - started
+        finetune_state.save_state(out, classifier, optimizer, schedule, rng, p)
         print(f"epoch {epoch}/{o.epochs}  train loss {train_loss:.4f}  validation loss {val['loss']:.4f}  "
               f"accuracy {val['accuracy']:.4f}  macro-F1 {val['macro_f1']:.4f}  {seconds:.0f}s"
               f"{'  *best' if improved else ''}", flush=True)
-        # 6. Early stopping.
-        if o.patience and stale >= o.patience:
-            print(f"early stop: no better validation {o.metric} for {stale} epoch(s)", flush=True)
-            break
-    # 7. The best epoch's model, scored once on the test split.
-    classifier.load_state_dict(best_state)
+        if p.stopped_early:
+            print(f"early stop: no better validation {o.metric} for {p.stale} epoch(s)", flush=True)
+    # 9. The best epoch's model, scored once on the test split.
+    classifier.load_state_dict(p.best_state)
     test = evaluate(classifier, data.test, o.eval_batch_size, pad_id, task.label_names)
-    # 8. Save the model, its head, tokenizer and labels.
+    # 10. Save the model, its head, tokenizer and labels, then results.json (which marks the seed finished), then
+    #     drop the saved state. A save cut short leaves no model that looks finished.
     meta = {"strategy": o.strategy, "freeze_layers": o.freeze_layers, "max_length": data_max_length(o, pre),
             "text_pair": task.has_pairs, "init": str(pre.path), "from_scratch": o.from_scratch, "seed": seed}
-    save_classifier(classifier, out, tok, meta)
     result = {
         "seed": seed,
         "parameters": params,
-        "epochs": history,
-        "best_epoch": best_epoch,
-        "stopped_early": len(history) < o.epochs,
-        "validation": best,
+        "epochs": p.history,
+        "best_epoch": p.best_epoch,
+        "stopped_early": p.stopped_early,
+        "validation": p.best,
         "test": test,
         "train_seconds": round(time.time() - started, 1),
     }
-    write_json(out / "results.json", {**run_header(o, pre, task, data), **result})
+    try:
+        save_classifier(classifier, out, tok, meta)
+        write_json(out / finetune_state.RESULTS_NAME, {**run_header(o, pre, task, data), **result})
+    except BaseException:
+        finetune_state.remove_unfinished_model(out)
+        raise
+    finetune_state.remove_state(out)
     return result
+
+
+def finished_seed(out: Path) -> dict:
+    """The results of a seed that finished in an earlier attempt, from its results.json."""
+    saved = json.loads((out / finetune_state.RESULTS_NAME).read_text(encoding="utf-8"))
+    return {k: saved[k] for k in SEED_RESULT_KEYS}
 
 
 def _headline(report: dict) -> dict:
@@ -403,9 +473,11 @@ def _headline(report: dict) -> dict:
 
 
 def data_max_length(o: Options, pre: Pretrained) -> int:
-    """--max-length, capped at the positions the model has (none for T5's relative positions)."""
+    """--max-length, capped at the positions the model has; by default all of them (UNBOUNDED_MAX_LENGTH for T5's
+    relative positions, which have no limit)."""
     limit = families.max_positions(pre.encoder.config)
-    return o.max_length if limit is None else min(o.max_length, limit)
+    wanted = o.max_length or limit or UNBOUNDED_MAX_LENGTH
+    return wanted if limit is None else min(wanted, limit)
 
 
 def run_header(o: Options, pre: Pretrained, task: TaskData, data: Encoded) -> dict:
@@ -430,32 +502,102 @@ def run_header(o: Options, pre: Pretrained, task: TaskData, data: Encoded) -> di
 # -- the command --------------------------------------------------------------------------------------------
 
 
-def _looks_like_finetuning_run(path: Path) -> bool:
-    """A run written before the marker existed: its finetune.json, or one per seed."""
-    return (path / FINETUNE_NAME).is_file() or any(path.glob(f"seed-*/{FINETUNE_NAME}"))
+FINETUNE_RUN = RunKind("finetune", "fine-tuning run")
+ARGS_NAME = "args.json"  # the options the run was started with, for --resume
+# Options that --resume takes anew: how the figures are computed, not what they are. Any other given again must
+# match the run's (`train.resume`).
+MAY_CHANGE_ON_RESUME = ("device", "eval_batch_size")
+THIS_COMMAND_ONLY = ("out", "resume", "force", "runs_dir")
 
 
-FINETUNE_RUN = RunKind("finetune", "fine-tuning run",
-                       ("config.json", "model.safetensors", HEAD_NAME, FINETUNE_NAME, LABELS_NAME, "tokenizer",
-                        "results.json", "seed-*"), _looks_like_finetuning_run)
+def seed_dir(out: Path, o: Options, seed: int) -> Path:
+    """Where a seed's run goes: --out itself for a single seed, OUT/seed-S with several."""
+    return out if len(o.seeds) == 1 else out / f"seed-{seed}"
 
 
-def prepare_out(o: Options) -> OutDir:
-    """Whether --out may be used, decided without writing anything (`train.cli` describes a run directory)."""
+def run_entries(o: Options) -> list[str]:
+    """The top-level names this run writes into --out, recorded in its marker before they are written (so --force
+    removes these and nothing else)."""
+    if len(o.seeds) == 1:
+        return [ARGS_NAME, finetune_state.RESULTS_NAME, finetune_state.CHECKPOINT, *MODEL_ENTRIES]
+    return [ARGS_NAME, finetune_state.RESULTS_NAME, *(f"seed-{s}" for s in o.seeds)]
+
+
+def saved_anything(path: Path) -> bool:
+    """Whether the run in `path` holds work worth keeping: a finished seed or a saved epoch, in --out itself or in
+    one of the seed directories it recorded."""
+    places = [path, *(path / name for name in recorded_entries(path) if name.startswith("seed-"))]
+    return any(finetune_state.is_finished(d) or finetune_state.has_state(d) for d in places)
+
+
+def plan_out(o: Options) -> OutDir:
+    """Whether --out may be used, decided without writing anything (`minibert.rundir` describes a run directory).
+    A run there needs --resume (it continues) or --force (it starts over), unless it saved nothing: then it starts
+    over as it is."""
+    if o.resume and not o.out:
+        raise InputError("--resume needs --out DIR: the fine-tuning run to continue")
     out = inspect_out(Path(o.out) if o.out else Path(o.runs_dir) / f"finetune-{datetime.now():%Y%m%d-%H%M%S}",
                       FINETUNE_RUN)
     check_usable(out)
-    if out.state is OutState.RUN and not o.force:
-        raise InputError(f"--out {out.path} already holds a fine-tuning run; pass --force to replace it, or choose "
-                         "another --out")
+    if o.resume and out.state is not OutState.RUN:
+        raise InputError(f"--resume: --out {out.path} {out.state.value}; there is no fine-tuning run to continue")
+    if out.state is OutState.RUN and not (o.resume or o.force):
+        if saved_anything(out.path):
+            raise InputError(f"--out {out.path} already holds a fine-tuning run; pass --resume to continue it, "
+                             "--force to replace it, or choose another --out")
+        print(f"note: {out.path} holds a fine-tuning run that stopped before saving anything; starting it over",
+              flush=True)
     return out
 
 
-def run(o: Options) -> dict:
-    """Everything `main` does, returning what it writes to results.json."""
+def resumed_options(o: Options, out: Path, given: set[str]) -> Options:
+    """--resume: the run's own options (its args.json), with those given again that may change (`train.resume`)."""
+    path = out / ARGS_NAME
+    if not path.is_file():  # stopped before it wrote them, so before any epoch: the options given start it
+        return o
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot be read ({e}); start the run over with --force") from None
+    resumed, _ = options_on_resume(stored, o, given, MAY_CHANGE_ON_RESUME, THIS_COMMAND_ONLY)
+    check_options(resumed)
+    return resumed
+
+
+def train_seeds(o: Options, pre: Pretrained, task: TaskData, data: Encoded, out: Path, stop: StopSignals) -> dict:
+    """Every seed's results, by seed: those finished in an earlier attempt read back, the others trained."""
+    runs = {}
+    for seed in o.seeds:
+        where = seed_dir(out, o, seed)
+        if finetune_state.is_finished(where):
+            finetune_state.remove_state(where)  # if a kill came between its results.json and this
+            runs[seed] = finished_seed(where)
+            print(f"seed {seed}: finished before (test accuracy {runs[seed]['test']['accuracy']:.4f}), kept",
+                  flush=True)
+            continue
+        runs[seed] = train_one_seed(o, seed, pre, task, data, where, stop)
+    return runs
+
+
+def stopped_line(stop: Paused, out: Path, kept: bool) -> str:
+    """The one line a signal ends the run with."""
+    where = f"{signal.Signals(stop.signum).name} received: stopped during epoch {stop.epoch} of seed {stop.seed}"
+    if not kept:
+        return f"{where}; nothing was saved yet, so nothing is left in {out}"
+    return (f"{where}; the seeds finished and the epochs done are saved; continue with: python -m train.finetune "
+            f"--out {out} --resume")
+
+
+def run(o: Options, given: set[str] | None = None) -> dict:
+    """Everything `main` does, returning what it writes to results.json. `given`: the options set on the command
+    line (what --resume takes anew); without it, those that differ from their defaults. Raises Paused when a
+    signal stopped it."""
+    given = given_by_value(o) if given is None else set(given)
     check_options(o)
     resolve_device(o.device)
-    plan = prepare_out(o)
+    plan = plan_out(o)
+    if o.resume:
+        o = resumed_options(o, plan.path, given)
     # 1. The pretrained model and its tokenizer.
     path = Path(o.init) if o.init else latest_pretraining_run(Path(o.runs_dir))
     overrides: dict = {"unpad": o.unpad, "unpad_attention": o.unpad_attention}
@@ -478,7 +620,7 @@ def run(o: Options) -> dict:
         warn(f"{path}: no weights for {', '.join(pre.fresh)}; they start fresh")
     # 3. Tokenise every split once.
     max_length = data_max_length(o, pre)
-    if max_length < o.max_length:
+    if o.max_length is not None and max_length < o.max_length:
         warn(f"--max-length {o.max_length} capped at the model's max_position_embeddings, {max_length}")
     data = Encoded(*(encode_examples(pre.tokenizer, split, max_length)
                      for split in (task.train, task.validation, task.test)))
@@ -486,33 +628,52 @@ def run(o: Options) -> dict:
           f"{families.NAMES[pre.family]}); task: {task.source}; "
           f"train {len(data.train)}, validation {len(data.validation)}, test {len(data.test)}; "
           f"labels {', '.join(task.label_names)}; strategy {o.strategy}, pooling {o.pooling}", flush=True)
-    # 4. One fine-tuning run per seed, in a directory marked as this run's first.
-    created = claim(plan, FINETUNE_RUN)
-    out = plan.path
-    runs = {}
+    # 4. The directory is this run's from here to the end (its lock); its marker lists what the run writes. A new
+    #    run records its options (--init resolved) for --resume.
+    owned = claim(plan, FINETUNE_RUN, run_entries(o), clear=not o.resume)
+    out = owned.path
     try:
-        for seed in o.seeds:
-            seed_out = out if len(o.seeds) == 1 else out / f"seed-{seed}"
-            runs[seed] = train_one_seed(o, seed, pre, task, data, seed_out)
-    except BaseException:
-        if not runs:  # nothing finished: leave nothing behind
-            release(out, FINETUNE_RUN, created)
+        if not (out / ARGS_NAME).is_file():
+            write_json(out / ARGS_NAME, dataclasses.asdict(dataclasses.replace(o, init=str(path), resume=False,
+                                                                               force=False)))
+        # 5. One fine-tuning run per seed; SIGINT and SIGTERM stop it between two steps.
+        with StopSignals() as stop:
+            runs = train_seeds(o, pre, task, data, out, stop)
+        # 6. Report: results.json and tables.
+        return report(o, pre, task, data, runs, out)
+    except BaseException as e:
+        kept = saved_anything(out)
+        if not kept:  # stopped or failed before any epoch was saved: leave nothing behind
+            owned.release()
+        if isinstance(e, Paused):
+            e.args = (stopped_line(e, out, kept),)
         raise
-    # 5. Report: results.json and tables.
+    finally:
+        owned.close()
+
+
+def report(o: Options, pre: Pretrained, task: TaskData, data: Encoded, runs: dict, out: Path) -> dict:
+    """results.json with every seed's reports (and their mean ± std with several), and the tables on stdout."""
     results = run_header(o, pre, task, data)
     one = next(iter(runs.values()))  # the titles of a single seed's tables
     metrics.report_seeds(results, runs, f"validation (best epoch {one['best_epoch']})",
                          "test (scored once, best validation epoch)")
-    params = next(iter(runs.values()))["parameters"]
+    params = one["parameters"]
     print(f"parameters: {params['total']:,} total, {params['trainable']:,} trainable")
-    write_json(out / "results.json", results)
+    write_json(out / finetune_state.RESULTS_NAME, results)
     print(f"wrote {out}")
     return results
 
 
 @command_main
-def main(argv: list[str] | None = None) -> None:
-    run(parse_options(argv))
+def main(argv: list[str] | None = None) -> int:
+    options, given = parse_given(Options, argv, DESCRIPTION, "python -m train.finetune")
+    try:
+        run(options, given)
+    except Paused as stop:
+        print(stop, file=sys.stderr, flush=True)
+        return 128 + stop.signum
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ text given with two different labels is dropped. With separate `--train/--valida
 found in an evaluation file is removed from training (and a text in both validation and test from validation), and
 the count is reported. Texts are compared exactly, after stripping surrounding whitespace; a sentence pair is one
 text.
+
+Labels are strings. When every label is a number, two spellings of one number ("1" and "1.0") are one class, and a
+note says so (`unify_number_labels`); among labels that are not all numbers, such spellings are refused.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import random
 import sys
 from collections import Counter, defaultdict
@@ -85,6 +89,8 @@ def _file_kind(path: Path) -> str:
 
 
 def _check_exists(path: Path) -> None:
+    if path.is_dir():
+        raise InputError(f"{path} is a directory; give a .csv, .tsv or .jsonl file")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -210,6 +216,46 @@ def sorted_label_names(labels: Sequence[str]) -> list[str]:
     return sorted(distinct)
 
 
+def _number(s: str) -> float | None:
+    """The finite number a label spells ("1", "1.0", "+1", "1e0"), or None for one that is not a number."""
+    try:
+        value = float(s)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def unify_number_labels(splits: Sequence[list[Row]]) -> tuple[list[list[Row]], str | None]:
+    """One spelling per number: when every label (of all the files) is a number, labels equal as numbers ("1" and
+    "1.0") are one class, named by its integer spelling ("1") or, for a fraction, by its most frequent spelling.
+    Returns the rows with their labels respelled, and a note naming what was merged (None when nothing was).
+    When only some labels are numbers, two spellings of one number are refused: which is meant cannot be known."""
+    counts = Counter(row.label for rows in splits for row in rows)
+    by_value: dict[float, list[str]] = defaultdict(list)
+    for label in sorted(counts):
+        if (value := _number(label)) is not None:
+            by_value[value].append(label)
+    merged = {value: spellings for value, spellings in by_value.items() if len(spellings) > 1}
+    if not merged:
+        return list(splits), None
+    if any(_number(label) is None for label in counts):
+        first = {}  # where each spelling first occurs
+        for row in (row for rows in splits for row in rows):
+            first.setdefault(row.label, row.where)
+        spellings = next(iter(merged.values()))
+        raise InputError(f"labels {' and '.join(f'{s!r} ({first[s]})' for s in spellings)} spell the same number, "
+                         "but other labels are not numbers, so which class is meant cannot be told; write each "
+                         "class one way")
+    name = {}
+    for value, spellings in merged.items():
+        canonical = str(int(value)) if value.is_integer() else max(spellings, key=lambda s: (counts[s], -len(s)))
+        name.update((s, canonical) for s in spellings)
+    respelled = [[dataclasses.replace(row, label=name.get(row.label, row.label)) for row in rows] for rows in splits]
+    groups = "; ".join(f"{' and '.join(repr(s) for s in spellings)} as {name[spellings[0]]!r}"
+                       for spellings in merged.values())
+    return respelled, f"labels equal as numbers are one class: {groups}"
+
+
 def check_labels_known(rows: Sequence[Row], known: Sequence[str], split: str) -> None:
     known = set(known)
     for row in rows:
@@ -260,6 +306,28 @@ def stratified_split(rows: Sequence[Row], seed: int) -> tuple[list[Row], list[Ro
     for part in (train, validation, test):
         mixer.shuffle(part)
     return train, validation, test
+
+
+def rows_for_one_each() -> int:
+    """The fewest rows a label needs for the stratified split to give it one validation and one test row."""
+    n = 1
+    while round(VALIDATION_FRACTION * n) < 1 or round(TEST_FRACTION * n) < 1:
+        n += 1
+    return n
+
+
+def too_small_to_split(path: str, rows: Sequence[Row]) -> InputError:
+    """Why the stratified split left validation or test empty: every label has too few rows for its 10% to round
+    to one; with the numbers, and what to do."""
+    per_label = Counter(r.label for r in rows)
+    need = rows_for_one_each()
+    labels = f"{len(per_label):,} labels" if len(per_label) > 1 else "1 label"
+    what = "too few rows" if len(rows) < need else "too many classes for the rows"
+    return InputError(
+        f"{path}: {what} for a stratified 80/10/10 split: {len(rows):,} rows over {labels}, at most "
+        f"{max(per_label.values()):,} rows per label, but a label needs {need} rows for its 10% to be one "
+        f"validation row and one test row; give fewer classes or more rows per label, or separate --validation "
+        "and --test files")
 
 
 def remove_overlap(train: list[Row], validation: list[Row], test: list[Row]) -> tuple[list[Row], list[Row], list[str]]:
@@ -321,6 +389,8 @@ def load_task(
     if skipped:
         notes.append(f"{train}: skipped {skipped} row(s) with empty text")
     if validation is None:
+        (train_rows,), merged = unify_number_labels([train_rows])
+        notes += [merged] if merged else []
         rows, duplicates, conflicting = deduplicate(train_rows)
         if duplicates:
             notes.append(f"{train}: removed {duplicates} duplicate row(s) before splitting")
@@ -334,6 +404,8 @@ def load_task(
         val_rows, s_val = read_labelled_file(validation, columns)
         test_rows, s_test = read_labelled_file(test, columns)
         notes += [f"{p}: skipped {n} row(s) with empty text" for p, n in ((validation, s_val), (test, s_test)) if n]
+        (train_rows, val_rows, test_rows), merged = unify_number_labels([train_rows, val_rows, test_rows])
+        notes += [merged] if merged else []
         train_rows, val_rows, overlap_notes = remove_overlap(train_rows, val_rows, test_rows)
         notes += overlap_notes
         source = f"train {train}, validation {validation}, test {test}"
@@ -344,8 +416,7 @@ def load_task(
     check_labels_known(val_rows, label_names, "validation")
     check_labels_known(test_rows, label_names, "test")
     if not val_rows or not test_rows:
-        raise InputError(f"{train}: too few rows to split 80/10/10 (validation {len(val_rows)}, test "
-                         f"{len(test_rows)}); give more rows or separate --validation and --test files")
+        raise too_small_to_split(train, train_rows + val_rows + test_rows)
     label_id = {name: i for i, name in enumerate(label_names)}
 
     def convert(rows):

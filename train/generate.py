@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from dataclasses import dataclass
@@ -98,7 +99,8 @@ def load_run(path: str | Path) -> Run:
     """The model and tokenizer of RUN; InputError naming what is missing or what kind of run it is instead."""
     path = Path(path)
     if not path.is_dir():
-        raise InputError(f"{path}: no such run directory")
+        what = "is a file, not a run directory" if path.exists() else "no such run directory"
+        raise InputError(f"{path}: {what}; give the directory of a run pretrained with --objective causal or span")
     config_path = path / "config.json"
     if not config_path.is_file():
         raise InputError(f"{path}: no config.json; point at a run written by python -m train.pretrain")
@@ -198,6 +200,41 @@ def show(run: Run, ids: list[int]) -> str:
 # --- generation ---
 
 
+SEED_LIMIT = 2**64  # torch's generators take seeds below this
+
+
+def check_args(args) -> None:
+    """Every option's range, named as the command line names it, before the model is read."""
+    checks = [
+        (args.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
+        (args.temperature is None or math.isfinite(args.temperature), "--temperature must be a finite number"),
+        (args.temperature is None or args.temperature > 0,
+         "--temperature must be above 0 (sampling divides the scores by it); for greedy decoding leave out "
+         "--temperature and --top-k"),
+        (args.top_k is None or args.top_k >= 1, "--top-k must be at least 1 (leave it out to sample among every "
+                                                "token)"),
+        (args.seed is None or 0 <= args.seed < SEED_LIMIT, "--seed must be between 0 and 2**64 - 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise InputError(message)
+
+
+def check_length(run: Run, prompt: str, n_prompt: int, max_new_tokens: int) -> None:
+    """A GPT model reads at most n_positions tokens, the prompt's and the new ones together; InputError saying
+    which of the two to shorten."""
+    limit = getattr(run.model.config, "n_positions", None)
+    if limit is None or n_prompt + max_new_tokens <= limit:
+        return
+    if n_prompt >= limit:
+        raise InputError(f"the prompt {prompt[:20]!r}{'...' if len(prompt) > 20 else ''} is {n_prompt} tokens "
+                         f"([CLS] included), and the model reads at most {limit} (n_positions) with the new ones; "
+                         "shorten the prompt")
+    raise InputError(f"--max-new-tokens {max_new_tokens}: the prompt takes {n_prompt} of the model's {limit} "
+                     f"positions (n_positions), so at most {limit - n_prompt} new tokens fit; lower --max-new-tokens "
+                     "or shorten the prompt")
+
+
 def settings_from(args) -> GenerationConfig:
     sample = args.temperature is not None or args.top_k is not None
     return GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=sample,
@@ -207,6 +244,7 @@ def settings_from(args) -> GenerationConfig:
 
 def continue_prompt(run: Run, prompt: str, settings: GenerationConfig, device) -> dict:
     ids = [run.tok.cls_token_id] + run.tok.encode_plain([prompt])[0]
+    check_length(run, prompt, len(ids), settings.max_new_tokens)
     out = generate(run.model, torch.tensor([ids], device=device), settings)[0].tolist()
     new = out[len(ids):]
     return {"prompt": prompt, "input_ids": ids, "output_ids": new,
@@ -229,6 +267,7 @@ def fill_prompt(run: Run, prompt: str, settings: GenerationConfig, device) -> di
 @command_main
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    check_args(args)
     settings = settings_from(args)
     if any(not p.strip() for p in args.prompts):
         raise InputError("a prompt is empty; give the text to continue (GPT) or to fill (T5)")

@@ -30,10 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from minibert import BertConfig, BertForMaskedLM
-from minibert.electra import DISCRIMINATOR_WEIGHT, ElectraForPreTraining
+from minibert.electra import DISCRIMINATOR_WEIGHT, GENERATOR_SIZE, ElectraForPreTraining
 from minibert.heads import IGNORE_INDEX
 from train.causal import CausalLM
-from train.masking import mask_tokens
+from train.masking import MLM_PROBABILITY, mask_tokens
 from train.span import SpanCorruption
 
 OBJECTIVES = ("mlm", "electra", "causal", "span")
@@ -60,12 +60,13 @@ class Objective(Protocol):
 
 @dataclass
 class MaskedLM:
-    """BERT's masked-language modelling: 15% of the tokens chosen, 80/10/10 corrupted, predicted from context."""
+    """BERT's masked-language modelling: a fraction of the tokens chosen (`MLM_PROBABILITY`), 80/10/10 corrupted,
+    predicted from context."""
 
     vocab_size: int
     special_ids: torch.Tensor
     mask_token_id: int
-    mlm_probability: float = 0.15
+    mlm_probability: float = MLM_PROBABILITY
     word_start: torch.Tensor | None = None
     weights: dict = field(default_factory=lambda: {"mlm": 1.0})
     family = "bert"
@@ -120,7 +121,7 @@ class ReplacedTokenDetection(MaskedLM):
     (`minibert/electra.py` has the math). Chosen positions all become [MASK]: the generator's samples replace them
     before the discriminator reads anything, so the 80/10/10 rule has nothing to protect here."""
 
-    generator_size: float = 0.25
+    generator_size: float = GENERATOR_SIZE
     discriminator_weight: float = DISCRIMINATOR_WEIGHT
     share_embeddings: bool = False
     weights: dict = field(default_factory=dict)
@@ -169,7 +170,8 @@ CLASSES = {"mlm": MaskedLM, "electra": ReplacedTokenDetection, "causal": CausalL
 FAMILY = {name: cls.family for name, cls in CLASSES.items()}  # the model each objective trains
 
 
-def make_objective(name: str, tok, *, mlm_probability: float = 0.15, word_start=None, generator_size: float = 0.25,
+def make_objective(name: str, tok, *, mlm_probability: float = MLM_PROBABILITY, word_start=None,
+                   generator_size: float = GENERATOR_SIZE,
                    discriminator_weight: float = DISCRIMINATOR_WEIGHT, share_embeddings: bool = False) -> Objective:
     """The objective `name` on the ids of tokenizer `tok`. mlm_probability and word_start (whole-word masking)
     are MLM's and ELECTRA's; generator_size, discriminator_weight and share_embeddings ELECTRA's; causal and span take the

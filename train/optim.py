@@ -1,6 +1,7 @@
 """Optimiser and learning-rate schedule, shared by pretraining and fine-tuning.
 
-The document's update is plain gradient descent, `param = param - learning_rate · grad`. BERT uses AdamW, which
+The update of 《预训练与微调的详细方法》 (section 4.2.2) is plain gradient descent,
+`param = param - learning_rate · grad`. BERT uses AdamW, which
 keeps running averages of the gradient (m) and of its square (v) and steps each parameter by
 `lr · m̂ / (sqrt(v̂) + eps)`, plus decoupled weight decay `lr · wd · param`.
 """
@@ -35,11 +36,11 @@ def param_groups(model: nn.Module, weight_decay: float, layer_lr_decay: float = 
     return list(groups.values())
 
 
-def make_adamw(model: nn.Module, lr: float, weight_decay: float, betas=(0.9, 0.98), eps: float = 1e-6,
+def make_adamw(model: nn.Module, lr: float, weight_decay: float, *, betas: tuple[float, float], eps: float,
                groups: list[dict] | None = None) -> torch.optim.AdamW:
     """AdamW over `groups` (default: `param_groups(model, weight_decay)`); the fused kernel on CUDA (one launch
-    for all parameters). Pretraining keeps RoBERTa's betas (0.9, 0.98) and eps 1e-6; fine-tuning passes BERT's
-    (0.9, 0.999) and 1e-8."""
+    for all parameters). No defaults: each command's options hold its own (pretraining RoBERTa's betas
+    (0.9, 0.98) and eps 1e-6, fine-tuning BERT's (0.9, 0.999) and 1e-8), so a run's args.json records them."""
     on_cuda = next(model.parameters()).is_cuda
     groups = param_groups(model, weight_decay) if groups is None else groups
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=on_cuda or None)

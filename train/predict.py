@@ -13,11 +13,24 @@ on the positions and the pooling, so that transformers computes the same logits:
     rotary positions,  --pooling cls, mean, last  RoFormerModel + the head       (`minibert.hf_roformer`)
 
 The head is `classifier.safetensors` (classifier.weight (K, C), classifier.bias (K,)) and `minibert_head.json`
-(the pooling and the label names); the export prints the lines of transformers code that give the logits:
+(the pooling and the label names); the export prints the lines of transformers code that tokenize a list of
+texts and give the logits:
 
     h      = encoder(input_ids, attention_mask, token_type_ids).last_hidden_state    (B, T, C)
     pooled = pool(h, attention_mask)      (B, C)   cls, mean or last, as `minibert.pooling` pools
     logits = pooled W_c^T + b_c           (B, K)   `minibert.heads.SequenceClassificationHead` (dropout off)
+
+Every export also holds the tokenizer: `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json`,
+which `transformers.AutoTokenizer.from_pretrained(DIR)` opens as a fast tokenizer giving minibert's input_ids,
+token_type_ids and attention_mask (pairs, padding, truncation at the fine-tuned max length; how, and the rare
+texts where it can differ: `tokenizer.hf_export`), and minibert's own tokenizer files in DIR/tokenizer/. A
+tokenizer with no exact transformers form (a SentencePiece "word" model) gets, instead of those three, a
+`tokenizer_config.json` on which AutoTokenizer fails rather than make up a tokenizer from config.json, and the
+export says to tokenize with DIR/tokenizer/.
+
+DIR is a new or empty directory, or an earlier export: its `.minibert-run` marker lists the files that export
+wrote, and a re-export replaces those alone (a file of yours beside them stays). Any other directory is refused
+before the model is loaded, with nothing in it changed.
 
 Refused, with the option that prevents it: layer fusion (--strategy layer-fusion; no transformers class mixes
 the layers), a pre-LN body (norm_first), sinusoidal positions, and a rotary model with --pooling pooler (BERT's
@@ -36,6 +49,7 @@ import torch
 
 from minibert.errors import InputError
 from minibert.hf_roformer import check_roformer, save_roformer
+from minibert.rundir import OutDir, RunKind, check_usable, claim, inspect_out
 from train import families
 from train.cli import write_json
 from train.corpus import iter_file_lines
@@ -43,6 +57,8 @@ from train.device import autocast
 from train.batches import EncodedSet, collate, encode_texts, load_tokenizer, sorted_batches
 from train.fusion import SequenceClassifier, load_classifier
 from tokenizer.errors import command_main
+from tokenizer.hf_export import (PLACEHOLDER_FILES, TRANSFORMERS_FILES, save_for_transformers,
+                                  save_placeholder, unsupported_reason)
 
 
 @torch.no_grad()
@@ -112,31 +128,57 @@ class Predictor:
             for text, p in zip(texts, probs)
         ]
 
-    def export_hf(self, directory: str | Path) -> str | None:
-        """Write the model for transformers (the module doc), plus the tokenizer files; nothing is written when it
-        cannot be exported exactly. Returns the transformers code that reproduces the logits of an encoder + head
-        export, or None for BertForSequenceClassification."""
+    def export_hf(self, directory: str | Path) -> str:
+        """Write the model, its tokenizer and (for an encoder + head) its head for transformers (the module doc)
+        into `directory`: new, empty or an earlier export, whose recorded files alone are replaced. Nothing is
+        written when the model cannot be exported exactly. Returns what to tell the user: where it went, the
+        transformers code that gives the logits of an encoder + head export, and a note when the tokenizer has no
+        transformers form."""
+        directory = Path(directory)
+        out = check_export_dir(directory)
+        target = export_target(self.classifier, self.run_dir)
+        no_tokenizer = unsupported_reason(self.tok)  # None: AutoTokenizer gives minibert's ids
+        run = claim(out, HF_EXPORT, export_entries(target, no_tokenizer is None))
+        try:
+            self._write_export(directory, target, no_tokenizer)
+        except BaseException:  # a full disk, a signal: no half-written export is left looking complete
+            run.release()
+            raise
+        run.close()
+        return export_message(directory, target, self.classifier.pooling, self.text_pair, self.max_length,
+                              no_tokenizer)
+
+    def _write_export(self, directory: Path, target: str, no_tokenizer: str | None) -> None:
         from minibert.hf import save_hf
 
-        directory = Path(directory)
-        check_export_dir(directory)
-        target = export_target(self.classifier, self.run_dir)
         if target == "BertForSequenceClassification":
             save_hf(self.classifier.model, directory)
-            for name in HEAD_FILES:  # an earlier encoder + head export into the same directory
-                (directory / name).unlink(missing_ok=True)
         else:
             (save_hf if target == "BertModel" else save_roformer)(self.classifier.model.bert, directory)
             save_head(self.classifier, directory, target, {"text_pair": self.text_pair,
                                                            "max_length": self.max_length})
-        self.tok.save(directory / "tokenizer")
-        return None if target == "BertForSequenceClassification" else head_code(directory, target,
-                                                                                self.classifier.pooling)
+        self.tok.save(directory / TOKENIZER_DIR)
+        if no_tokenizer is None:
+            save_for_transformers(self.tok, directory, self.max_length)
+        else:
+            save_placeholder(directory, no_tokenizer, f"tokenize with minibert's tokenizer in {TOKENIZER_DIR}/ "
+                             "(tokenizer.load)")
 
 
-# What an export writes; a directory holding anything else is not overwritten.
+# What an export writes. The directory's marker records the names of one export, and a re-export removes those
+# alone: a user's file beside them stays, and one with the name of a file the export writes is refused.
+HF_EXPORT = RunKind("hf-export", "Hugging Face export")
+MODEL_FILES = ("config.json", "model.safetensors")
 HEAD_FILES = ("classifier.safetensors", "minibert_head.json")
-EXPORT_FILES = ("config.json", "model.safetensors", "tokenizer", *HEAD_FILES)
+TOKENIZER_DIR = "tokenizer"  # minibert's own tokenizer files, as `tokenizer.load` reads them
+EXPORT_FILES = (*MODEL_FILES, *HEAD_FILES, TOKENIZER_DIR, *TRANSFORMERS_FILES)
+
+
+def export_entries(target: str, tokenizer_exported: bool) -> list[str]:
+    """The top-level names an export to `target` writes (the module doc)."""
+    head = [] if target == "BertForSequenceClassification" else list(HEAD_FILES)
+    tokenizer = TRANSFORMERS_FILES if tokenizer_exported else PLACEHOLDER_FILES
+    return [*MODEL_FILES, *head, TOKENIZER_DIR, *tokenizer]
 
 
 def export_target(classifier: SequenceClassifier, run_dir: Path) -> str:
@@ -200,43 +242,82 @@ POOLING_CODE = {
 }
 
 
-def head_code(directory: Path, encoder: str, pooling: str) -> str:
-    """The lines of transformers code that give an encoder + head export's logits from input_ids, attention_mask
-    and token_type_ids (B, T), as `minibert.pooling` and `minibert.heads.SequenceClassificationHead` compute them."""
+def tokenizer_code(directory: Path, text_pair: bool, max_length: int, no_tokenizer: str | None) -> tuple[list, list]:
+    """The lines that load the exported tokenizer, and those that make a padded batch of `texts` (and `pairs`)."""
+    args = "texts, pairs" if text_pair else "texts"
+    given = "  # texts, pairs: lists of str" if text_pair else "  # texts: a list of str"
+    if no_tokenizer is None:
+        return ([f"tokenizer = AutoTokenizer.from_pretrained({str(directory)!r})"],
+                [f'batch = tokenizer({args}, padding=True, truncation=True, return_tensors="pt"){given}'])
+    return ([f"tokenizer = load_minibert_tokenizer({str(directory / TOKENIZER_DIR)!r})"],
+            [f"batch = tokenizer.encode_batch({args}, max_length={max_length}){given}"])
+
+
+def head_code(directory: Path, encoder: str, pooling: str, text_pair: bool = False, max_length: int = 512,
+              no_tokenizer: str | None = None) -> str:
+    """The transformers code that gives an encoder + head export's logits of a list of texts, as minibert computes
+    them: the exported tokenizer (minibert's own where it has no transformers form), the encoder, the pooling of
+    `minibert.pooling` and `minibert.heads.SequenceClassificationHead`. `classify(input_ids, attention_mask,
+    token_type_ids)` takes (B, T) ids; `logits` is (B, K) for `texts`."""
+    load_tokenizer_lines, batch_lines = tokenizer_code(directory, text_pair, max_length, no_tokenizer)
+    imports = [f"from transformers import AutoTokenizer, {encoder}"] if no_tokenizer is None else [
+        f"from transformers import {encoder}",
+        "from tokenizer import load as load_minibert_tokenizer  # minibert's: no transformers tokenizer matches it"]
     lines = [
         "import torch",
         "from safetensors.torch import load_file",
-        f"from transformers import {encoder}",
+        *imports,
         "",
+        *load_tokenizer_lines,
         f"encoder = {encoder}.from_pretrained({str(directory)!r}).eval()",
         f"head = load_file({str(directory / HEAD_FILES[0])!r})",
-        "# input_ids, attention_mask, token_type_ids: (B, T), from the tokenizer in "
-        f"{str(directory / 'tokenizer')!r}",
-        "with torch.no_grad():",
+        "",
+        "",
+        "@torch.no_grad()",
+        "def classify(input_ids, attention_mask, token_type_ids):",
         "    h = encoder(input_ids=input_ids, attention_mask=attention_mask,",
         "                token_type_ids=token_type_ids).last_hidden_state  # (B, T, C)",
         *(f"    {line}" for line in POOLING_CODE[pooling]),
-        '    logits = torch.nn.functional.linear(pooled, head["classifier.weight"], head["classifier.bias"])'
+        '    return torch.nn.functional.linear(pooled, head["classifier.weight"], head["classifier.bias"])'
         "  # (B, K)",
+        "",
+        "",
+        *batch_lines,
+        "logits = classify(**batch)  # (B, K); the label of column k: encoder.config.id2label[k]",
     ]
     return "\n".join(lines)
 
 
-def check_export_dir(directory: Path) -> None:
-    """InputError unless `directory` is new, empty or an earlier export (so nothing else in it is overwritten)."""
-    if directory.exists() and not directory.is_dir():
-        raise InputError(f"--export-hf {directory} is a file; give a new or empty directory")
-    others = sorted(p.name for p in directory.iterdir() if p.name not in EXPORT_FILES) if directory.is_dir() else []
-    if others:
-        raise InputError(f"--export-hf {directory} holds files an export does not write ({', '.join(others[:5])}); "
-                         "give a new or empty directory (nothing was changed)")
+def export_message(directory: Path, target: str, pooling: str, text_pair: bool, max_length: int,
+                   no_tokenizer: str | None) -> str:
+    """What `--export-hf` tells the user: where the export went and how to use it."""
+    if target == "BertForSequenceClassification":
+        tokenizer = " and AutoTokenizer.from_pretrained" if no_tokenizer is None else ""
+        message = f"exported to {directory}: transformers' BertForSequenceClassification.from_pretrained{tokenizer}"
+    else:
+        code = head_code(directory, target, pooling, text_pair, max_length, no_tokenizer)
+        message = f"exported to {directory}: the encoder and the head; these lines give the logits:\n\n{code}\n"
+    if no_tokenizer is not None:
+        message += (f"\nnote: no transformers tokenizer was written: {no_tokenizer}; tokenize with minibert's "
+                    f"tokenizer in {directory / TOKENIZER_DIR} (tokenizer.load(...).encode_batch(texts, "
+                    f"max_length={max_length}))")
+    return message
+
+
+def check_export_dir(directory: Path) -> OutDir:
+    """What `directory` is to an export (read only); InputError unless it is new, empty or an earlier export,
+    or when it cannot be written."""
+    out = inspect_out(Path(directory), HF_EXPORT, option="--export-hf")
+    check_usable(out)
+    return out
 
 
 def read_text_file(path: str | Path) -> list[str]:
     """Non-empty lines of a UTF-8 file, stripped (InputError names the file and line of bad bytes)."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: no such file")
+        what = "is a directory; give a text file, one text per line" if path.is_dir() else "no such file"
+        raise InputError(f"--file {path}: {what}")
     return [s for _, line in iter_file_lines(path) if (s := line.strip())]
 
 
@@ -252,22 +333,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list of {text, label, probability, "
                    "probabilities} instead of a table")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: 64)")
-    p.add_argument("--export-hf", metavar="DIR", help="write the model for Hugging Face transformers (config.json, "
-                   "model.safetensors; tokenizer in DIR/tokenizer) into a new or empty directory, or an earlier "
-                   "export: --pooling pooler with learned positions as BertForSequenceClassification; --pooling "
-                   "cls, mean or last as BertModel (learned positions) or RoFormerModel (rotary positions) plus "
-                   "the head, classifier.safetensors and minibert_head.json, and the code that applies it is "
-                   "printed. Refused for layer fusion, pre-LN and sinusoidal models, and rotary with --pooling "
-                   "pooler")
+    p.add_argument("--export-hf", metavar="DIR", help="write the model for Hugging Face transformers into a new or "
+                   "empty directory, or an earlier export (whose own files alone are replaced): config.json and "
+                   "model.safetensors; the tokenizer for AutoTokenizer (tokenizer.json, tokenizer_config.json, "
+                   "special_tokens_map.json) and minibert's in DIR/tokenizer; --pooling pooler with learned "
+                   "positions as BertForSequenceClassification; --pooling cls, mean or last as BertModel (learned "
+                   "positions) or RoFormerModel (rotary positions) plus the head, classifier.safetensors and "
+                   "minibert_head.json, and the code that applies it is printed. Refused for layer fusion, pre-LN "
+                   "and sinusoidal models, and rotary with --pooling pooler")
     return p
 
 
 @command_main
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # Intermixed: options may come anywhere, `RUN_DIR --json "text"` as well as `--json RUN_DIR "text"`.
+    args = build_parser().parse_intermixed_args(argv)
     try:
         if args.batch_size < 1:
             raise InputError("--batch-size must be at least 1")
+        if Path(args.run_dir).is_file():
+            raise InputError(f"{args.run_dir} is a file, not a run directory; give the directory train.finetune "
+                             "wrote (with finetune.json)")
         if args.export_hf:
             check_export_dir(Path(args.export_hf))
         texts = list(args.texts) + (read_text_file(args.file) if args.file else [])
@@ -275,13 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("nothing to do: give texts, --file FILE or --export-hf DIR")
         predictor = Predictor(args.run_dir)
         if args.export_hf:
-            code = predictor.export_hf(args.export_hf)
-            if code is None:
-                print(f"exported to {args.export_hf} (transformers.BertForSequenceClassification.from_pretrained)",
-                      file=sys.stderr)
-            else:
-                print(f"exported to {args.export_hf}: the encoder and the head; these lines give the logits:\n\n"
-                      f"{code}\n", file=sys.stderr)
+            print(predictor.export_hf(args.export_hf), file=sys.stderr)
         if texts:
             results = predictor.predict(texts, args.batch_size)
             if args.json:

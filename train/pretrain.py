@@ -35,9 +35,10 @@ import hashlib
 import json
 import math
 import re
+import shlex
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -51,15 +52,21 @@ from minibert import BertConfig, InputError
 from minibert.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, atomic_write, family, load_checked, read_config,
                                  read_weights, unwrap)
 from minibert.compiled import compile_model
+from minibert.electra import DISCRIMINATOR_WEIGHT, GENERATOR_SIZE
 from minibert.config import PRESETS, TYPE_NAMES, field_types, read_fields
 from train.builtin_data import BUILTIN_PARTS, builtin_pretraining_texts
 from train.device import Dist, autocast, setup_distributed
-from train.cli import RUNS_DIR, OutDir, OutState, check_usable, claim, inspect_out, opt, parse_given, release
+from minibert.rundir import OutDir, OutState, check_usable, claim, inspect_out
+from tokenizer.errors import Stopped
+from train.cli import RUNS_DIR, opt, parse_given
+from train.resume import given_by_value, options_on_resume
 from train.families import NAMES as FAMILY_NAMES
 from train.families import POSITIONS_FIELD, max_positions
+from tokenizer.config import VOCAB_SIZE
+from train.masking import MLM_PROBABILITY
 from train.objectives import FAMILY, OBJECTIVES, Objective, make_objective
 from train.optim import lr_at, make_adamw, set_lr
-from train.checkpoints import (PRETRAIN_RUN, Resumed, append_metrics, checkpoint_dirs, latest_checkpoint,  # noqa: F401
+from train.checkpoints import (PRETRAIN_ENTRIES, PRETRAIN_RUN, Resumed, append_metrics, checkpoint_dirs, latest_checkpoint,  # noqa: F401
                                load_checkpoint, plot_losses, remove_save_leftovers, repair_top_level, save_checkpoint,
                                set_aside_unreadable, truncate_metrics)
 from train.packing import BlockStream, block_batch, pack_blocks, split_blocks, tokenize_to_cache
@@ -97,7 +104,7 @@ class PretrainArgs:
                                  "in-domain --corpus); the run's tokenizer and model config are used, the optimiser, "
                                  "schedule and data order start fresh. The run's model must be the one --objective "
                                  "trains (BERT for mlm and electra, GPT-2 for causal, T5 for span)", metavar="RUN")
-    vocab_size: int = opt(8000, "vocabulary size of a newly trained tokenizer")
+    vocab_size: int = opt(VOCAB_SIZE, "vocabulary size of a newly trained tokenizer")
     tokenizer_model: str = opt("unigram", "SentencePiece model type of a newly trained tokenizer. unigram learns "
                                           "word-like pieces (about 1.4 Chinese characters each on the built-in corpus), "
                                           "which fine-tune better than single characters at this scale; auto: char for "
@@ -117,6 +124,10 @@ class PretrainArgs:
     warmup_steps: int = opt(50, "linear warmup steps")
     schedule: str = opt("linear", "decay after warmup", choices=["linear", "cosine", "constant"])
     weight_decay: float = opt(0.01, "AdamW weight decay on tensors of rank >= 2")
+    adam_beta1: float = opt(0.9, "AdamW's beta1, the decay of the mean of the gradients")
+    adam_beta2: float = opt(0.98, "AdamW's beta2, the decay of the mean of their squares (RoBERTa's 0.98; BERT's "
+                                  "0.999, which fine-tuning keeps)")
+    adam_epsilon: float = opt(1e-6, "AdamW's epsilon (RoBERTa's 1e-6)")
     max_grad_norm: float = opt(1.0, "clip the global gradient norm to this (0 = off); --grad-clip is its older "
                                "name", aliases=("--grad-clip",))
     objective: str = opt("mlm", "what is learned, and so which model: mlm (BERT's masked-language modelling), "
@@ -126,12 +137,12 @@ class PretrainArgs:
                                 "15%% of the tokens, that its input has each replaced by a sentinel). --preset, "
                                 "--config and --set size every model in BERT's field names (hidden_size, "
                                 "num_hidden_layers, ...), mapped onto GPT-2's and T5's", choices=OBJECTIVES)
-    generator_size: float = opt(0.25, "electra: the generator's width, heads and feed-forward as a fraction of the "
-                                      "encoder's (the paper found 1/4 to 1/2 best)")
-    discriminator_weight: float = opt(50.0, "electra: lambda in L = L_generator + lambda * L_discriminator")
+    generator_size: float = opt(GENERATOR_SIZE, "electra: the generator's width, heads and feed-forward as a fraction "
+                                "of the encoder's (the paper found 1/4 to 1/2 best)")
+    discriminator_weight: float = opt(DISCRIMINATOR_WEIGHT, "electra: lambda in L = L_generator + lambda * L_discriminator")
     share_embeddings: bool = opt(False, "electra: the generator shares the encoder's embedding tables (the paper's "
                                         "choice; it stalled both models at this project's CPU budget, docs/MATH.md)")
-    mlm_probability: float = opt(0.3, "mlm, electra: fraction of tokens to predict (MosaicBERT's 0.3; BERT's 0.15; "
+    mlm_probability: float = opt(MLM_PROBABILITY, "mlm, electra: fraction of tokens to predict (MosaicBERT's 0.3; BERT's 0.15; "
                                       "docs/RESULTS.md compares them)")
     whole_word_mask: bool = opt(False, "mlm, electra: mask whole words (using the tokenizer's word starts)")
     sparse_prediction: bool = opt(True, "mlm, electra: project to the vocabulary only at masked positions")
@@ -171,8 +182,13 @@ def check_args(args: PretrainArgs) -> None:
         (args.vocab_size > 5, "--vocab-size must exceed the 5 special tokens"),
         (finite(args.lr) and args.lr > 0, "--lr must be a positive number"),
         (args.warmup_steps >= 0, "--warmup-steps must be >= 0"),
-        (finite(args.weight_decay) and args.weight_decay >= 0, "--weight-decay must be >= 0"),
-        (finite(args.max_grad_norm) and args.max_grad_norm >= 0, "--max-grad-norm must be >= 0 (0 = off)"),
+        (finite(args.weight_decay), "--weight-decay must be a finite number"),
+        (args.weight_decay >= 0, "--weight-decay must be >= 0"),
+        (finite(args.max_grad_norm), "--max-grad-norm must be a finite number (0 = off)"),
+        (args.max_grad_norm >= 0, "--max-grad-norm must be >= 0 (0 = off)"),
+        (0 <= args.adam_beta1 < 1, "--adam-beta1 must be at least 0 and below 1"),
+        (0 <= args.adam_beta2 < 1, "--adam-beta2 must be at least 0 and below 1"),
+        (finite(args.adam_epsilon) and args.adam_epsilon > 0, "--adam-epsilon must be a positive number"),
         (0 < args.mlm_probability < 1, "--mlm-probability must be above 0 and below 1 (0.15 in BERT)"),
         (0 < args.generator_size <= 1, "--generator-size must be above 0 and at most 1 (a fraction of the encoder)"),
         (finite(args.discriminator_weight) and args.discriminator_weight > 0, "--discriminator-weight must be > 0"),
@@ -260,7 +276,10 @@ def model_config(args: PretrainArgs, vocab_size: int, objective: Objective | Non
     if fields["max_position_embeddings"] < args.max_seq_length:
         raise InputError(f"--max-seq-length {args.max_seq_length} exceeds max_position_embeddings "
                          f"{fields['max_position_embeddings']}")
-    config = BertConfig(**fields)  # every field checked as BERT's, whatever the model
+    # Every field checked as BERT's, whatever the model; but rotary positions (and their even head size) are BERT's
+    # alone: GPT-2 and T5 keep their own positions.
+    own_positions = {} if FAMILY[args.objective] == "bert" else {"position_embedding_type": "absolute"}
+    config = BertConfig(**{**fields, **own_positions})
     return config if objective is None else objective.config_from(fields, vocab_size, args.max_seq_length)
 
 
@@ -311,13 +330,15 @@ def get_tokenizer(args: PretrainArgs, out: Path, texts: list[str], d: Dist, resu
 # the run directory and its checkpoints
 
 
-def plan_out_dir(args: PretrainArgs) -> OutDir:
-    """What --out is and whether this command may use it, deciding without writing anything.
+def plan_out_dir(args: PretrainArgs, main: bool = True) -> OutDir:
+    """What --out is and whether this command may use it, deciding without writing anything (`main`: the process
+    that will hold the directory's lock; the other ranks of a multi-process run do not look at the lock).
 
     A new or empty directory starts a run. A run directory needs --resume (it continues) or --force (it starts
     over); one that never saved a checkpoint holds nothing worth keeping and starts over as it is. Anything else
     is refused."""
-    out = inspect_out(Path(args.out or f"{RUNS_DIR}/pretrain-{datetime.now():%Y%m%d-%H%M%S}"), PRETRAIN_RUN)
+    out = inspect_out(Path(args.out or f"{RUNS_DIR}/pretrain-{datetime.now():%Y%m%d-%H%M%S}"), PRETRAIN_RUN,
+                      check_lock=main)
     check_usable(out)
     is_run = out.state is OutState.RUN
     worth_keeping = is_run and (latest_checkpoint(out.path) is not None or (out.path / WEIGHTS_NAME).is_file())
@@ -352,29 +373,13 @@ RENAMED = {"grad_clip": "max_grad_norm"}
 
 def resume_args(stored: dict, args: PretrainArgs, given: set[str]) -> tuple[PretrainArgs, list[str]]:
     """The run's own options, with those given on this command line that may change; returns them and the names
-    of the options that changed. A given option that may not change, and differs, is an InputError naming it."""
-    def norm(name, value):
-        return None if name == "max_steps" and value == 0 else value
+    of the options that changed. A given option that may not change, and differs, is an InputError naming it
+    (`train.resume`, shared with train.finetune)."""
+    def same(name, a, b):  # --max-steps 0 and none both mean no step limit
+        return (None if name == "max_steps" and a == 0 else a) == (None if name == "max_steps" and b == 0 else b)
 
     stored = {RENAMED.get(k, k): v for k, v in stored.items()}  # a run saved before an option was renamed
-    merged = {}
-    for f in dataclasses.fields(PretrainArgs):
-        inherit = f.name in stored and f.name not in given and f.name not in THIS_COMMAND_ONLY
-        merged[f.name] = stored[f.name] if inherit else getattr(args, f.name)
-    refused = [k for k in sorted(given) if k in stored and k not in MAY_CHANGE_ON_RESUME + THIS_COMMAND_ONLY
-               and norm(k, stored[k]) != norm(k, merged[k])]
-    if refused:
-        listed = "; ".join(f"{_flag(k)} {merged[k]!r} (the run has {stored[k]!r})" for k in refused)
-        raise InputError(f"--resume continues a run exactly, and these options would change what it computes: "
-                         f"{listed}. Leave them out to continue the run, or start a new one")
-    changed = [k for k in MAY_CHANGE_ON_RESUME if k in stored and norm(k, stored[k]) != norm(k, merged[k])]
-    return PretrainArgs(**merged), changed
-
-
-def given_by_value(args: PretrainArgs) -> set[str]:
-    """For a caller without a command line: the options that differ from their defaults."""
-    defaults = PretrainArgs()
-    return {f.name for f in dataclasses.fields(PretrainArgs) if getattr(args, f.name) != getattr(defaults, f.name)}
+    return options_on_resume(stored, args, given, MAY_CHANGE_ON_RESUME, THIS_COMMAND_ONLY, same)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -475,7 +480,7 @@ def run(args: PretrainArgs, given: set[str] | None = None) -> int:
     check_args(args)
     d, device = setup_distributed(args.device)
     check_batch_split(args, d)
-    out = plan_out_dir(args)
+    out = plan_out_dir(args, d.main)
     resumed, changed = None, []
     if args.resume:
         resumed = load_checkpoint(out.path)
@@ -492,15 +497,20 @@ def run(args: PretrainArgs, given: set[str] | None = None) -> int:
     if args.max_steps == 0:
         args.max_steps = None
     texts = load_corpus(args)
-    created = claim(out, PRETRAIN_RUN, d.main, clear=resumed is None)
+    # The directory is this process's from here to the end (its lock), and lists what the run writes (its marker).
+    owned = claim(out, PRETRAIN_RUN, PRETRAIN_ENTRIES, clear=resumed is None) if d.main else None
     if d.world > 1:
         dist.barrier()
     try:
-        code = train(args, d, device, out.path, texts, resumed, changed)
+        with out_of_memory_hint(args, d):
+            code = train(args, d, device, out.path, texts, resumed, changed)
     except BaseException:
-        if resumed is None and d.main and latest_checkpoint(out.path) is None:
-            release(out.path, PRETRAIN_RUN, created)
+        if owned is not None and resumed is None and latest_checkpoint(out.path) is None:
+            owned.release()  # nothing worth keeping: leave the directory as it was
         raise
+    finally:
+        if owned is not None:
+            owned.close()
     if d.world > 1:
         dist.destroy_process_group()
     return code
@@ -536,6 +546,26 @@ def check_init(args: PretrainArgs, given: set[str]) -> None:
     if limit is not None and limit < args.max_seq_length:
         raise InputError(f"--max-seq-length {args.max_seq_length} exceeds the --init model's "
                          f"{POSITIONS_FIELD[have]} {limit}")
+
+
+@contextmanager
+def out_of_memory_hint(args: PretrainArgs, d: Dist):
+    """Running out of memory (torch's OutOfMemoryError on a GPU, the CPU allocator's RuntimeError) becomes
+    InputError: a batch too large for the machine is a choice of options, and the message says which to change."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as err:
+        text = str(err)
+        if not (isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in text
+                or "can't allocate memory" in text):
+            raise
+        share = args.batch_size // d.world
+        micro = args.micro_batch_size or share
+        smaller = max((m for m in range(1, max(1, micro // 4) + 1) if share % m == 0), default=1)
+        raise InputError(f"out of memory in a training step of --batch-size {args.batch_size}"
+                         f"{f' (--micro-batch-size {micro})' if args.micro_batch_size else ''} at --max-seq-length "
+                         f"{args.max_seq_length}: lower --batch-size, or set --micro-batch-size (e.g. "
+                         f"{smaller}) to run each batch in smaller pieces with the same result") from None
 
 
 def check_batch_split(args: PretrainArgs, d: Dist) -> None:
@@ -625,7 +655,8 @@ def build_state(args: PretrainArgs, d: Dist, device: torch.device, out: Path, da
     """A new model (seeded), the --init run's weights, or the checkpoint's whole state on --resume."""
     torch.manual_seed(args.seed)
     model = data.objective.build(model_config_for(args, data, resumed)).to(device)
-    s = TrainState(model, make_adamw(model, args.lr, args.weight_decay),
+    s = TrainState(model, make_adamw(model, args.lr, args.weight_decay, betas=(args.adam_beta1, args.adam_beta2),
+                                     eps=args.adam_epsilon),
                    BlockStream(len(data.train_blocks), args.batch_size, args.seed),
                    torch.Generator().manual_seed(args.seed), total_steps=args.max_steps)
     if args.init and not resumed:  # the encoder carries over; a head the earlier objective lacked starts fresh
@@ -778,10 +809,10 @@ def print_summary(out: Path, outcome: Outcome, s: TrainState, tokens_per_step: i
                   f"{last['eval_discriminator_loss']:.4f}, accuracy {last['eval_discriminator_accuracy']:.1%} "
                   f"on every token ({last['eval_replaced_fraction']:.1%} replaced)")
     print(f"  run directory {out} (model.safetensors, tokenizer/, metrics.jsonl, loss.png)")
-    print(f"  next: python -m train.finetune --init {out}")
+    print(f"  next: python -m train.finetune --init {shlex.quote(str(out))}")
     if objective.family != "bert":
         example = "今天天气" if objective.family == "gpt2" else "今天<extra_id_0>很好"
-        print(f"        python -m train.generate {out} \"{example}\"")
+        print(f"        python -m train.generate {shlex.quote(str(out))} {shlex.quote(example)}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -826,7 +857,7 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
             dist.barrier()
         saved_step = s.step
 
-    resume_hint = f"continue with: python -m train.pretrain --out {out} --resume"
+    resume_hint = f"continue with: python -m train.pretrain --out {shlex.quote(str(out))} --resume"
     outcome, window_tokens = Outcome("done"), 0
     with StopSignals() as stop:
         # 4. An evaluation before the first step: the starting point and, for a time budget, its cost.
@@ -891,7 +922,7 @@ def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: l
                     checkpoint()
                     outcome = Outcome(f"stopped by --max-time after {s.step} steps")
                     break
-        except KeyboardInterrupt:  # a second Ctrl-C, in the middle of a step: that step is not saved
+        except (KeyboardInterrupt, Stopped):  # a second signal, in the middle of a step: that step is not saved
             last = latest_checkpoint(out)
             outcome = Outcome(f"interrupted again during step {s.step + 1}: nothing saved for it; --resume "
                               f"continues from {last.name if last else 'the start'}", 130)

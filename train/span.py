@@ -49,8 +49,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from minibert.errors import InputError
+from minibert.files import unwrap
 from minibert.heads import IGNORE_INDEX
-from minibert.t5 import T5Config, T5ForConditionalGeneration
+from minibert.t5 import T5Config, T5ForConditionalGeneration, shift_right
 
 NOISE_DENSITY = 0.15  # T5's fraction of tokens dropped
 MEAN_SPAN_LENGTH = 3.0  # T5's mean span length
@@ -215,8 +216,10 @@ class SpanCorruption:
 
         vocab_size is the tokenizer's; the model gets vocab_size + n_sentinels rows. max_len is not needed: T5's
         relative positions have no length limit (offsets beyond 128 share a bucket). The special ids are the
-        tokenizer's ([PAD] starts the decoder, [SEP] ends the output). Other keys of `preset_fields` that are
-        T5Config fields (attn_impl, num_decoder_layers) are taken as they are; the rest (BERT's own) are ignored.
+        tokenizer's ([PAD] starts the decoder, [SEP] ends the output). Training takes minibert's fast paths, each
+        equal to the readable one within float rounding: the chunked loss (no (B, U, V) logits) and the fused
+        projections (fused_qkv). Other keys of `preset_fields` that are T5Config fields (attn_impl,
+        num_decoder_layers, fused_qkv) are taken as they are; the rest (BERT's own) are ignored.
         """
         del max_len
         C, H = preset_fields["hidden_size"], preset_fields["num_attention_heads"]
@@ -229,7 +232,7 @@ class SpanCorruption:
             "d_ff": preset_fields["intermediate_size"], "num_layers": L, "num_decoder_layers": L,
             "dropout_rate": preset_fields.get("hidden_dropout_prob", 0.1),
             "pad_token_id": self.pad_token_id, "decoder_start_token_id": self.pad_token_id,
-            "eos_token_id": self.eos_token_id,
+            "eos_token_id": self.eos_token_id, "chunked_loss": True, "fused_qkv": True,
         }
         passed = {k: v for k, v in preset_fields.items() if k in own and k not in ("vocab_size", "pad_token_id")}
         return T5Config(**{**fields, **passed})
@@ -261,9 +264,14 @@ class SpanCorruption:
 
     @torch.no_grad()
     def eval_sums(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        """Held-out sums over the target tokens: cross-entropy, correct argmax predictions, and their count."""
+        """Held-out sums over the target tokens: cross-entropy, correct argmax predictions, and their count. The
+        model is asked for its logits without the labels (the chunked loss would not form them), reading the
+        decoder input the labels give."""
         labels = batch["labels"]
-        logits = self._forward(model, batch).logits.float()  # (B, U, V)
+        config = unwrap(model).config
+        decoder_input_ids = shift_right(labels, config.decoder_start_token_id, config.pad_token_id)  # (B, U)
+        out = model(batch["input_ids"], batch["attention_mask"], decoder_input_ids=decoder_input_ids)
+        logits = out.logits.float()  # (B, U, V)
         keep = labels != IGNORE_INDEX  # (B, U)
         logits, target = logits[keep], labels[keep]  # (M, V), (M,)
         return {"loss": F.cross_entropy(logits, target, reduction="sum"),

@@ -3,9 +3,10 @@
 Shapes: T tokens, C hidden size, H heads, D head size (C = H * D), I feed-forward size, V vocabulary size, L layers
 (batch row 0 only, so no B axis in what is kept).
 
-Nothing here is a second copy of the model. Forward hooks on the model's own submodules capture the tensors that
-flow through one forward pass; the few values recomputed for display (one_hot @ W, Q K^T / sqrt(D), the softmax,
-the residual sums) are compared with the tensors the model produced, each comparison a `Check`.
+Nothing here is a second copy of the model. The model's trace (`output_trace=True`, minibert/trace.py) hands over
+the tensors of one forward pass; the values recomputed for display (one_hot @ W, Q K^T / sqrt(D), the softmax,
+the projections and residual sums, with the parameters read by their checkpoint names) are compared with the
+tensors the model produced, each comparison a `Check`. Nothing here knows the model's submodules.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from ..attention import additive_mask
 from ..config import BertConfig
 from ..errors import InputError
+from ..feed_forward import activation
 from ..heads import IGNORE_INDEX, BertForMaskedLM
 from ..rotary import rotate_padded, rotation_angles
 from .toy import TOY_MASK_ID
@@ -141,6 +144,16 @@ def _compare(what: str, mine: torch.Tensor, theirs: torch.Tensor) -> Check:
     return Check(what, diff, torch.allclose(mine, theirs, rtol=tol, atol=tol))
 
 
+def linear(x: torch.Tensor, param: Callable[[str], torch.Tensor], name: str) -> torch.Tensor:
+    """x W^T + b with the weight and bias stored under the checkpoint name `name` (`nn.Linear`'s layout)."""
+    return F.linear(x, param(f"{name}.weight"), param(f"{name}.bias"))
+
+
+def layer_norm(x: torch.Tensor, param: Callable[[str], torch.Tensor], name: str, eps: float) -> torch.Tensor:
+    """gamma * (x - mean(x)) / sqrt(var(x) + eps) + beta over the last dimension, gamma and beta stored as `name`."""
+    return F.layer_norm(x, (x.size(-1),), param(f"{name}.weight"), param(f"{name}.bias"), eps)
+
+
 def explain(
     model: BertForMaskedLM,
     input_ids: Sequence[int] | torch.Tensor,
@@ -154,8 +167,8 @@ def explain(
     mask_token_id: int | None = None,
     id_to_text: Callable[[int], str] | None = None,
 ) -> Explanation:
-    """Run `input_ids` (with [MASK] at `mask_position`, default the middle) through `model` once, capturing every
-    stage with forward hooks; compute the MLM loss against `label` (default: the id that was masked), its gradient
+    """Run `input_ids` (with [MASK] at `mask_position`, default the middle) through `model` once, keeping every
+    stage (the model's trace); compute the MLM loss against `label` (default: the id that was masked), its gradient
     for every parameter, and the loss after one plain SGD step `param - lr * grad`.
 
     The SGD step runs on a copy: `model` itself is left unchanged (weights, .grad and train/eval mode).
@@ -172,7 +185,7 @@ def explain(
         if not 0 <= i < V:
             raise InputError(f"token id {i} at position {t} is out of range: the vocabulary has {V} ids, numbered "
                              f"0..{V - 1}")
-    max_t = model.bert.embeddings.max_positions
+    max_t = config.max_position_embeddings
     if T > max_t:
         raise InputError(f"{T} tokens is more than the model's max_position_embeddings ({max_t})")
     _in_range("layer", layer, L, "the model has {n} layers")
@@ -196,7 +209,7 @@ def explain(
     model_tokens[mask_position] = "[MASK]"
 
     was_training = model.training
-    model.eval()  # dropout off: the pass is deterministic, and the hooked tensors are exactly what the model used
+    model.eval()  # dropout off: the pass is deterministic, and the traced tensors are exactly what the model used
     try:
         return _explain(model, ids, model_ids, tokens, model_tokens, layer, head, mask_position, mask_token_id,
                         label, float(lr), id_to_text)
@@ -206,49 +219,21 @@ def explain(
 
 def _explain(model, ids, model_ids, tokens, model_tokens, layer, head, pos, mask_token_id, label, lr, id_to_text):
     config = model.config
-    T, V, C = len(ids), config.vocab_size, config.hidden_size
-    emb = model.bert.embeddings
-    block = model.bert.encoder.layer[layer]
-    attn = block.attention
-    dtype = emb.word_embeddings.weight.dtype
+    T, V, C, H = len(ids), config.vocab_size, config.hidden_size, config.num_attention_heads
+    D = C // H
+    W = model.get_parameter("bert.embeddings.word_embeddings.weight")  # (V, C)
+    device, dtype = W.device, W.dtype
+    block = f"bert.encoder.layer.{layer}"  # the chosen block's parameters, by their checkpoint names
 
-    # Hooks record (inputs, output) of the model's own submodules during the one forward pass below.
-    seen: dict[str, tuple] = {}
-    watched = {
-        "word": emb.word_embeddings,
-        "segment": emb.token_type_embeddings,
-        "embedding_norm": emb.LayerNorm,
-        "block": block,
-        "query": attn.self.query,
-        "key": attn.self.key,
-        "value": attn.self.value,
-        "self_attention": attn.self,
-        "attention_dense": attn.output.dense,
-        "attention_norm": attn.output.LayerNorm,
-        "intermediate_dense": block.intermediate.dense,
-        "intermediate": block.intermediate,
-        "output_dense": block.output.dense,
-        "output_norm": block.output.LayerNorm,
-        "transform": model.cls.predictions.transform,
-    }
+    def param(name: str) -> torch.Tensor:
+        return model.get_parameter(name).detach()
 
-    def recorder(name):
-        def hook(module, args, output):
-            seen[name] = (args, output)
-
-        return hook
-
-    handles = [m.register_forward_hook(recorder(name)) for name, m in watched.items()]
-    device = emb.word_embeddings.weight.device
     input_tensor = torch.tensor([model_ids], device=device)  # (B, T) = (1, T)
     labels = torch.full((1, T), IGNORE_INDEX, device=device)
     labels[0, pos] = label  # only the masked position carries a label
-    try:
-        with torch.enable_grad():
-            out = model(input_tensor, labels=labels, output_hidden_states=True, output_attentions=True)
-    finally:
-        for h in handles:
-            h.remove()
+    with torch.enable_grad():
+        out = model(input_tensor, labels=labels, output_hidden_states=True, output_attentions=True, output_trace=True)
+    embedded, block_trace = out.trace.embeddings, out.trace.layers[layer]
 
     def row0(x: torch.Tensor) -> torch.Tensor:
         """(1, T, X) -> (T, X), detached."""
@@ -257,31 +242,34 @@ def _explain(model, ids, model_ids, tokens, model_tokens, layer, head, pos, mask
     checks: dict[str, Check] = {}
 
     # --- embeddings: x = LayerNorm(W[ids] + S[segments] + P[positions])
-    W = emb.word_embeddings.weight.detach()  # (V, C)
-    word = row0(seen["word"][1])  # (T, C)
+    W = W.detach()
+    word = row0(embedded.word)  # (T, C)
     one_hot = torch.nn.functional.one_hot(torch.tensor(model_ids, device=device), V).to(dtype)  # (T, V)
     checks["one_hot"] = _compare("one_hot(ids) @ W equals the lookup W[ids]", one_hot @ W, word)
-    segment_ids = seen["segment"][0][0].detach().reshape(T)  # (T,)
-    segment = row0(seen["segment"][1])  # (T, C)
-    position = emb.position_vectors(T).detach()  # (T, C), the model's own accessor
-    embedding_sum = row0(seen["embedding_norm"][0][0])  # (T, C) LayerNorm's input
-    what = ("word + segment equals LayerNorm's input (rotary positions add no vector)" if attn.self.rotary
+    segment_ids = embedded.token_type_ids.detach().reshape(T)  # (T,)
+    segment = row0(embedded.segment)  # (T, C)
+    rotary = embedded.position is None  # rotary positions add no vector: they turn Q and K instead
+    position = torch.zeros(T, C, dtype=dtype, device=device) if rotary else embedded.position.detach()  # (T, C)
+    embedding_sum = row0(embedded.sum)  # (T, C) LayerNorm's input
+    what = ("word + segment equals LayerNorm's input (rotary positions add no vector)" if rotary
             else "word + segment + position equals LayerNorm's input")
     checks["sum"] = _compare(what, word + segment + position, embedding_sum)
-    embeddings = row0(seen["embedding_norm"][1])
+    embeddings = row0(embedded.normalised)
     hidden_states = torch.stack([row0(h) for h in out.hidden_states])  # (L+1, T, C)
     checks["embeddings"] = _compare("LayerNorm's output is the input of layer 0", embeddings, hidden_states[0])
 
     # --- the chosen layer: attention
-    layer_input = row0(seen["block"][0][0])  # the residual stream the block reads
+    layer_input = row0(block_trace.input)  # the residual stream the block reads
     checks["layer_input"] = _compare(f"the residual stream entering layer {layer}", layer_input,
                                      hidden_states[layer])
-    attention_input = row0(seen["self_attention"][0][0])
-    heads = (attn.self.split_heads(seen[n][1].detach().reshape(1, T, C))[0] for n in ("query", "key", "value"))
-    q_projected, k_projected, v = heads  # (H, T, D) each
-    D = v.size(-1)
+    attention_input = row0(block_trace.attention_input)
+
+    def split_heads(x: torch.Tensor) -> torch.Tensor:
+        return x.detach().reshape(T, H, D).transpose(0, 1)  # (T, C) -> (H, T, D)
+
+    q_projected, k_projected, v = (split_heads(x) for x in (block_trace.query, block_trace.key, block_trace.value))
     q, k, angles = q_projected, k_projected, None
-    if attn.self.rotary:  # RoPE turns each query and key by its position before the dot product
+    if rotary:  # RoPE turns each query and key by its position before the dot product
         angles = rotation_angles(torch.arange(T, device=device), D)  # (T, D/2): t * theta_i
         q, k = rotate_padded(q_projected[None], k_projected[None])  # (1, H, T, D) each
         q, k = q[0], k[0]  # (H, T, D) each
@@ -293,44 +281,47 @@ def _explain(model, ids, model_ids, tokens, model_tokens, layer, head, pos, mask
     checks["probs"] = _compare("softmax(Q K^T / sqrt(D) + M) equals the model's attention probabilities", probs,
                                layer_probs[head])
     head_context = probs @ vh  # (T, D)
-    context = row0(seen["self_attention"][1][0])  # (T, C) heads concatenated
+    context = row0(block_trace.context)  # (T, C) heads concatenated
     checks["context"] = _compare(f"probs @ V equals head {head}'s slice of the self-attention output", head_context,
                                  context[:, head * D : (head + 1) * D])
-    attention_projection = row0(seen["attention_dense"][1])
-    # x1, the stream between the sub-layers: what the second LayerNorm reads (pre-LN), or the first one's output
-    attention_output = row0(seen["output_norm"][0][0] if config.norm_first else seen["attention_norm"][1])
+    attention_projection = linear(context, param, f"{block}.attention.output.dense")  # (T, C) context W_o + b_o
+    # x1, the stream between the sub-layers: x + the projection (pre-LN), or LayerNorm of that sum (post-LN)
+    attention_output = row0(block_trace.after_attention)
     residual_sum = layer_input + attention_projection
-    mine = residual_sum if config.norm_first else attn.norm(residual_sum).detach()
-    checks["attention_output"] = _compare("the residual step equals attention.output's output", mine,
+    if not config.norm_first:
+        residual_sum = layer_norm(residual_sum, param, f"{block}.attention.output.LayerNorm", config.layer_norm_eps)
+    checks["attention_output"] = _compare("the residual step equals attention.output's output", residual_sum,
                                           attention_output)
 
     # --- the chosen layer: feed-forward
-    ffn_input = row0(seen["intermediate"][0][0])
-    ffn_pre = row0(seen["intermediate_dense"][1])
-    ffn_hidden = row0(seen["intermediate"][1])
+    ffn_input = row0(block_trace.ffn_input)
+    ffn_pre = linear(ffn_input, param, f"{block}.intermediate.dense")  # (T, I) x W_1 + b_1
+    ffn_hidden = row0(block_trace.ffn_hidden)
     checks["gelu"] = _compare(f"{config.hidden_act}(x W_1 + b_1) equals the intermediate module's output",
-                              block.intermediate.act(ffn_pre), ffn_hidden)
-    ffn_out = row0(seen["output_dense"][1])
-    layer_output = row0(seen["block"][1][0])
+                              activation(config.hidden_act)(ffn_pre), ffn_hidden)
+    ffn_out = linear(ffn_hidden, param, f"{block}.output.dense")  # (T, C) h W_2 + b_2
+    layer_output = row0(block_trace.output)
     residual_sum = attention_output + ffn_out
-    mine = residual_sum if config.norm_first else block.output.norm(residual_sum).detach()
-    checks["layer_output"] = _compare("the residual step equals the output module's output", mine, layer_output)
+    if not config.norm_first:
+        residual_sum = layer_norm(residual_sum, param, f"{block}.output.LayerNorm", config.layer_norm_eps)
+    checks["layer_output"] = _compare("the residual step equals the output module's output", residual_sum,
+                                      layer_output)
     theirs = hidden_states[layer + 1]
-    final_norm = model.bert.encoder.final_layer_norm
     what = f"it is hidden state {layer + 1} of the model"
     mine = layer_output
-    if final_norm is not None and layer == config.num_hidden_layers - 1:  # pre-LN: one more LayerNorm at the end
-        mine, what = final_norm(layer_output).detach(), f"after the final LayerNorm, {what}"
+    if config.norm_first and layer == config.num_hidden_layers - 1:  # pre-LN: one more LayerNorm at the end
+        mine = layer_norm(layer_output, param, "bert.encoder.final_layer_norm", config.layer_norm_eps)
+        what = f"after the final LayerNorm, {what}"
     checks["hidden_state"] = _compare(what, mine, theirs)
 
     # --- the MLM head at the masked position
-    transformed_rows = seen["transform"][1].detach().reshape(-1, C)  # (T, C), or (1, C) with sparse prediction
+    transformed_rows = out.trace.mlm_transform.detach().reshape(-1, C)  # (T, C), or (1, C) with sparse prediction
     transformed = transformed_rows[pos] if transformed_rows.size(0) == T else transformed_rows[0]
     logits_all = out.logits.detach()
     logits = logits_all[0, pos] if logits_all.dim() == 3 else logits_all[0]  # (V,)
-    decoder = model.cls.predictions.decoder
+    decoder_bias = param("cls.predictions.decoder.bias")  # (V,)
     checks["logits"] = _compare("u @ W^T + b (W the word-embedding matrix) equals the model's logits",
-                                transformed @ W.T + decoder.bias.detach(), logits)
+                                transformed @ W.T + decoder_bias, logits)
     vocab_probs = logits.softmax(dim=-1)  # (V,)
     top_p, top_i = vocab_probs.topk(min(TOP_K, V))
     top = [(int(i), id_to_text(int(i)), float(p)) for p, i in zip(top_p, top_i)]
@@ -347,7 +338,8 @@ def _explain(model, ids, model_ids, tokens, model_tokens, layer, head, pos, mask
         for p, g in zip((p for p in stepped.parameters() if p.requires_grad), grads):
             p.sub_(lr * g)
         loss_after = float(stepped(input_tensor, labels=labels).loss)
-    W_index = next(i for i, p in enumerate(params) if p is emb.word_embeddings.weight)
+    W_name = "bert.embeddings.word_embeddings.weight"
+    W_index = next(i for i, p in enumerate(params) if p is model.get_parameter(W_name))
     param_grad = grads[W_index][label].detach()
 
     return Explanation(
@@ -400,10 +392,10 @@ def _explain(model, ids, model_ids, tokens, model_tokens, layer, head, pos, mask
         loss_before=float(loss.detach()),
         num_parameters=sum(p.numel() for p in params),
         grad_norm=grad_norm,
-        param_name=f"bert.embeddings.word_embeddings.weight[{label}]",
+        param_name=f"{W_name}[{label}]",
         param_before=W[label].clone(),
         param_grad=param_grad,
-        param_after=stepped.bert.embeddings.word_embeddings.weight[label].detach().clone(),
+        param_after=stepped.get_parameter(W_name)[label].detach().clone(),
         loss_after=loss_after,
         checks=checks,
     )

@@ -2,7 +2,8 @@
 
 Which model: `--run RUN` loads a trained run; text without `--run` takes the latest pretraining run (a
 `RUNS_DIR/pretrain-*/` with a BERT model and a tokenizer), or, when there is none, the toy model with a character
-tokenizer trained on the spot; ids alone (or nothing: the design document's 1..10) go through the toy model.
+tokenizer trained on the spot; ids alone (or nothing: the word indices 1..10 of the example of
+《预训练与微调的详细方法》, section 4.3) go through the toy model.
 A note on stderr says which, whenever the choice was not given.
 
 `--model gpt2` and `--model t5` walk through a toy GPT-2 or T5 instead (model_walks.py).
@@ -28,9 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m minibert.explain",
         description="Print, stage by stage, the formulas BERT applies to one sequence, with shapes and numbers: "
         "embeddings, one layer's attention and feed-forward, the MLM prediction at a [MASK], its loss, and one "
-        "SGD step. Without --run: a toy model with random weights and the design document's ids 1..10; text "
-        "without --run goes through the latest pretraining run, or, when there is none, through the toy model "
-        "with a tokenizer built on the spot.",
+        "SGD step. Without --run: a toy model with random weights and the ids 1..10 (the example of "
+        "《预训练与微调的详细方法》); text without --run goes through the latest pretraining run, or, when there is "
+        "none, through the toy model with a tokenizer built on the spot.",
         epilog="exit status: 0 on success, 1 if a value shown does not match the model, 2 on bad input",
     )
     p.add_argument("--model", choices=("bert", "gpt2", "t5"), default="bert",

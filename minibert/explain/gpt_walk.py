@@ -6,10 +6,10 @@
 Shapes: B batch (1 here), T tokens, C hidden size (n_embd), H heads, D head size (C = H * D), I feed-forward size,
 V vocabulary size, L layers.
 
-As for BERT (capture.py), nothing here is a second copy of the model: forward hooks on the model's own submodules
-keep what flows through one forward pass, and each value recomputed for display (the mask, softmax(Q K^T / sqrt(D)
-+ M), the block's residual sums, the logits, the loss by hand, the greedy token) is compared with the model's own,
-each comparison a `Check`.
+As for BERT (capture.py), nothing here is a second copy of the model: its trace (`output_trace=True`,
+minibert/trace.py) keeps what flows through one forward pass, and each value recomputed for display (the mask,
+softmax(Q K^T / sqrt(D) + M), the block's projections and residual sums, with the parameters read by their checkpoint
+names; the logits, the loss by hand, the greedy token) is compared with the model's own, each comparison a `Check`.
 
 The toy: TOY_GPT_CONFIG, weights from GPT-2's own initialisation under `seed` with std 0.5 in place of 0.02 (with
 0.02 every attention row of an untrained model is uniform), in float64.
@@ -18,14 +18,17 @@ The toy: TOY_GPT_CONFIG, weights from GPT-2's own initialisation under `seed` wi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
+from ..attention import causal_mask
 from ..errors import InputError
+from ..feed_forward import activation
 from ..generate import GenerationConfig, generate
-from ..gpt import GPT2Config, GPT2LMHeadModel, causal_mask
+from ..gpt import GPT2Config, GPT2LMHeadModel
 from ..heads import IGNORE_INDEX
 from .capture import TOP_K, Check, _compare, _ids_list, _in_range
 from .render import SHOW_KEYS
@@ -111,8 +114,8 @@ class GPTExplanation:
 
 def explain_gpt(model: GPT2LMHeadModel, input_ids: Sequence[int] | torch.Tensor = DOCUMENT_IDS, *,
                 layer: int = 0, head: int = 0) -> GPTExplanation:
-    """Run `input_ids` through `model` once with hooks, show `layer`'s `head`, the loss of predicting every token
-    from the ones before it, and the greedy next token. The model is left as it was (weights and mode)."""
+    """Run `input_ids` through `model` once, keeping its trace; show `layer`'s `head`, the loss of predicting every
+    token from the ones before it, and the greedy next token. The model is left as it was (weights and mode)."""
     if not isinstance(model, GPT2LMHeadModel):
         raise InputError(f"the GPT-2 walk-through needs a GPT2LMHeadModel, not {type(model).__name__}")
     config = model.config
@@ -130,7 +133,7 @@ def explain_gpt(model: GPT2LMHeadModel, input_ids: Sequence[int] | torch.Tensor 
     _in_range("layer", layer, config.n_layer, "the model has {n} layers")
     _in_range("head", head, config.n_head, "each layer has {n} heads")
     was_training = model.training
-    model.eval()  # dropout off: the hooked tensors are exactly what the model used
+    model.eval()  # dropout off: the traced tensors are exactly what the model used
     try:
         with torch.no_grad():
             return _explain_gpt(model, ids, layer, head)
@@ -138,33 +141,32 @@ def explain_gpt(model: GPT2LMHeadModel, input_ids: Sequence[int] | torch.Tensor 
         model.train(was_training)
 
 
+def conv1d(x: torch.Tensor, param: Callable[[str], torch.Tensor], name: str) -> torch.Tensor:
+    """x W + b with W stored (in, out) under the checkpoint name `name`, GPT-2's layout (its `Conv1D`)."""
+    return torch.addmm(param(f"{name}.bias"), x, param(f"{name}.weight"))  # (T, in) @ (in, out) + (out,)
+
+
 def _explain_gpt(model: GPT2LMHeadModel, ids: list[int], layer: int, head: int) -> GPTExplanation:
     config = model.config
-    T, C, D = len(ids), config.n_embd, config.head_size
-    body = model.transformer
-    block = body.h[layer]
-    attn = block.attn
-    device, dtype = body.wte.weight.device, body.wte.weight.dtype
+    T, C, H, D = len(ids), config.n_embd, config.n_head, config.head_size
+    block = f"transformer.h.{layer}"  # the chosen block's parameters, by their checkpoint names
+
+    def param(name: str) -> torch.Tensor:
+        return model.get_parameter(name).detach()
+
+    wte = param("transformer.wte.weight")  # (V, C)
+    device, dtype = wte.device, wte.dtype
+
+    def layer_norm(x: torch.Tensor, name: str) -> torch.Tensor:
+        """gamma * (x - mean(x)) / sqrt(var(x) + eps) + beta, gamma and beta stored as `name`."""
+        return F.layer_norm(x, (C,), param(f"{name}.weight"), param(f"{name}.bias"), config.layer_norm_epsilon)
 
     def text(i: int) -> str:
         return f"#{i}"  # tokens have no text without a tokenizer
 
-    seen: dict[str, tuple] = {}
-    watched = {"block0": body.h[0], "block": block, "attn": attn, "mlp": block.mlp, "ln_f": body.ln_f}
-
-    def recorder(name):
-        def hook(module, args, output):
-            seen[name] = (args, output)
-
-        return hook
-
-    handles = [m.register_forward_hook(recorder(name)) for name, m in watched.items()]
     input_tensor = torch.tensor([ids], device=device)  # (B, T) = (1, T)
-    try:
-        out = model(input_tensor, labels=input_tensor)  # labels are the inputs: the shift is inside the loss
-    finally:
-        for h in handles:
-            h.remove()
+    out = model(input_tensor, labels=input_tensor, output_trace=True)  # labels are the inputs: shifted in the loss
+    traced = out.trace.blocks[layer]
 
     def row0(x: torch.Tensor) -> torch.Tensor:
         """(1, T, X) -> (T, X)."""
@@ -173,17 +175,18 @@ def _explain_gpt(model: GPT2LMHeadModel, ids: list[int], layer: int, head: int) 
     checks: dict[str, Check] = {}
 
     # --- embeddings: x_0 = wte[id] + wpe[t]
-    wte_rows = body.wte.weight[ids]  # (T, C)
-    wpe_rows = body.wpe.weight[:T]  # (T, C)
-    embeddings = row0(seen["block0"][0][0])
+    wte_rows = wte[ids]  # (T, C)
+    wpe_rows = param("transformer.wpe.weight")[:T]  # (T, C)
+    embeddings = row0(out.trace.blocks[0].input)
     checks["embeddings"] = _compare("wte[id] + wpe[t] equals the input of block 0", wte_rows + wpe_rows, embeddings)
 
     # --- the chosen block: a = LN_1(x); Q, K, V = a W_attn + b_attn, split into heads
-    block_input = row0(seen["block"][0][0])
-    attention_input = row0(seen["attn"][0][0])
-    checks["ln_1"] = _compare("LN_1(x) equals what the attention reads", block.ln_1(block_input), attention_input)
-    qkv = attn.c_attn(attention_input)  # (T, C) @ (C, 3C) -> (T, 3C)
-    q, k, v = (attn.split_heads(x[None])[0] for x in qkv.split(C, dim=-1))  # 3 x (T, C) -> 3 x (H, T, D)
+    block_input = row0(traced.input)
+    attention_input = row0(traced.attention_input)
+    checks["ln_1"] = _compare("LN_1(x) equals what the attention reads", layer_norm(block_input, f"{block}.ln_1"),
+                              attention_input)
+    qkv = conv1d(attention_input, param, f"{block}.attn.c_attn")  # (T, C) @ (C, 3C) -> (T, 3C)
+    q, k, v = (x.reshape(T, H, D).transpose(0, 1) for x in qkv.split(C, dim=-1))  # 3 x (T, C) -> 3 x (H, T, D)
 
     # --- the causal mask: M[i, j] = 0 if j <= i else -inf
     model_mask = causal_mask(T, T, None, dtype, device)[0, 0]  # (T, T), the model's own, -inf as the dtype's minimum
@@ -197,20 +200,22 @@ def _explain_gpt(model: GPT2LMHeadModel, ids: list[int], layer: int, head: int) 
     all_scores = q @ k.transpose(-2, -1) / math.sqrt(D)  # (H, T, D) @ (H, D, T) -> (H, T, T)
     probs = (all_scores + model_mask).softmax(dim=-1)  # (H, T, T): exactly 0 above the diagonal
     context = (probs @ v).transpose(0, 1).reshape(T, C)  # (H, T, D) -> (T, H, D) -> (T, C): heads concatenated
-    attention_output = row0(seen["attn"][1][0])
+    attention_output = row0(traced.attention_output)
     checks["attention"] = _compare("c_proj(softmax(Q K^T / sqrt(D) + M) V) equals the attention module's output",
-                                   attn.c_proj(context), attention_output)
+                                   conv1d(context, param, f"{block}.attn.c_proj"), attention_output)
 
     # --- the rest of the block: x1 = x + attention, x2 = x1 + MLP(LN_2(x1))
     after_attention = block_input + attention_output  # (T, C)
-    block_output = row0(seen["block"][1][0])
-    checks["block"] = _compare("x1 + MLP(LN_2(x1)) equals the block's output",
-                               after_attention + block.mlp(block.ln_2(after_attention)), block_output)
+    block_output = row0(traced.output)
+    act = activation(config.activation_function)
+    mlp = conv1d(act(conv1d(layer_norm(after_attention, f"{block}.ln_2"), param, f"{block}.mlp.c_fc")), param,
+                 f"{block}.mlp.c_proj")  # (T, C) -> (T, I) -> (T, C)
+    checks["block"] = _compare("x1 + MLP(LN_2(x1)) equals the block's output", after_attention + mlp, block_output)
 
     # --- the LM head: logits = LN_f(h) wte^T (the token embedding itself, no bias)
-    final = row0(seen["ln_f"][1])
+    final = out.last_hidden_state.detach()[0]  # (T, C), after LN_f
     logits = out.logits.detach()[0]  # (T, V)
-    checks["logits"] = _compare("LN_f(h) @ wte^T equals the model's logits", final @ body.wte.weight.T, logits)
+    checks["logits"] = _compare("LN_f(h) @ wte^T equals the model's logits", final @ wte.T, logits)
 
     # --- the next-token loss by hand: position t predicts token t + 1
     labels = ids[1:] + [IGNORE_INDEX]  # (T,): the model's shifted labels
@@ -359,8 +364,9 @@ def gpt_markdown(seed: int = 0) -> str:
     """The toy GPT-2's walk-through of the ids 1..10 as a markdown section, between its markers."""
     e = explain_gpt(toy_gpt(seed), DOCUMENT_IDS)
     c = TOY_GPT_CONFIG
-    intro = (f"The design document's ten word indices 1..10 through a toy `GPT2LMHeadModel` with random weights "
-             f"(GPT-2's initialisation under seed {seed}, std {c['initializer_range']}): V={c['vocab_size']}, "
-             f"C={c['n_embd']}, H={c['n_head']}, L={c['n_layer']}, no dropout, float64. Every token predicts the "
-             f"next one; the next-token loss is {e.loss_by_hand:.4f}, and the greedy next token is {e.next_token}.")
+    intro = (f"The ten word indices 1..10 of 《预训练与微调的详细方法》's example (section 4.3) through a toy "
+             f"`GPT2LMHeadModel` with random weights (GPT-2's initialisation under seed {seed}, std "
+             f"{c['initializer_range']}): V={c['vocab_size']}, C={c['n_embd']}, H={c['n_head']}, L={c['n_layer']}, "
+             f"no dropout, float64. Every token predicts the next one; the next-token loss is "
+             f"{e.loss_by_hand:.4f}, and the greedy next token is {e.next_token}.")
     return markdown_section(MARKDOWN_NAME, REFRESH, intro, render_gpt(e))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import InputError
+from ..rundir import OutDir, RunKind, check_usable, claim, inspect_out
 from .capture import Explanation
 
 # Fonts tried for token labels, so that Chinese tokens are drawn when such a font is installed.
@@ -28,16 +28,19 @@ def _drawable_labels(tokens: list[str], ids: list[int]) -> tuple[list[str], list
     return families, labels
 
 
-def plot_directory(directory: str | Path) -> Path:
-    """`directory`, created if needed."""
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise InputError(f"{directory}: exists and is not a directory")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"{directory}: cannot create the directory ({err.strerror})") from None
-    return directory
+PLOTS = RunKind("attention-plots", "folder of attention plots")
+
+
+def plot_directory(directory: str | Path) -> OutDir:
+    """`directory` checked as an output, writing nothing: a new or empty directory, or one that holds earlier plots
+    of this command (`minibert.rundir`), whose files are replaced; anything else is refused."""
+    out = inspect_out(Path(directory), PLOTS, option="--plot")
+    check_usable(out)
+    return out
+
+
+def plot_name(layer: int, head: int) -> str:
+    return f"attention_layer{layer}_head{head}.png"
 
 
 def plot_attention(e: Explanation, directory: str | Path) -> list[Path]:
@@ -46,12 +49,13 @@ def plot_attention(e: Explanation, directory: str | Path) -> list[Path]:
     from matplotlib import rc_context
     from matplotlib.figure import Figure  # no pyplot: no global backend, nothing left open
 
-    directory = plot_directory(directory)
+    H = e.layer_probs.shape[0]
+    run = claim(plot_directory(directory), PLOTS, [plot_name(e.layer, h) for h in range(H)])
     families, labels = _drawable_labels(e.model_tokens, e.model_ids)
-    H, T = e.layer_probs.shape[0], len(e.model_ids)
+    T = len(e.model_ids)
     size = max(4.0, 0.4 * T + 2.0)
     paths = []
-    with rc_context({"font.family": families or ["sans-serif"]}):
+    with run, rc_context({"font.family": families or ["sans-serif"]}):
         for h in range(H):
             fig = Figure(figsize=(size + 1.0, size))
             ax = fig.add_subplot()
@@ -62,7 +66,7 @@ def plot_attention(e: Explanation, directory: str | Path) -> list[Path]:
             ax.set_ylabel("query: the token attending")
             ax.set_title(f"layer {e.layer}, head {h}: softmax(QK^T / sqrt(D))")
             fig.colorbar(image, ax=ax, label="attention probability")
-            path = directory / f"attention_layer{e.layer}_head{h}.png"
+            path = run.path / plot_name(e.layer, h)
             fig.savefig(path, dpi=100, bbox_inches="tight")
             paths.append(path)
     return paths

@@ -116,7 +116,8 @@ def render(e: Explanation) -> str:
     terms = "x_word + x_seg" if rotary else "x_word + x_pos + x_seg"
     stage(f"5. sum and LayerNorm: x = LayerNorm({terms})")
     add("  LayerNorm(s) = gamma * (s - mean(s)) / sqrt(var(s) + eps) + beta, over the C numbers of each token")
-    add("  (BERT's tables have no bias of their own: LayerNorm's beta is the document's single '+ bias')")
+    add("  (BERT's tables have no bias of their own: LayerNorm's beta plays the '+ bias' of the formula")
+    add("  word_vector = W · word_index + bias in 《预训练与微调的详细方法》, section 4.1.2)")
     add(f"  s = {terms}, (B, T, C) = (1, {T}, {C}):")
     table(e.embedding_sum)
     check("sum")

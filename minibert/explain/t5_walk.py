@@ -17,9 +17,10 @@ train/span.py's `span_corruption` for the same spans):
 
 and `minibert.generate.fill_spans` puts the target back into the input, which gives the original again.
 
-As for BERT (capture.py), nothing here is a second copy of the model: forward hooks on the model's own submodules
-keep what flows through one forward pass, and each value recomputed for display (RMSNorm, the buckets and their
-bias, softmax(Q K^T + B), the logits, the loss by hand) is compared with the model's own, each a `Check`.
+As for BERT (capture.py), nothing here is a second copy of the model: its trace (`output_trace=True`,
+minibert/trace.py) keeps what flows through one forward pass, and each value recomputed for display (RMSNorm, the
+buckets and their bias, softmax(Q K^T + B), with the parameters read by their checkpoint names; the logits, the loss
+by hand) is compared with the model's own, each a `Check`.
 
 The toy: TOY_T5_CONFIG, T5's own initialisation (initializer_factor 1) under `seed`, in float64.
 """
@@ -27,14 +28,15 @@ The toy: TOY_T5_CONFIG, T5's own initialisation (initializer_factor 1) under `se
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
+from ..attention import causal_mask
 from ..errors import InputError
 from ..generate import fill_spans
-from ..gpt import causal_mask
 from ..t5 import (
     T5Config,
     T5ForConditionalGeneration,
@@ -209,7 +211,7 @@ class T5Explanation:
 def explain_t5(model: T5ForConditionalGeneration, input_ids: Sequence[int] | torch.Tensor = DOCUMENT_IDS, *,
                layer: int = 0, head: int = 0, sentinel_base: int = TOY_VOCAB,
                special_ids: Sequence[int] = (TOY_PAD_ID, TOY_EOS_ID)) -> T5Explanation:
-    """Span-corrupt `input_ids` (`example_noise`), run the example through `model` once with hooks, and show
+    """Span-corrupt `input_ids` (`example_noise`), run the example through `model` once with its trace, and show
     `layer`'s `head` in the encoder, the decoder and the cross-attention, and the loss. Sentinel j has id
     sentinel_base + j. The model is left as it was (weights and mode)."""
     if not isinstance(model, T5ForConditionalGeneration):
@@ -229,7 +231,7 @@ def explain_t5(model: T5ForConditionalGeneration, input_ids: Sequence[int] | tor
         raise InputError(f"{n_spans} spans need sentinel ids up to {sentinel_base + n_spans - 1}, past the model's "
                          f"vocabulary of {config.vocab_size}")
     was_training = model.training
-    model.eval()  # dropout off: the hooked tensors are exactly what the model used
+    model.eval()  # dropout off: the traced tensors are exactly what the model used
     try:
         with torch.no_grad():
             return _explain_t5(model, ids, noise, layer, head, sentinel_base)
@@ -237,25 +239,36 @@ def explain_t5(model: T5ForConditionalGeneration, input_ids: Sequence[int] | tor
         model.train(was_training)
 
 
-def _recompute_attention(module, x: torch.Tensor, bias: torch.Tensor | None, memory: torch.Tensor | None):
-    """(scores, probs, output) of one T5Attention call, by its formula: softmax(Q K^T + B) V, then W_o.
+def _recompute_attention(param: Callable[[str], torch.Tensor], name: str, H: int, x: torch.Tensor,
+                         bias: torch.Tensor | None, memory: torch.Tensor | None):
+    """(scores, probs, output) of one T5 attention, by its formula: softmax(Q K^T + B) V, then W_o; its weights are
+    `name`.q, .k, .v, .o (checkpoint names, no biases).
 
     x: (1, T, C) the normed queries' stream; memory: (1, S, C) or None (self-attention); bias: (1, H, T, K) or None.
     scores, probs: (H, T, K); output: (T, C)."""
-    q = module.heads(module.q(x))  # (1, H, T, D)
+
+    def heads(y: torch.Tensor) -> torch.Tensor:
+        return y.reshape(1, y.size(1), H, -1).transpose(1, 2)  # (1, L, H*D) -> (1, H, L, D)
+
     source = x if memory is None else memory  # keys and values: the stream itself, or the encoder's output
-    k, v = module.heads(module.k(source)), module.heads(module.v(source))  # (1, H, K, D) each
+    q = heads(F.linear(x, param(f"{name}.q.weight")))  # (1, H, T, D)
+    k, v = heads(F.linear(source, param(f"{name}.k.weight"))), heads(F.linear(source, param(f"{name}.v.weight")))
     scores = q @ k.transpose(-2, -1)  # (1, H, T, D) @ (1, H, D, K) -> (1, H, T, K): no 1/sqrt(D)
     if bias is not None:
         scores = scores + bias  # (1, H, T, K)
     probs = scores.softmax(dim=-1)  # (1, H, T, K)
     context = (probs @ v).transpose(1, 2).reshape(1, x.size(1), -1)  # (1, H, T, D) -> (1, T, H*D)
-    return scores[0], probs[0], module.o(context)[0]  # (H, T, K), (H, T, K), (T, C)
+    return scores[0], probs[0], F.linear(context, param(f"{name}.o.weight"))[0]  # (H, T, K), (H, T, K), (T, C)
 
 
 def _explain_t5(model, ids, noise, layer, head, sentinel_base) -> T5Explanation:
     config = model.config
-    E = model.shared.weight  # (V, C)
+    H = config.num_heads
+
+    def param(name: str) -> torch.Tensor:  # a parameter by its checkpoint name
+        return model.get_parameter(name).detach()
+
+    E = param("shared.weight")  # (V, C)
     device, dtype = E.device, E.dtype
     enc_ids, labels = span_corrupt(ids, noise, sentinel_base, config.eos_token_id)
     S, T = len(enc_ids), len(labels)
@@ -265,37 +278,22 @@ def _explain_t5(model, ids, noise, layer, head, sentinel_base) -> T5Explanation:
     reconstructed = fill_spans(enc_ids, labels, range(sentinel_base, config.vocab_size), config.eos_token_id)
     checks["reconstruct"] = exact_check("fill_spans(input, target) gives back the original ids", reconstructed == ids)
 
-    enc_block, dec_block = model.encoder.block[layer], model.decoder.block[layer]
-    enc_sa = enc_block.layer[0].SelfAttention
-    dec_sa, dec_ca = dec_block.layer[0].SelfAttention, dec_block.layer[1].EncDecAttention
-    seen: dict[str, tuple] = {}
-    watched = {"enc_block0": model.encoder.block[0], "enc_block": enc_block, "enc_sa": enc_sa,
-               "dec_block0": model.decoder.block[0], "dec_sa": dec_sa, "dec_ca": dec_ca,
-               "encoder": model.encoder, "decoder": model.decoder}
-
-    def recorder(name):
-        def hook(module, args, kwargs, output):
-            seen[name] = (args, kwargs, output)
-
-        return hook
-
-    handles = [m.register_forward_hook(recorder(name), with_kwargs=True) for name, m in watched.items()]
-    try:
-        out = model(torch.tensor([enc_ids], device=device), labels=label_tensor)  # decoder reads shift_right(labels)
-    finally:
-        for h in handles:
-            h.remove()
+    # decoder reads shift_right(labels)
+    out = model(torch.tensor([enc_ids], device=device), labels=label_tensor, output_trace=True)
+    enc_block, dec_block = out.trace.encoder[layer], out.trace.decoder[layer]
+    enc_sa, dec_sa, dec_ca = enc_block.self_attention, dec_block.self_attention, dec_block.cross_attention
+    enc_name, dec_name = f"encoder.block.{layer}.layer.0", f"decoder.block.{layer}.layer"  # checkpoint names
 
     # --- embeddings: x = E[ids], no position vector; a = RMSNorm(x) = g * x / sqrt(mean(x^2) + eps)
-    encoder_embeddings = seen["enc_block0"][0][0].detach()[0]  # (S, C)
+    encoder_embeddings = out.trace.encoder[0].input.detach()[0]  # (S, C)
     checks["embeddings"] = _compare("E[input ids] equals the input of encoder block 0", E[enc_ids],
                                     encoder_embeddings)
     checks["decoder_embeddings"] = _compare("E[shift_right(target)] equals the input of decoder block 0",
-                                            E[dec_ids], seen["dec_block0"][0][0].detach()[0])
-    x = seen["enc_block"][0][0].detach()[0]  # (S, C)
-    a = seen["enc_sa"][0][0].detach()[0]  # (S, C)
-    norm = enc_block.layer[0].layer_norm
-    by_hand = norm.weight * x / (x.pow(2).mean(dim=-1, keepdim=True) + config.layer_norm_epsilon).sqrt()  # (S, C)
+                                            E[dec_ids], out.trace.decoder[0].input.detach()[0])
+    x = enc_block.input.detach()[0]  # (S, C)
+    a = enc_sa.input.detach()[0]  # (S, C)
+    g = param(f"{enc_name}.layer_norm.weight")  # (C,)
+    by_hand = g * x / (x.pow(2).mean(dim=-1, keepdim=True) + config.layer_norm_epsilon).sqrt()  # (S, C)
     checks["rms"] = _compare("g * x / sqrt(mean(x^2) + eps) equals what the attention reads", by_hand, a)
 
     # --- relative positions: bias[h, i, j] = table[bucket(j - i), h], from block 0's table, shared by every block
@@ -313,19 +311,20 @@ def _explain_t5(model, ids, noise, layer, head, sentinel_base) -> T5Explanation:
     hand = [(n, bucket_by_hand(n, True, N, max_d), bucket_by_hand(n, False, N, max_d)) for n in BUCKET_OFFSETS]
     checks["buckets"] = exact_check("the bucket formula by hand equals relative_position_bucket",
                                     hand == offset_buckets)
-    enc_table = model.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight  # (N, H)
-    dec_table = model.decoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight  # (N, H)
+    enc_table = param("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")  # (N, H)
+    dec_table = param("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")  # (N, H)
     encoder_bias = enc_table[encoder_buckets].permute(2, 0, 1)  # (S, S, H) -> (H, S, S)
     decoder_bias = dec_table[decoder_buckets].permute(2, 0, 1)  # (T, T, H) -> (H, T, T)
 
     # --- the encoder's self-attention: bidirectional, every key visible, B = the position bias alone
-    enc_bias_seen = seen["enc_sa"][0][1].detach()  # (1, H, S, S)
+    enc_bias_used = enc_sa.bias.detach()  # (1, H, S, S)
     checks["encoder_bias"] = _compare("table[bucket(j - i)] equals the bias the encoder block adds", encoder_bias,
-                                      enc_bias_seen[0])
+                                      enc_bias_used[0])
     encoder_mask = torch.zeros(S, S, dtype=dtype, device=device)  # (S, S)
-    enc_scores, enc_probs, enc_out = _recompute_attention(enc_sa, a[None], enc_bias_seen, None)
+    enc_scores, enc_probs, enc_out = _recompute_attention(param, f"{enc_name}.SelfAttention", H, a[None],
+                                                          enc_bias_used, None)
     checks["encoder_attention"] = _compare("W_o(softmax(Q K^T + B) V) equals the encoder attention's output",
-                                           enc_out, seen["enc_sa"][2][0].detach()[0])
+                                           enc_out, enc_sa.output.detach()[0])
 
     # --- the decoder's self-attention: causal, B = the position bias + M, M[i, j] = -inf if j > i
     model_mask = causal_mask(T, T, None, dtype, device)[0, 0]  # (T, T), -inf as the dtype's minimum
@@ -334,26 +333,27 @@ def _explain_t5(model, ids, noise, layer, head, sentinel_base) -> T5Explanation:
     formula = torch.full((T, T), -math.inf, dtype=dtype, device=device).triu(1)  # (T, T)
     checks["decoder_mask"] = exact_check("mask[i, j] = -inf if j > i else 0 is the model's causal_mask",
                                          torch.equal(decoder_mask, formula))
-    dec_bias_seen = seen["dec_sa"][0][1].detach()  # (1, H, T, T)
+    dec_bias_used = dec_sa.bias.detach()  # (1, H, T, T)
     checks["decoder_bias"] = _compare("table[bucket(j - i)] + M equals the bias the decoder block adds",
-                                      decoder_bias + model_mask, dec_bias_seen[0])
-    dec_a = seen["dec_sa"][0][0].detach()  # (1, T, C)
-    _, dec_probs, dec_out = _recompute_attention(dec_sa, dec_a, dec_bias_seen, None)
+                                      decoder_bias + model_mask, dec_bias_used[0])
+    _, dec_probs, dec_out = _recompute_attention(param, f"{dec_name}.0.SelfAttention", H, dec_sa.input.detach(),
+                                                 dec_bias_used, None)
     checks["decoder_attention"] = _compare("W_o(softmax(Q K^T + B + M) V) equals the decoder self-attention's "
-                                           "output", dec_out, seen["dec_sa"][2][0].detach()[0])
+                                           "output", dec_out, dec_sa.output.detach()[0])
 
     # --- cross-attention: decoder queries over every encoder position, no mask, no position bias
-    memory = seen["dec_ca"][1]["memory"].detach()  # (1, S, C)
+    memory = dec_ca.memory.detach()  # (1, S, C)
     checks["memory"] = _compare("the keys' source is the encoder's output", memory[0],
-                                seen["encoder"][2][0].detach()[0])
-    cross_bias = seen["dec_ca"][0][1]  # None: the encoder has no padding
+                                out.encoder_last_hidden_state.detach()[0])
+    cross_bias = dec_ca.bias  # None: the encoder has no padding
     cross_mask = torch.zeros(T, S, dtype=dtype, device=device)  # (T, S)
-    _, cross_probs, cross_out = _recompute_attention(dec_ca, seen["dec_ca"][0][0].detach(), cross_bias, memory)
+    _, cross_probs, cross_out = _recompute_attention(param, f"{dec_name}.1.EncDecAttention", H,
+                                                     dec_ca.input.detach(), cross_bias, memory)
     checks["cross_attention"] = _compare("W_o(softmax(Q_dec K_enc^T) V_enc) equals the cross-attention's output",
-                                         cross_out, seen["dec_ca"][2][0].detach()[0])
+                                         cross_out, dec_ca.output.detach()[0])
 
     # --- output and loss: logits = (h C^-1/2) E^T; loss = mean_t -log p_t[y_t]
-    h = seen["decoder"][2][0].detach()[0]  # (T, C)
+    h = out.trace.decoder_output.detach()[0]  # (T, C)
     logits = out.logits.detach()[0]  # (T, V)
     checks["logits"] = _compare("(h * C^-1/2) @ E^T equals the model's logits", (h * config.d_model**-0.5) @ E.T,
                                 logits)
@@ -502,8 +502,8 @@ def t5_markdown(seed: int = 0) -> str:
     """The toy T5's walk-through of the ids 1..10 as a markdown section, between its markers."""
     e = explain_t5(toy_t5(seed), DOCUMENT_IDS)
     c = TOY_T5_CONFIG
-    intro = (f"The design document's ten word indices 1..10, span-corrupted, through a toy "
-             f"`T5ForConditionalGeneration` with random weights (T5's initialisation under seed {seed}): "
+    intro = (f"The ten word indices 1..10 of 《预训练与微调的详细方法》's example (section 4.3), span-corrupted, "
+             f"through a toy `T5ForConditionalGeneration` with random weights (T5's initialisation under seed {seed}): "
              f"V={c['vocab_size']} ({TOY_VOCAB} ids and {TOY_SENTINELS} sentinels), C={c['d_model']}, "
              f"H={c['num_heads']} heads of D={c['d_kv']}, {c['num_layers']} encoder and {c['num_decoder_layers']} "
              f"decoder layers, N={c['relative_attention_num_buckets']} buckets, no dropout, float64. The target's "

@@ -25,7 +25,7 @@ TOY_CONFIG = dict(
     attn_impl="math",
 )
 TOY_MASK_ID = 15
-DOCUMENT_IDS = list(range(1, 11))  # the design document's ten word indices (section 4.3)
+DOCUMENT_IDS = list(range(1, 11))  # the ten word indices of the example of 《预训练与微调的详细方法》 (section 4.3)
 
 
 def toy_model(seed: int = 0, **overrides) -> BertForMaskedLM:
