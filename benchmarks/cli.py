@@ -22,7 +22,7 @@ from pathlib import Path
 from minibert.config import PRESETS
 from minibert.errors import InputError
 from minibert.rundir import OutState, RunKind, check_usable, claim, inspect_out
-from tokenizer.errors import command_main
+from tokenizer.command import command_main
 
 from .data import SPECIAL_TOKENS
 from .grid import GROUPS

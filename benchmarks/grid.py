@@ -19,6 +19,8 @@ CLS_TRAIN = ATTENTION + ("mb-sdpa+unpad",)
 # GPT-2 and T5: minibert's two attention paths against transformers' two, and minibert's fast paths
 GPT_TRAIN = ATTENTION + ("mb-sdpa+chunked",)
 T5_TRAIN = ATTENTION + ("mb-sdpa+chunked+fusedqkv",)
+GPT_COMPILE = ("hf-sdpa", "hf-sdpa+compile", "mb-sdpa+chunked", "mb-sdpa+chunked+compile")
+T5_COMPILE = ("hf-sdpa", "hf-sdpa+compile", "mb-sdpa+chunked+fusedqkv", "mb-sdpa+chunked+fusedqkv+compile")
 VARIANTS = {"infer_fixed": INFER_FIXED, "infer_var": INFER_VAR, "mlm_train": MLM_TRAIN, "cls_train": CLS_TRAIN,
             "gpt_train": GPT_TRAIN, "t5_train": T5_TRAIN}
 PACKED = ("infer_fixed", "mlm_train", "gpt_train", "t5_train")  # one batch of full blocks per run
@@ -82,6 +84,7 @@ def quick_grid(compile: bool = False) -> Grid:
                            variants=("hf-sdpa", "hf-sdpa+compile", "mb-sdpa+compile")))
         cases.append(_case("mlm_train", "tiny", 32, 4, "fp32", group="compile",
                            variants=("hf-sdpa", "hf-sdpa+compile", "mb-sdpa+sparse", "mb-sdpa+sparse+compile")))
+        cases.append(_case("gpt_train", "tiny", 32, 4, "fp32", group="compile", variants=GPT_COMPILE))
     return Grid("quick", cases, warmup=1, repeats=2, matmul_size=256, tokenizer_texts=400, tokenizer_vocab=3000,
                 tokenizer_repeats=2)
 
@@ -112,7 +115,7 @@ def cpu_grid() -> Grid:
 def cuda_grid(compile: bool = True) -> Grid:
     """The full grid for one GPU: tiny, small and BERT-base; 128 and 512 tokens; fp32 and bf16 autocast;
     a 32..512 sweep of BERT-base in bf16; the unpadded-attention comparison on BERT-base in bf16; torch.compile on
-    BERT-base at 128 tokens in bf16; GPT-2's and T5's training steps at the base size (T5: base-sized encoder and
+    BERT-base, GPT-2 and T5 at 128 tokens in bf16 (each against transformers compiled the same way); GPT-2's and T5's training steps at the base size (T5: base-sized encoder and
     decoder), and at the small and tiny sizes with the small models.
 
     Batches hold 16k tokens (tiny, small) or 8k tokens (base); review batches have as many rows as the packed
@@ -141,6 +144,8 @@ def cuda_grid(compile: bool = True) -> Grid:
                                      "mb-sdpa+sparse+fusedqkv+compile")))
         cases.append(_case("infer_fixed", "base", 128, 64, "bf16", group="compile",
                            variants=("hf-sdpa", "hf-sdpa+compile", "mb-sdpa", "mb-sdpa+compile")))
+        cases += [_case(w, "base", 128, 64, "bf16", group="compile", variants=v)
+                  for w, v in (("gpt_train", GPT_COMPILE), ("t5_train", T5_COMPILE))]
     first = {c.id for c in cases}
     cases += [c for c in main("base", 8192, gen) if c.id not in first]
     cases += main("small", 16384) + main("tiny", 16384)

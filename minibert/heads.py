@@ -223,7 +223,7 @@ class SequenceClassificationHead(nn.Linear):
 
     The layer W_c (K, C), b_c (K,) itself, with the dropout in front of it: registered as `classifier`, its weights
     keep Hugging Face's names `classifier.weight` and `classifier.bias` (dropout has no weights to name). Every
-    classifier ends here: BertForSequenceClassification below, and in fine-tuning `train.fusion.SequenceClassifier`
+    classifier ends here: BertForSequenceClassification below, and in fine-tuning `train.classifier.SequenceClassifier`
     (any pooling of `minibert.pooling`, with or without layer fusion) over a BERT, GPT-2 or T5 body.
     """
 

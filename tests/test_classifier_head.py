@@ -7,9 +7,9 @@ import torch.nn.functional as F
 
 from minibert import BertConfig, BertForSequenceClassification, GPT2Config, InputError, T5Config
 from minibert.heads import SequenceClassificationHead, sequence_classification_loss
-from minibert.pooling import POOLINGS, cls_pool, last_token_pool, mean_pool, pool
-from train import families, fusion
-from train.fusion import SequenceClassifier
+from minibert.pooling import POOLINGS, cls_pool, mean_pool, pool
+from train import families
+from train.classifier import SequenceClassifier
 
 CONFIGS = {
     "bert": lambda **kw: BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
@@ -127,5 +127,3 @@ def test_pool_by_name_and_the_pooler_refusal():
         pool(h, mask, "pooler")
     with pytest.raises(InputError, match="pooling must be one of"):
         pool(h, mask, "max")
-    # train.fusion keeps the names it had (tests and train.finetune import them from there).
-    assert fusion.mean_pool is mean_pool and fusion.last_token_pool is last_token_pool and fusion.POOLINGS == POOLINGS

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from minibert.errors import InputError
-from train import corpus
-from train.corpus import read_texts
+from train import corpus_files as corpus
+from train.corpus_files import read_texts
 
 
 def test_text_file_skips_empty_lines_and_strips(tmp_path):

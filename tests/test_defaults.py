@@ -17,8 +17,11 @@ from minibert.electra import DISCRIMINATOR_WEIGHT, GENERATOR_SIZE, ElectraForPre
 from tokenizer import SentencePieceTokenizer
 from tokenizer.config import VOCAB_SIZE
 from train import optim, pretrain
-from train.masking import MLM_PROBABILITY, mask_tokens
-from train.objectives import MaskedLM, ReplacedTokenDetection, make_objective
+from train.pretrain_options import PretrainArgs
+from train.mlm import MLM_PROBABILITY, mask_tokens
+from train.electra import ReplacedTokenDetection
+from train.mlm import MaskedLM
+from train.objectives import make_objective
 
 
 def default_of(function, name: str):
@@ -30,7 +33,7 @@ def field_default(cls, name: str):
 
 
 def test_the_masking_fraction_is_the_commands_and_the_librarys():
-    args = pretrain.PretrainArgs()
+    args = PretrainArgs()
     assert args.mlm_probability == MLM_PROBABILITY
     assert default_of(mask_tokens, "mlm_probability") == MLM_PROBABILITY
     assert default_of(make_objective, "mlm_probability") == MLM_PROBABILITY
@@ -38,7 +41,7 @@ def test_the_masking_fraction_is_the_commands_and_the_librarys():
 
 
 def test_electras_settings_have_one_value_each():
-    args = pretrain.PretrainArgs()
+    args = PretrainArgs()
     for where in (args.generator_size, default_of(make_objective, "generator_size"),
                   field_default(ReplacedTokenDetection, "generator_size"),
                   default_of(ElectraForPreTraining.__init__, "generator_size")):
@@ -51,7 +54,7 @@ def test_electras_settings_have_one_value_each():
 def test_the_vocabulary_size_has_one_value():
     import tokenizer.cli
 
-    assert pretrain.PretrainArgs().vocab_size == VOCAB_SIZE
+    assert PretrainArgs().vocab_size == VOCAB_SIZE
     assert default_of(SentencePieceTokenizer.train, "vocab_size") == VOCAB_SIZE
     assert default_of(SentencePieceTokenizer.train_with_stats, "vocab_size") == VOCAB_SIZE
     assert tokenizer.cli.parse_args(["--input", "x.txt", "--out", "t"]).vocab_size == VOCAB_SIZE
@@ -61,7 +64,7 @@ def test_the_optimiser_takes_its_settings_from_the_command():
     """make_adamw has no defaults of its own: what a run uses is what its options say, and so what args.json holds."""
     for name in ("betas", "eps"):
         assert default_of(optim.make_adamw, name) is inspect.Parameter.empty
-    args = pretrain.PretrainArgs(adam_beta1=0.8, adam_beta2=0.95, adam_epsilon=1e-7)
+    args = PretrainArgs(adam_beta1=0.8, adam_beta2=0.95, adam_epsilon=1e-7)
     model = torch.nn.Linear(2, 2)
     adamw = optim.make_adamw(model, args.lr, args.weight_decay, betas=(args.adam_beta1, args.adam_beta2),
                              eps=args.adam_epsilon)
@@ -82,9 +85,9 @@ def test_a_default_runs_args_json_records_every_option(tmp_path):
                           "intermediate_size=64", "--max-seq-length", "32", "--batch-size", "4", "--max-steps", "1",
                           "--no-progress", "--eval-batches", "1"]) == 0
     recorded = json.loads((out / "args.json").read_text(encoding="utf-8"))
-    options = {f.name for f in dataclasses.fields(pretrain.PretrainArgs)}
+    options = {f.name for f in dataclasses.fields(PretrainArgs)}
     assert options <= set(recorded)
-    defaults = pretrain.PretrainArgs()
+    defaults = PretrainArgs()
     for name in ("adam_beta1", "adam_beta2", "adam_epsilon", "mlm_probability", "weight_decay", "max_grad_norm"):
         assert recorded[name] == getattr(defaults, name), name
 
@@ -96,12 +99,12 @@ def test_the_default_fine_tuning_length_fits_the_default_model(tmp_path, capsys)
     from train import finetune
 
     assert finetune.Options().max_length is None
-    run = make_pretrain_run(tmp_path / "runs", max_position_embeddings=pretrain.PretrainArgs().max_seq_length)
+    run = make_pretrain_run(tmp_path / "runs", max_position_embeddings=PretrainArgs().max_seq_length)
     data = write_rows(tmp_path / "reviews.csv", review_rows(40))
     base = ["--init", str(run), "--train", str(data), "--epochs", "1", "--batch-size", "8"]
     assert finetune.main([*base, "--out", str(tmp_path / "default")]) == 0
     assert "capped" not in capsys.readouterr().err
     recorded = json.loads((tmp_path / "default" / "finetune.json").read_text(encoding="utf-8"))
-    assert recorded["max_length"] == pretrain.PretrainArgs().max_seq_length
+    assert recorded["max_length"] == PretrainArgs().max_seq_length
     assert finetune.main([*base, "--out", str(tmp_path / "longer"), "--max-length", "512"]) == 0
     assert "--max-length 512 capped at the model's max_position_embeddings, 128" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from test_finetune_helpers import make_pretrain_run, review_rows, tiny_config, w
 from train import finetune as ft
 from train import predict
 from train.batches import collate, load_tokenizer
-from train.fusion import SequenceClassifier, load_classifier, save_classifier
+from train.classifier import SequenceClassifier, load_classifier, save_classifier
 
 transformers = pytest.importorskip("transformers")
 

@@ -20,6 +20,7 @@ import torch
 
 import tokenizer
 from minibert.errors import InputError
+from test_export_roformer import CODE_START, export
 from test_finetune_helpers import make_pretrain_run, write_rows
 from tokenizer.hf_export import TRANSFORMERS_FILES, SentencePieceModel, save_for_transformers, unsupported_reason
 from train import finetune as ft
@@ -30,7 +31,6 @@ transformers = pytest.importorskip("transformers")
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
-CODE_START = "these lines give the logits:\n\n"
 
 # Texts made to be awkward: runs of spaces and other whitespace, latin letters in both widths, digits, punctuation
 # (ASCII and full-width), emoji (also joined and with a variation selector), characters no vocabulary holds,
@@ -243,14 +243,6 @@ def review_rows(examples, pairs: bool = False) -> list[dict]:
         for i, row in enumerate(rows):
             row["pair"] = rows[(i + 1) % len(rows)]["text"]
     return rows
-
-
-def export(run: Path, out: Path, capsys) -> str:
-    capsys.readouterr()
-    assert predict.main([str(run), "--export-hf", str(out)]) == 0
-    err = capsys.readouterr().err
-    assert err.startswith(f"exported to {out}")
-    return err.split(CODE_START, 1)[1] if CODE_START in err else ""
 
 
 def agreeing(tok_dir: Path, predictor, theirs, texts: list[str], pairs=None) -> list[int]:

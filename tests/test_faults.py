@@ -20,8 +20,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_finetune_helpers import REPO, cli_env, make_pretrain_run, review_rows, write_rows
+from test_finetune_helpers import REPO, cli_env, make_pretrain_run, news_corpus, review_rows, write_rows
 from train import finetune, predict, pretrain
+from train.checkpoints import checkpoint_dirs, latest_checkpoint
+from train.signals import StopSignals
 from train.builtin_data import people_daily_lines
 from minibert.rundir import RUN_MARKER
 
@@ -39,9 +41,7 @@ def data(tmp_path_factory) -> dict:
     from tokenizer import SentencePieceTokenizer
 
     root = tmp_path_factory.mktemp("faults")
-    corpus = root / "corpus.txt"
-    corpus.write_text("\n".join(people_daily_lines()[:150]) + "\n", encoding="utf-8")
-    SentencePieceTokenizer.train(corpus, 2000, root / "tok", model_type="char", verbose=False)
+    corpus, _ = news_corpus(root)
     SentencePieceTokenizer.train(people_daily_lines()[:30], 2000, root / "tok_small", model_type="char",
                                  verbose=False)  # fewer characters: a smaller vocabulary
     return {"root": root, "corpus": corpus, "tok": root / "tok", "tok_small": root / "tok_small",
@@ -207,7 +207,7 @@ def test_a_signal_saves_the_last_whole_step_and_resume_is_exact(tmp_path, data, 
         stdout, stderr = job.communicate(timeout=120)
         assert job.returncode == 128 + signum == {signal.SIGINT: 130, signal.SIGTERM: 143}[signum], stderr
         stopped_at = max(losses(out))
-        assert pretrain.latest_checkpoint(out).name == f"step_{stopped_at:06d}" and stopped_at < 60
+        assert latest_checkpoint(out).name == f"step_{stopped_at:06d}" and stopped_at < 60
         assert pre(data, out, *SIGNAL_RUN, "--resume") == 0
         a, b = losses(never_stopped), losses(out)
         assert a.keys() == b.keys() == set(range(1, 61))
@@ -220,7 +220,7 @@ def test_the_loop_restores_the_signal_handlers_and_keeps_an_ignored_signal_ignor
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        with pretrain.StopSignals() as stop:
+        with StopSignals() as stop:
             assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
             os.kill(os.getpid(), signal.SIGINT)  # the first: a flag, no KeyboardInterrupt
             assert stop.signum == signal.SIGINT
@@ -271,7 +271,7 @@ def test_a_truncated_checkpoint_falls_back_to_the_previous_one(tmp_path, data, c
     assert losses(r) == losses(tmp_path / "whole")  # exact
     assert same_weights(r / "model.safetensors", tmp_path / "whole" / "model.safetensors")
     # With every checkpoint cut short there is nothing to fall back to: a message, no traceback.
-    for ckpt in pretrain.checkpoint_dirs(r):
+    for ckpt in checkpoint_dirs(r):
         (ckpt / name).write_bytes((ckpt / name).read_bytes()[:100])
     assert pre(data, r, *common, "--resume") == 2
     err = capsys.readouterr().err
@@ -292,7 +292,7 @@ def test_a_run_killed_during_its_first_save_says_what_to_do_and_starts_over(tmp_
     assert pre(data, r, "--max-steps", "2", "--resume") == 2
     assert "without --resume" in capsys.readouterr().err
     assert pre(data, r, "--max-steps", "2") == 0
-    assert max(losses(r)) == 2 and pretrain.latest_checkpoint(r).name == "step_000002"
+    assert max(losses(r)) == 2 and latest_checkpoint(r).name == "step_000002"
 
 
 # -- 8. a leftover tokenizer ------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from train.finetune_data import (
     stratified_split,
     subsample_train,
 )
-from train.fusion import mean_pool
+from minibert.pooling import mean_pool
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -684,7 +684,7 @@ def test_last_token_pooling_picks_the_last_real_token_and_padding_cannot_change_
 
 @given(lengths=st.lists(st.integers(1, 9), min_size=1, max_size=6), left=st.booleans())
 def test_last_token_pool_takes_each_rows_last_real_position(lengths, left):
-    from train.fusion import last_token_pool
+    from minibert.pooling import last_token_pool
 
     T = max(lengths) + 1
     mask = torch.zeros(len(lengths), T, dtype=torch.long)

@@ -43,6 +43,18 @@ def make_pretrain_run(runs_dir: Path, name: str = "pretrain-20240101-000000", se
     return run
 
 
+def news_corpus(root: Path, lines: int = 150) -> tuple[Path, Path]:
+    """A pretraining corpus of `lines` People's Daily lines (root/corpus.txt) and a character SentencePiece
+    tokenizer trained on it (root/tok), for runs that train no tokenizer of their own."""
+    from tokenizer import SentencePieceTokenizer
+    from train.builtin_data import people_daily_lines
+
+    corpus = Path(root) / "corpus.txt"
+    corpus.write_text("\n".join(people_daily_lines()[:lines]) + "\n", encoding="utf-8")
+    SentencePieceTokenizer.train(corpus, 2000, Path(root) / "tok", model_type="char", verbose=False)
+    return corpus, Path(root) / "tok"
+
+
 def review_rows(n: int, seed: int = 0, labels=("negative", "positive")) -> list[dict]:
     """n distinct short 'reviews': a positive one has positive characters, a negative one negative characters."""
     rng = random.Random(seed)

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from train.masking import IGNORE_INDEX, mask_tokens
+from train.mlm import IGNORE_INDEX, mask_tokens
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIAL = frozenset({PAD, UNK, CLS, SEP, MASK})

@@ -23,7 +23,7 @@ import torch
 from minibert.errors import InputError
 from test_finetune_helpers import review_rows, write_rows
 from tokenizer import cli as tok_cli
-from tokenizer.corpus import MAX_LINE_CHARS, split_long_line
+from tokenizer.training_text import MAX_LINE_CHARS, split_long_line
 from train.builtin_data import builtin_pretraining_texts, people_daily_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -402,11 +402,11 @@ def test_pretrain_refuses_an_odd_rotary_head_before_any_work(tmp_path, capsys):
 
 
 def test_an_odd_head_is_fine_for_the_models_without_rotary_positions():
-    from train import pretrain
+    from train import pretrain_options
     from train.cli import parse_into
 
-    args = parse_into(pretrain.PretrainArgs, ["--objective", "causal", "--set", "hidden_size=130"], "", "p")
-    assert pretrain.model_config(args, 100).hidden_size == 130
+    args = parse_into(pretrain_options.PretrainArgs, ["--objective", "causal", "--set", "hidden_size=130"], "", "p")
+    assert pretrain_options.model_config(args, 100).hidden_size == 130
 
 
 @pytest.mark.parametrize("option", ["--weight-decay", "--max-grad-norm"])
@@ -473,13 +473,13 @@ def test_a_bug_that_is_not_memory_still_shows_itself(tmp_path, monkeypatch, smal
 
 @pytest.mark.parametrize("family", ["bert", "gpt2"])
 def test_printed_next_commands_are_quoted_for_the_shell(tmp_path, capsys, family):
-    from train import pretrain
+    from train import pretrain_report
 
     out = tmp_path / "my runs" / "it's here"
     out.mkdir(parents=True)
     (out / "metrics.jsonl").write_text("", encoding="utf-8")
     state = SimpleNamespace(step=1, train_seconds=1.0)
-    pretrain.print_summary(out, SimpleNamespace(message="done"), state, 8, SimpleNamespace(family=family))
+    pretrain_report.print_summary(out, SimpleNamespace(message="done"), state, 8, SimpleNamespace(family=family))
     lines = [ln for ln in capsys.readouterr().out.splitlines() if "python -m train." in ln]
     assert lines
     for line in lines:

@@ -14,7 +14,7 @@ from train import finetune as ft
 from train import predict
 from train.batches import collate, encode_examples
 from train.finetune_data import Columns, load_task
-from train.fusion import load_classifier
+from train.classifier import load_classifier
 
 LABELS = ["bad", "good"]
 

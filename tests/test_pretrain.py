@@ -18,7 +18,13 @@ from hypothesis import strategies as st
 import minibert.heads
 from minibert import BertForMaskedLM
 from minibert.checkpoint import load_pretrained
-from train import pretrain
+from minibert import InputError
+from train import pretrain, pretrain_data, pretrain_eval
+from train.checkpoints import latest_checkpoint
+from train.cli import parse_given
+from train.device import Dist
+from train.packing import BlockStream
+from train.pretrain_options import PretrainArgs, resume_args
 from train.objectives import make_objective
 from train.builtin_data import people_daily_lines
 
@@ -112,14 +118,14 @@ def test_a_save_killed_half_way_keeps_the_previous_checkpoint(tmp_path, corpus, 
         run(out, corpus, "--max-steps", "2", "--batch-size", "4", "--save-every", "1", "--eval-every", "100",
             "--resume")
     monkeypatch.setattr(torch, "save", real_save)
-    assert pretrain.latest_checkpoint(out).name == "step_000001"  # the half-written step 2 never appeared
+    assert latest_checkpoint(out).name == "step_000001"  # the half-written step 2 never appeared
     again = load_pretrained(out / "checkpoints" / "step_000001", BertForMaskedLM)[0].state_dict()
     top = load_pretrained(out, BertForMaskedLM)[0].state_dict()
     for k in before:
         assert torch.equal(again[k], before[k]) and torch.equal(top[k], before[k])
     assert run(out, corpus, "--max-steps", "2", "--batch-size", "4", "--save-every", "1", "--eval-every", "100",
                "--resume") == 0
-    assert pretrain.latest_checkpoint(out).name == "step_000002"
+    assert latest_checkpoint(out).name == "step_000002"
 
 
 def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, corpus, monkeypatch, capsys):
@@ -136,7 +142,7 @@ def test_a_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     assert code == 1
     out = capsys.readouterr().out
     assert "the loss became nan at step" in out
-    assert pretrain.latest_checkpoint(tmp_path / "r").name == "step_000002"
+    assert latest_checkpoint(tmp_path / "r").name == "step_000002"
 
 
 def test_bad_inputs_exit_2_and_overwrite_nothing(tmp_path, corpus):
@@ -207,14 +213,14 @@ def assert_two_ranks_match_one(tmp_path, common, port):
 
 
 def test_auto_tokenizer_type_follows_the_script():
-    assert pretrain.auto_model_type(["今天天气很好，我们去公园。"] * 10) == "char"
-    assert pretrain.auto_model_type(["The weather is fine today."] * 10) == "unigram"
-    assert pretrain.auto_model_type(["质量很好非常满意 good"] * 10) == "char"  # counted by letters
+    assert pretrain_data.auto_model_type(["今天天气很好，我们去公园。"] * 10) == "char"
+    assert pretrain_data.auto_model_type(["The weather is fine today."] * 10) == "unigram"
+    assert pretrain_data.auto_model_type(["质量很好非常满意 good"] * 10) == "char"  # counted by letters
 
 
 @given(n=st.integers(1, 60), batch_size=st.integers(1, 70), seed=st.integers(0, 2**32 - 1))
 def test_each_epoch_of_the_block_stream_visits_every_block_once(n, batch_size, seed):
-    stream = pretrain.BlockStream(n, batch_size, seed)
+    stream = BlockStream(n, batch_size, seed)
     batches = [stream.next_batch() for _ in range(-(-2 * n // batch_size))]  # at least two epochs
     assert all(len(b) == batch_size for b in batches)  # B indices per step, also across an epoch boundary
     drawn = np.concatenate(batches)
@@ -227,7 +233,7 @@ def test_shuffled_rows_keep_their_tokens_and_targets_together():
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 100, (4, 16), generator=g)
     labels = torch.where(torch.rand(4, 16, generator=g) < 0.3, ids, torch.full_like(ids, -100))
-    shuffled_ids, shuffled_labels = pretrain.shuffle_rows(ids, labels, g)
+    shuffled_ids, shuffled_labels = pretrain_eval.shuffle_rows(ids, labels, g)
     assert not torch.equal(shuffled_ids, ids)
     for row in range(4):
         assert sorted(shuffled_ids[row].tolist()) == sorted(ids[row].tolist())
@@ -254,7 +260,7 @@ def test_order_gain_is_zero_without_positions_and_not_with_rotary():
     from minibert import BertConfig
 
     tok = SimpleNamespace(vocab_size=60, special_ids=frozenset({0, 1, 2, 3, 4}), mask_token_id=4)
-    args = pretrain.PretrainArgs(batch_size=8, eval_batches=2, mlm_probability=0.3)
+    args = PretrainArgs(batch_size=8, eval_batches=2, mlm_probability=0.3)
     blocks = np.random.default_rng(0).integers(5, 60, size=(16, 24))
     gains = {}
     for kind in ("absolute", "rotary"):
@@ -267,7 +273,7 @@ def test_order_gain_is_zero_without_positions_and_not_with_rotary():
             with torch.no_grad():
                 model.bert.embeddings.position_embeddings.weight.zero_()  # no position signal at all
         objective = make_objective("mlm", tok, mlm_probability=args.mlm_probability)
-        result = pretrain.evaluate(model, objective, blocks, args, torch.device("cpu"), pretrain.Dist(), nullcontext())
+        result = pretrain_eval.evaluate(model, objective, blocks, args, torch.device("cpu"), Dist(), nullcontext())
         gains[kind] = result["eval_order_gain"]
     assert abs(gains["absolute"]) < 1e-4
     assert abs(gains["rotary"]) > 1e-2
@@ -373,7 +379,7 @@ def test_causal_and_span_learn_and_leave_a_run_of_their_own_model(gpt_t5_run):
         assert (config["d_model"], config["num_layers"], config["num_heads"], config["d_ff"]) == (32, 2, 2, 64)
         assert config["vocab_size"] == tok_vocab + 100  # the sentinels
     # The top-level weights are the last checkpoint's, and read back into the model they came from.
-    top, last = lm_weights(out), lm_weights(pretrain.latest_checkpoint(out))
+    top, last = lm_weights(out), lm_weights(latest_checkpoint(out))
     assert top.keys() == last.keys() and all(torch.equal(top[k], last[k]) for k in top)
 
 
@@ -466,30 +472,31 @@ def test_builtin_corpus_pretrains_on_reviews_with_a_tokenizer_of_all_the_text(tm
     """The default: MLM on the reviews, 30% masked; the new tokenizer learns from --tokenizer-corpus (all by
     default), so runs on any built-in part share one vocabulary."""
     parts = {"all": ["新闻 和 评论"], "news": ["新闻"], "reviews": ["评论"]}
-    monkeypatch.setattr(pretrain, "builtin_pretraining_texts", lambda part: parts[part])
+    monkeypatch.setattr(pretrain_data, "builtin_pretraining_texts", lambda part: parts[part])
     trained_on = []
     import tokenizer
 
     monkeypatch.setattr(tokenizer.SentencePieceTokenizer, "train", lambda texts, *a, **k: trained_on.append(list(texts)))
     monkeypatch.setattr(tokenizer, "load", lambda path: path)
-    args = pretrain.PretrainArgs()
-    assert (args.mlm_probability, pretrain.load_corpus(args)) == (0.3, ["评论"])
-    pretrain.get_tokenizer(args, tmp_path, pretrain.load_corpus(args), pretrain.Dist(0, 1, 0), resumed=False)
-    args = pretrain.PretrainArgs(builtin_corpus="news", tokenizer_corpus="reviews")
-    assert pretrain.load_corpus(args) == ["新闻"]
-    pretrain.get_tokenizer(args, tmp_path, pretrain.load_corpus(args), pretrain.Dist(0, 1, 0), resumed=False)
+    args = PretrainArgs()
+    assert (args.mlm_probability, pretrain_data.load_corpus(args)) == (0.3, ["评论"])
+    pretrain_data.get_tokenizer(args, tmp_path, pretrain_data.load_corpus(args), Dist(0, 1, 0), resumed=False)
+    args = PretrainArgs(builtin_corpus="news", tokenizer_corpus="reviews")
+    assert pretrain_data.load_corpus(args) == ["新闻"]
+    pretrain_data.get_tokenizer(args, tmp_path, pretrain_data.load_corpus(args), Dist(0, 1, 0), resumed=False)
     assert trained_on == [["新闻 和 评论"], ["评论"]]
 
 
-def test_max_grad_norm_keeps_its_older_name_grad_clip():
-    """--max-grad-norm (Hugging Face's name) and --grad-clip set the same option; a run saved with `grad_clip` in
-    its options resumes with that value, and giving the other value on resume is refused as a change."""
-    new, given = pretrain.parse_given(pretrain.PretrainArgs, ["--max-grad-norm", "0.5"], "", "p")
-    old, given_old = pretrain.parse_given(pretrain.PretrainArgs, ["--grad-clip", "0.5"], "", "p")
-    assert new.max_grad_norm == old.max_grad_norm == 0.5 and given == given_old == {"max_grad_norm"}
-    stored = dataclasses.asdict(pretrain.PretrainArgs())
-    stored["grad_clip"] = stored.pop("max_grad_norm") * 0.25  # as an older run wrote its args
-    args, changed = pretrain.resume_args(stored, pretrain.PretrainArgs(), set())
+def test_max_grad_norm_on_resume_is_a_change_that_is_refused():
+    """--max-grad-norm (Hugging Face's name) is the only name of the option; a resumed run keeps its own value, and
+    giving another value on resume is refused as a change."""
+    new, given = parse_given(PretrainArgs, ["--max-grad-norm", "0.5"], "", "p")
+    assert new.max_grad_norm == 0.5 and given == {"max_grad_norm"}
+    with pytest.raises(SystemExit):
+        parse_given(PretrainArgs, ["--grad-clip", "0.5"], "", "p")
+    stored = dataclasses.asdict(PretrainArgs())
+    stored["max_grad_norm"] = 0.25
+    args, changed = resume_args(stored, PretrainArgs(), set())
     assert args.max_grad_norm == 0.25 and changed == []
-    with pytest.raises(pretrain.InputError, match="--max-grad-norm"):
-        pretrain.resume_args(stored, new, {"max_grad_norm"})
+    with pytest.raises(InputError, match="--max-grad-norm"):
+        resume_args(stored, new, {"max_grad_norm"})

@@ -21,7 +21,7 @@ import pytest
 from minibert.errors import InputError
 from minibert.rundir import (LOCK_NAME, RUN_MARKER, OutState, RunKind, check_usable, claim, claim_new, holder,
                              inspect_out, read_marker)
-from test_finetune_helpers import REPO, cli_env
+from test_finetune_helpers import REPO, cli_env, news_corpus
 
 KIND = RunKind("demo", "demo run")
 
@@ -157,14 +157,8 @@ def test_a_second_process_is_refused_with_the_holders_pid_and_a_dead_holders_loc
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> dict:
-    from tokenizer import SentencePieceTokenizer
-    from train.builtin_data import people_daily_lines
-
-    root = tmp_path_factory.mktemp("rundir")
-    text = root / "corpus.txt"
-    text.write_text("\n".join(people_daily_lines()[:150]) + "\n", encoding="utf-8")
-    SentencePieceTokenizer.train(text, 2000, root / "tok", model_type="char", verbose=False)
-    return {"corpus": text, "tok": root / "tok"}
+    text, tok = news_corpus(tmp_path_factory.mktemp("rundir"))
+    return {"corpus": text, "tok": tok}
 
 
 def pretrain_cmd(corpus, out: Path, *extra: str) -> list[str]:

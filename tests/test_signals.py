@@ -1,6 +1,6 @@
 """SIGINT and SIGTERM sent to the long commands' real processes mid-work: fine-tuning and the learning curve.
 
-The contract (tokenizer.errors, train.signals): a signal stops the work between two steps, what was done is saved
+The contract (tokenizer.command, train.signals): a signal stops the work between two steps, what was done is saved
 (a fine-tuning run's last whole epoch, a curve's finished cells), one line says so, the exit status is 128 + the
 signal's number, and the same command with `--resume` (fine-tuning) or again (the curve) continues with the same
 figures as a run that was never stopped. Nothing half-written is left looking complete, and no child process
@@ -139,12 +139,17 @@ def results_of(out: Path) -> dict:
     return json.loads((out / "results.json").read_text(encoding="utf-8"))
 
 
+def figures_of_a_whole_run(setup, name: str, *options: str) -> dict:
+    """The figures of a fine-tuning run with `options` that no signal stopped."""
+    out = setup["tmp"] / name
+    assert finetune.main(ft_args(setup, "--out", str(out), *options)) == 0
+    return figures(results_of(out))
+
+
 @pytest.fixture(scope="module")
 def never_stopped(setup) -> dict:
-    """The figures of the 2-seed x 2-epoch run that no signal stopped."""
-    out = setup["tmp"] / "never-stopped"
-    assert finetune.main(ft_args(setup, "--out", str(out), *TWO_SEEDS)) == 0
-    return figures(results_of(out))
+    """The 2-seed x 2-epoch run."""
+    return figures_of_a_whole_run(setup, "never-stopped", *TWO_SEEDS)
 
 
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: s.name)
@@ -198,9 +203,7 @@ LONG = ["--epochs", "100", "--seeds", "3"]  # seconds of work after the first ep
 
 @pytest.fixture(scope="module")
 def long_never_stopped(setup) -> dict:
-    out = setup["tmp"] / "long-never-stopped"
-    assert finetune.main(ft_args(setup, "--out", str(out), *LONG)) == 0
-    return figures(results_of(out))
+    return figures_of_a_whole_run(setup, "long-never-stopped", *LONG)
 
 
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: s.name)

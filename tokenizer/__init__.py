@@ -15,7 +15,7 @@ from .encoding import Encoding
 from .errors import InputError
 from .loader import load
 from .spm_tokenizer import SentencePieceTokenizer
-from .trainer import TrainingStats
+from .spm_training import TrainingStats
 from .wordpiece import WordPieceTokenizer
 
 train = SentencePieceTokenizer.train

@@ -13,11 +13,12 @@ import argparse
 from pathlib import Path
 
 from .config import VOCAB_SIZE
-from .corpus import LONG_LINES, MAX_LINE_CHARS, text_files
-from .errors import InputError, command_main
+from .training_text import LONG_LINES, MAX_LINE_CHARS, text_files
+from .command import command_main
+from .errors import InputError
 from .spm_tokenizer import SentencePieceTokenizer
 from .textfile import check_can_create, check_looks_like_text
-from .trainer import MODEL_TYPES
+from .spm_training import MODEL_TYPES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -1,8 +1,8 @@
-"""SentencePiece's training, run in a process of its own: `trainer.train_model` starts it and waits for it.
+"""SentencePiece's training, run in a process of its own: `spm_training.train_model` starts it and waits for it.
 
 Why a process: SentencePiece trains in C++ and does not return to Python until it is done, so a signal sent to a
 command that trains a tokenizer would wait for the end of training (tens of seconds on a large corpus) before the
-command could stop. A child process is stopped at once (`trainer.train_model` terminates it when the command is
+command could stop. A child process is stopped at once (`spm_training.train_model` terminates it when the command is
 interrupted), and it leaves nothing behind: the model comes back as bytes, written by the parent.
 
 The protocol, all bytes:

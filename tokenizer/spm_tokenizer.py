@@ -15,7 +15,7 @@ from .base import Tokenizer
 from .chars import is_cjk, is_punctuation
 from .config import CONFIG_NAME, SPECIAL_TOKENS, VOCAB_SIZE, read_config, write_config
 from .errors import InputError
-from .trainer import TrainingStats, check_options, train_model
+from .spm_training import TrainingStats, check_options, train_model
 
 MODEL_NAME = "spm.model"
 VOCAB_NAME = "spm.vocab"
@@ -78,11 +78,11 @@ class SentencePieceTokenizer(Tokenizer):
         [UNK], or bytes with `byte_fallback`); `num_threads`, SentencePiece threads, all cores by default; `seed`;
         `force`, to replace a tokenizer already in `out_dir` (refused otherwise); `progress`, a tqdm bar while
         reading (None: only for inputs of 4 MiB or more); `long_lines`, "split" (default) or "refuse" for a line
-        longer than `tokenizer.corpus.MAX_LINE_CHARS` characters. With `verbose`, what happens goes to stderr: a
+        longer than `tokenizer.training_text.MAX_LINE_CHARS` characters. With `verbose`, what happens goes to stderr: a
         note on long lines split, a line when training starts, and a one-line report at the end (vocabulary size,
         characters per token, time).
         Bad input (missing/empty/non-UTF-8 files, a vocabulary size the text cannot support) raises `InputError`.
-        SentencePiece trains in a child process, so SIGINT or SIGTERM stops it at once (`tokenizer.trainer`).
+        SentencePiece trains in a child process, so SIGINT or SIGTERM stops it at once (`tokenizer.spm_training`).
         """
         if verbose:
             options.setdefault("log", lambda line: print(line, file=sys.stderr, flush=True))

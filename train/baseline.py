@@ -45,7 +45,7 @@ from minibert.rundir import OutDir, OutState, RunKind, check_usable, claim, insp
 from train import metrics
 from train.cli import RUNS_DIR, TaskDraw, opt, parse_into, write_json
 from train.finetune_data import Columns, Example, TaskData, label_counts, load_task, subsample_train, warn
-from tokenizer.errors import command_main
+from tokenizer.command import command_main
 
 METRICS = ("macro_f1", "accuracy")
 BASELINE_RUN = RunKind("baseline", "baseline run")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from minibert.errors import InputError
-from train.corpus import iter_file_lines
+from train.corpus_files import iter_file_lines
 
 PEOPLE_DAILY_FILE = "tag/199801.txt"
 POSITIVE_FILE = "sentiment/pos.txt"

@@ -6,7 +6,8 @@
 
 A checkpoint is written whole under a temporary name and renamed into place, so a process killed at any moment
 leaves the previous one intact; `--resume` reads the newest readable one, sets aside one that cannot be read, and
-repairs a top level that a kill left a step behind.
+repairs a top level that a kill left a step behind. Whether --out may be used at all (a new run, one to continue
+with --resume, one to start over with --force) is `plan_out_dir`'s, decided before anything is written.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import re
 import shutil
 import sys
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -25,7 +27,8 @@ from minibert import BertConfig, GPT2Config, T5Config
 from minibert.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_config, read_weights, remove_leftovers,
                                  save_pretrained, weights_step)
 from minibert.errors import InputError
-from minibert.rundir import RUN_MARKER, RunKind, recorded_entries
+from minibert.rundir import RUN_MARKER, OutDir, OutState, RunKind, check_usable, inspect_out, recorded_entries
+from train.cli import RUNS_DIR
 
 
 # A pretraining run directory (`minibert.rundir`) and the top-level entries a run writes into it.
@@ -186,3 +189,29 @@ def plot_losses(metrics_path: Path, png: Path, loss_name: str = "MLM loss") -> N
     fig.tight_layout()
     fig.savefig(png, dpi=100)
     plt.close(fig)
+
+
+def plan_out_dir(args, main: bool = True) -> OutDir:
+    """What pretraining's --out is and whether this command may use it (`args`: the run's options, --out, --resume
+    and --force), deciding without writing anything (`main`: the process
+    that will hold the directory's lock; the other ranks of a multi-process run do not look at the lock).
+
+    A new or empty directory starts a run. A run directory needs --resume (it continues) or --force (it starts
+    over); one that never saved a checkpoint holds nothing worth keeping and starts over as it is. Anything else
+    is refused."""
+    out = inspect_out(Path(args.out or f"{RUNS_DIR}/pretrain-{datetime.now():%Y%m%d-%H%M%S}"), PRETRAIN_RUN,
+                      check_lock=main)
+    check_usable(out)
+    is_run = out.state is OutState.RUN
+    worth_keeping = is_run and (latest_checkpoint(out.path) is not None or (out.path / WEIGHTS_NAME).is_file())
+    if args.resume:
+        if not is_run:
+            raise InputError(f"--resume: {out.path} {out.state.value}; there is no run to continue")
+        if latest_checkpoint(out.path) is None:
+            raise InputError(f"--resume: {out.path} holds no checkpoint: the run stopped before its first save "
+                             "completed. Run the same command without --resume to start it over")
+    elif worth_keeping and not args.force:
+        raise InputError(f"{out.path} already holds a run; pass --resume to continue it or --force to start over")
+    elif is_run and not args.force:
+        print(f"note: {out.path} holds a run that stopped before its first checkpoint; starting it over", flush=True)
+    return out

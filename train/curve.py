@@ -59,7 +59,7 @@ from minibert.rundir import OutDir, OutState, RunKind, check_usable, claim, insp
 from train import metrics
 from train.cli import RUNS_DIR, TaskFiles, build_parser, opt, parse_into, write_json
 from train.signals import StopSignals
-from tokenizer.errors import command_main
+from tokenizer.command import command_main
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BUDGETS = ("500", "1000", "3000", "all")

@@ -5,7 +5,7 @@ Shapes: B batch, T tokens, C hidden size, L blocks, K classes.
 `python -m train.finetune` classifies with any of the three models `train.pretrain` trains. Each reads the text
 into token vectors h (B, T, C); one vector per text is pooled from them (`minibert/pooling.py`), and logits =
 Dropout(pooled) W + b (B, K) with the loss, the head every classifier shares (`minibert/heads.py`,
-`SequenceClassificationHead`); `train/fusion.py` wires them together. What differs is the body kept from
+`SequenceClassificationHead`); `train/classifier.py` wires them together. What differs is the body kept from
 pretraining and what its vectors have read:
 
     family  pretrained by                the body kept               h_t has read       poolings
@@ -193,7 +193,7 @@ def depths(model: nn.Module) -> dict[int, int]:
 
 def load_classifier_model(directory: Path, labels_path: Path) -> nn.Module:
     """The classifier saved in a fine-tuned run directory: BERT's from its config (which holds the labels), a
-    GPT-2 or T5 one from its config, the labels file (`train.fusion`'s labels.json) and its weights, checked key by
+    GPT-2 or T5 one from its config, the labels file (`train.classifier`'s labels.json) and its weights, checked key by
     key."""
     config = read_config(directory / CONFIG_NAME)
     if family(config) == "bert":

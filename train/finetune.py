@@ -14,7 +14,7 @@ test set). `--from-scratch` gives the same
 architecture, tokenizer and budget without pretraining, so the difference between the two runs is what
 pretraining buys.
 
-Outputs in --out: the best model (`train.fusion` describes the files), `results.json` with every metric, and a
+Outputs in --out: the best model (`train.classifier` describes the files), `results.json` with every metric, and a
 table on stdout. With several --seeds, each seed's run is in `OUT/seed-S/` and `OUT/results.json` adds the mean and
 standard deviation over seeds. `args.json` keeps the options the run was started with.
 
@@ -52,12 +52,13 @@ from train.cli import build_parser as build_options_parser
 from train.batches import EncodedSet, collate, encode_examples, length_bucketed_batches, load_tokenizer
 from train.finetune_data import Columns, TaskData, label_counts, load_task, subsample_train, warn
 from train.finetune_state import MODEL_ENTRIES
-from train.fusion import POOLINGS, SequenceClassifier, save_classifier
+from minibert.pooling import POOLINGS
+from train.classifier import SequenceClassifier, save_classifier
 from train.device import autocast, resolve_device
 from train.predict import predict_logits
 from train.resume import given_by_value, options_on_resume
 from train.signals import StopSignals
-from tokenizer.errors import command_main
+from tokenizer.command import command_main
 
 STRATEGIES = ("full", "linear-probe", "freeze-bottom-k", "layer-fusion")
 METRICS = ("macro_f1", "accuracy")
@@ -435,11 +436,18 @@ def train_one_seed(o: Options, seed: int, pre: Pretrained, task: TaskData, data:
               f"{'  *best' if improved else ''}", flush=True)
         if p.stopped_early:
             print(f"early stop: no better validation {o.metric} for {p.stale} epoch(s)", flush=True)
-    # 9. The best epoch's model, scored once on the test split.
+    # 9. and 10. The best epoch's model, scored once on the test split, saved with its results.
+    return finish_seed(o, seed, pre, task, data, out, classifier, params, p, time.time() - started)
+
+
+def finish_seed(o: Options, seed: int, pre: Pretrained, task: TaskData, data: Encoded, out: Path, classifier,
+                params: dict, p, train_seconds: float) -> dict:
+    """Steps 9 and 10 of `train_one_seed`: the best epoch's weights (`p`, the loop's record), scored once on the
+    test split; the model, its head, tokenizer and labels saved, then results.json (which marks the seed
+    finished), then the saved state dropped. A save cut short leaves no model that looks finished."""
+    tok = pre.tokenizer
     classifier.load_state_dict(p.best_state)
-    test = evaluate(classifier, data.test, o.eval_batch_size, pad_id, task.label_names)
-    # 10. Save the model, its head, tokenizer and labels, then results.json (which marks the seed finished), then
-    #     drop the saved state. A save cut short leaves no model that looks finished.
+    test = evaluate(classifier, data.test, o.eval_batch_size, tok.pad_token_id, task.label_names)
     meta = {"strategy": o.strategy, "freeze_layers": o.freeze_layers, "max_length": data_max_length(o, pre),
             "text_pair": task.has_pairs, "init": str(pre.path), "from_scratch": o.from_scratch, "seed": seed}
     result = {
@@ -450,7 +458,7 @@ def train_one_seed(o: Options, seed: int, pre: Pretrained, task: TaskData, data:
         "stopped_early": p.stopped_early,
         "validation": p.best,
         "test": test,
-        "train_seconds": round(time.time() - started, 1),
+        "train_seconds": round(train_seconds, 1),
     }
     try:
         save_classifier(classifier, out, tok, meta)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 
 from minibert.errors import InputError
-from train.corpus import iter_file_lines
+from train.corpus_files import iter_file_lines
 
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
 JSONL_SUFFIXES = (".jsonl",)

@@ -22,13 +22,13 @@ from pathlib import Path
 import torch
 
 from minibert.files import CONFIG_NAME, WEIGHTS_NAME, atomic_write, remove_leftovers
-from train.fusion import FINETUNE_NAME, HEAD_NAME, LABELS_NAME
+from train.classifier import FINETUNE_NAME, HEAD_NAME, LABELS_NAME
 from train.optim import set_lr
 
 CHECKPOINT = "checkpoint"
 STATE_NAME = "state.pt"
 RESULTS_NAME = "results.json"
-# What a finished seed's directory holds besides its results: the model (train.fusion.save_classifier).
+# What a finished seed's directory holds besides its results: the model (train.classifier.save_classifier).
 MODEL_ENTRIES = (CONFIG_NAME, WEIGHTS_NAME, HEAD_NAME, FINETUNE_NAME, LABELS_NAME, "tokenizer")
 
 

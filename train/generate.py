@@ -39,7 +39,7 @@ from minibert.generate import GenerationConfig, answer_spans, fill_spans, genera
 from minibert.gpt import GPT2LMHeadModel
 from minibert.hf_gpt_t5 import MODELS, load_hf, load_pretrained
 from minibert.t5 import T5ForConditionalGeneration
-from tokenizer.errors import command_main
+from tokenizer.command import command_main
 from train.device import resolve_device
 
 SENTINEL = re.compile(r"<extra_id_(\d+)>")

@@ -52,11 +52,11 @@ from minibert.hf_roformer import check_roformer, save_roformer
 from minibert.rundir import OutDir, RunKind, check_usable, claim, inspect_out
 from train import families
 from train.cli import write_json
-from train.corpus import iter_file_lines
+from train.corpus_files import iter_file_lines
 from train.device import autocast
 from train.batches import EncodedSet, collate, encode_texts, load_tokenizer, sorted_batches
-from train.fusion import SequenceClassifier, load_classifier
-from tokenizer.errors import command_main
+from train.classifier import SequenceClassifier, load_classifier
+from tokenizer.command import command_main
 from tokenizer.hf_export import (PLACEHOLDER_FILES, TRANSFORMERS_FILES, save_for_transformers,
                                   save_placeholder, unsupported_reason)
 

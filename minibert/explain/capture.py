@@ -217,6 +217,14 @@ def explain(
         model.train(was_training)
 
 
+
+def residual_step(x: torch.Tensor, sublayer_out: torch.Tensor, param, norm_name: str, config) -> torch.Tensor:
+    """x + sublayer(x) (pre-LN, whose LayerNorm came before the sub-layer), or LayerNorm(x + sublayer(x)) (post-LN,
+    BERT's), with the LayerNorm of checkpoint name `norm_name`."""
+    total = x + sublayer_out
+    return total if config.norm_first else layer_norm(total, param, norm_name, config.layer_norm_eps)
+
+
 def _explain(model, ids, model_ids, tokens, model_tokens, layer, head, pos, mask_token_id, label, lr, id_to_text):
     config = model.config
     T, V, C, H = len(ids), config.vocab_size, config.hidden_size, config.num_attention_heads
@@ -287,9 +295,8 @@ def _explain(model, ids, model_ids, tokens, model_tokens, layer, head, pos, mask
     attention_projection = linear(context, param, f"{block}.attention.output.dense")  # (T, C) context W_o + b_o
     # x1, the stream between the sub-layers: x + the projection (pre-LN), or LayerNorm of that sum (post-LN)
     attention_output = row0(block_trace.after_attention)
-    residual_sum = layer_input + attention_projection
-    if not config.norm_first:
-        residual_sum = layer_norm(residual_sum, param, f"{block}.attention.output.LayerNorm", config.layer_norm_eps)
+    residual_sum = residual_step(layer_input, attention_projection, param, f"{block}.attention.output.LayerNorm",
+                                 config)
     checks["attention_output"] = _compare("the residual step equals attention.output's output", residual_sum,
                                           attention_output)
 
@@ -301,9 +308,7 @@ def _explain(model, ids, model_ids, tokens, model_tokens, layer, head, pos, mask
                               activation(config.hidden_act)(ffn_pre), ffn_hidden)
     ffn_out = linear(ffn_hidden, param, f"{block}.output.dense")  # (T, C) h W_2 + b_2
     layer_output = row0(block_trace.output)
-    residual_sum = attention_output + ffn_out
-    if not config.norm_first:
-        residual_sum = layer_norm(residual_sum, param, f"{block}.output.LayerNorm", config.layer_norm_eps)
+    residual_sum = residual_step(attention_output, ffn_out, param, f"{block}.output.LayerNorm", config)
     checks["layer_output"] = _compare("the residual step equals the output module's output", residual_sum,
                                       layer_output)
     theirs = hidden_states[layer + 1]

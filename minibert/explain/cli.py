@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import InputError, command_main
+from tokenizer.command import command_main
+
+from ..errors import InputError
 from .capture import explain
 from .plot import plot_attention, plot_directory
 from .render import render

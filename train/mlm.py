@@ -1,13 +1,23 @@
-"""BERT's dynamic masking for masked language modelling (MLM), drawn afresh for every batch."""
+"""BERT's masked language modelling (MLM): the dynamic masking, drawn afresh for every batch (`mask_tokens`), and
+the pretraining objective built on it (`MaskedLM`, as `train.objectives` describes an objective).
+
+Why not [MASK] at every chosen position (the 80/10/10 rule of `mask_tokens`): fine-tuning and inference never see
+[MASK], and if [MASK] were the only place a prediction is asked for, the model could learn to represent well only
+the [MASK] positions. Random and unchanged tokens force it to keep a good representation of every input token,
+since any token may be one it must predict, and the random ones teach it not to trust the visible token blindly.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from minibert import BertConfig, BertForMaskedLM
 from minibert.heads import IGNORE_INDEX  # -100: the label of positions that carry no loss (one definition)
 
 
@@ -32,6 +42,32 @@ def _word_starts(input_ids: torch.Tensor, candidate: torch.Tensor, word_start: t
 # The fraction of tokens chosen for prediction: MosaicBERT's 0.3, which measured better than BERT's 0.15 for the
 # built-in task (docs/RESULTS.md). Every default of the masking, the MLM objective and `python -m train.pretrain`.
 MLM_PROBABILITY = 0.3
+
+
+def _choose(input_ids: torch.Tensor, candidate: torch.Tensor, word_start, vocab_size: int, p: float,
+            choice_draw: torch.Tensor, fallback_draw: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: the tokens chosen for prediction (`mask_tokens`' Choice and Whole-word masking): each unit (a
+    token, or a whole word with `word_start`) with probability p, at least one unit per sequence that has any."""
+    B, T = input_ids.shape
+    if word_start is None:
+        unit_start = candidate  # (B, T) every candidate token is its own unit
+    else:
+        table = torch.as_tensor(word_start, dtype=torch.bool, device=input_ids.device)
+        if table.shape != (vocab_size,):
+            raise ValueError(f"word_start must have shape ({vocab_size},), got {tuple(table.shape)}")
+        unit_start = _word_starts(input_ids, candidate, table)  # (B, T)
+
+    chosen_start = unit_start & (choice_draw < p)  # (B, T)
+    # At least one unit per sequence that has any: the unit start with the largest fallback draw.
+    needs_one = unit_start.any(dim=1) & ~chosen_start.any(dim=1)  # (B,)
+    forced = torch.where(unit_start, fallback_draw, -1.0).argmax(dim=1)  # (B,)
+    chosen_start |= F.one_hot(forced, T).bool() & needs_one[:, None]  # (B, T)
+    if word_start is None:
+        return chosen_start  # (B, T)
+    # Spread each word's choice over its tokens: every token looks up the last word start at or before it.
+    positions = torch.arange(T, device=input_ids.device).expand(B, T)  # (B, T)
+    start_of_word = torch.where(unit_start, positions, 0).cummax(dim=1).values  # (B, T)
+    return chosen_start.gather(1, start_of_word) & candidate  # (B, T)
 
 
 def mask_tokens(
@@ -67,11 +103,8 @@ def mask_tokens(
     Corruption (the 80/10/10 rule). Of the chosen tokens, independently per token:
         1 - random_replace_prob - keep_prob  (80%)  become [MASK],
         random_replace_prob                  (10%)  become a uniformly random non-special token id,
-        keep_prob                            (10%)  stay unchanged.
-    Why not [MASK] everywhere: fine-tuning and inference never see [MASK], and if [MASK] were the only place
-    a prediction is asked for, the model could learn to represent well only the [MASK] positions. Random and
-    unchanged tokens force it to keep a good representation of every input token, since any token may be
-    one it must predict, and the random ones teach it not to trust the visible token blindly.
+        keep_prob                            (10%)  stay unchanged
+    (why not [MASK] everywhere: the module doc).
 
     Labels: the original id at chosen positions, IGNORE_INDEX (-100) elsewhere. Where the label is -100 the
     input is unchanged.
@@ -106,27 +139,7 @@ def mask_tokens(
         replaceable.numel(), (B, T), generator=generator, device=generator.device
     ).to(device)  # (B, T)
 
-    if word_start is None:
-        unit_start = candidate  # (B, T) every candidate token is its own unit
-    else:
-        table = torch.as_tensor(word_start, dtype=torch.bool, device=device)
-        if table.shape != (vocab_size,):
-            raise ValueError(f"word_start must have shape ({vocab_size},), got {tuple(table.shape)}")
-        unit_start = _word_starts(input_ids, candidate, table)  # (B, T)
-
-    chosen_start = unit_start & (choice_draw < mlm_probability)  # (B, T)
-    # At least one unit per sequence that has any: the unit start with the largest fallback draw.
-    needs_one = unit_start.any(dim=1) & ~chosen_start.any(dim=1)  # (B,)
-    forced = torch.where(unit_start, fallback_draw, -1.0).argmax(dim=1)  # (B,)
-    chosen_start |= F.one_hot(forced, T).bool() & needs_one[:, None]  # (B, T)
-
-    if word_start is None:
-        chosen = chosen_start  # (B, T)
-    else:
-        # Spread each word's choice over its tokens: every token looks up the last word start at or before it.
-        positions = torch.arange(T, device=device).expand(B, T)  # (B, T)
-        start_of_word = torch.where(unit_start, positions, 0).cummax(dim=1).values  # (B, T)
-        chosen = chosen_start.gather(1, start_of_word) & candidate  # (B, T)
+    chosen = _choose(input_ids, candidate, word_start, vocab_size, mlm_probability, choice_draw, fallback_draw)
 
     mask_share = 1.0 - random_replace_prob - keep_prob
     to_mask = chosen & (action_draw < mask_share)  # (B, T)
@@ -135,3 +148,60 @@ def mask_tokens(
     masked = torch.where(to_random, replaceable[random_index].to(input_ids.dtype), masked)  # (B, T)
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, IGNORE_INDEX))  # (B, T)
     return masked, labels
+
+
+@dataclass
+class MaskedLM:
+    """BERT's masked-language modelling: a fraction of the tokens chosen (`MLM_PROBABILITY`), 80/10/10 corrupted,
+    predicted from context."""
+
+    vocab_size: int
+    special_ids: torch.Tensor
+    mask_token_id: int
+    mlm_probability: float = MLM_PROBABILITY
+    word_start: torch.Tensor | None = None
+    weights: dict = field(default_factory=lambda: {"mlm": 1.0})
+    family = "bert"
+    order_probe = True  # evaluation also scores shuffled blocks: what word order is worth (train/pretrain.py)
+    eval_loss_name = "MLM loss"
+    eval_accuracy_name = "masked-token accuracy"
+
+    @property
+    def model_vocab_size(self) -> int:
+        return self.vocab_size
+
+    def config_from(self, fields: dict, vocab_size: int, max_len: int) -> BertConfig:
+        """The BERT the fields describe, as they are (`train.pretrain_options.model_config` has put in the vocabulary and
+        the position table)."""
+        del vocab_size, max_len
+        return BertConfig(**fields)
+
+    def build(self, config: BertConfig) -> nn.Module:
+        return BertForMaskedLM(config)
+
+    def _mask(self, ids: torch.Tensor, gen: torch.Generator, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+        return mask_tokens(ids, vocab_size=self.vocab_size, special_ids=self.special_ids,
+                           mask_token_id=self.mask_token_id, mlm_probability=self.mlm_probability, generator=gen,
+                           word_start=self.word_start, **kw)
+
+    def make_batch(self, blocks: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        input_ids, labels = self._mask(blocks, gen)  # (B, T) each
+        return {"input_ids": input_ids, "labels": labels}
+
+    def counts(self, batch: dict) -> dict[str, int]:
+        return {"mlm": int((batch["labels"] != IGNORE_INDEX).sum())}
+
+    def losses(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        return {"mlm": model(batch["input_ids"], labels=batch["labels"]).loss}
+
+    @torch.no_grad()
+    def eval_sums(self, model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        """Held-out sums: MLM cross-entropy, correct predictions and the count, at the masked positions."""
+        labels = batch["labels"]
+        logits = model(batch["input_ids"], labels=labels).logits.float()
+        keep = labels != IGNORE_INDEX  # (B, T)
+        if logits.dim() == 3:  # the dense head scores every position
+            logits = logits[keep]  # (M, V)
+        target = labels[keep]  # (M,)
+        return {"loss": F.cross_entropy(logits, target, reduction="sum"),
+                "correct": (logits.argmax(-1) == target).sum(), "count": keep.sum()}

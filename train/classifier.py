@@ -34,12 +34,9 @@ from torch import nn
 from minibert.checkpoint import atomic_write, family, save_pretrained
 from minibert.errors import InputError
 from minibert.heads import sequence_classification_loss
-from minibert.pooling import POOLINGS, ScalarMix, last_token_pool, mean_pool, pool
+from minibert.pooling import POOLINGS, ScalarMix, pool
 from train import families
 from train.cli import write_json
-
-__all__ = ["POOLINGS", "ScalarMix", "SequenceClassifier", "last_token_pool", "load_classifier", "mean_pool",
-           "save_classifier"]
 
 HEAD_NAME = "head.safetensors"
 FINETUNE_NAME = "finetune.json"

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import SPECIAL_TOKENS
-from .corpus import LONG_LINES, Corpus, read_corpus
-from .errors import InputError, Stopped
+from .training_text import LONG_LINES, Corpus, read_corpus
+from .command import Stopped
+from .errors import InputError
 from .spm_process import FAILED
 
 MODEL_TYPES = ("unigram", "bpe", "char", "word")
