@@ -18,7 +18,7 @@ MLM_TRAIN = ATTENTION + ("mb-sdpa+sparse", "mb-sdpa+sparse+fusedqkv")
 CLS_TRAIN = ATTENTION + ("mb-sdpa+unpad",)
 # GPT-2 and T5: minibert's two attention paths against transformers' two, and minibert's fast paths
 GPT_TRAIN = ATTENTION + ("mb-sdpa+chunked",)
-T5_TRAIN = ATTENTION + ("mb-sdpa+chunked+fusedqkv",)
+T5_TRAIN = ATTENTION + ("mb-sdpa+chunked", "mb-sdpa+chunked+fusedqkv")
 GPT_COMPILE = ("hf-sdpa", "hf-sdpa+compile", "mb-sdpa+chunked", "mb-sdpa+chunked+compile")
 T5_COMPILE = ("hf-sdpa", "hf-sdpa+compile", "mb-sdpa+chunked+fusedqkv", "mb-sdpa+chunked+fusedqkv+compile")
 VARIANTS = {"infer_fixed": INFER_FIXED, "infer_var": INFER_VAR, "mlm_train": MLM_TRAIN, "cls_train": CLS_TRAIN,
@@ -33,7 +33,7 @@ UNPAD = ("hf-sdpa", "mb-sdpa", "mb-sdpa+unpad=rows", "mb-sdpa+unpad=repad", "mb-
 ANCHORS = (("mlm_train", ("hf-sdpa", "mb-sdpa+sparse")),
            ("infer_var", ("hf-sdpa", "mb-sdpa+unpad", "ort-sdpa")),
            ("gpt_train", ("hf-sdpa", "mb-sdpa", "mb-sdpa+chunked")),
-           ("t5_train", ("hf-sdpa", "mb-sdpa", "mb-sdpa+chunked+fusedqkv")))
+           ("t5_train", ("hf-sdpa", "mb-sdpa", "mb-sdpa+chunked", "mb-sdpa+chunked+fusedqkv")))
 GROUPS = ("main", "sweep", "compile", "unpad", "anchor")
 
 
@@ -115,8 +115,9 @@ def cpu_grid() -> Grid:
 def cuda_grid(compile: bool = True) -> Grid:
     """The full grid for one GPU: tiny, small and BERT-base; 128 and 512 tokens; fp32 and bf16 autocast;
     a 32..512 sweep of BERT-base in bf16; the unpadded-attention comparison on BERT-base in bf16; torch.compile on
-    BERT-base, GPT-2 and T5 at 128 tokens in bf16 (each against transformers compiled the same way); GPT-2's and T5's training steps at the base size (T5: base-sized encoder and
-    decoder), and at the small and tiny sizes with the small models.
+    BERT-base, GPT-2 and T5 at 128 tokens in bf16 (each against transformers compiled the same way); GPT-2's and
+    T5's training steps at the base size (T5: base-sized encoder and decoder), and at the small and tiny sizes with
+    the small models.
 
     Batches hold 16k tokens (tiny, small) or 8k tokens (base); review batches have as many rows as the packed
     batches of the same length, four batches per timed run. The order puts first what a time budget must not

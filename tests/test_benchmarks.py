@@ -567,7 +567,7 @@ def test_the_cpu_grid_carries_the_anchor_rows():
     assert "ort-sdpa" in anchors["infer_var"].variants and "mb-sdpa+unpad" in anchors["infer_var"].variants
     assert "mb-sdpa+sparse" in anchors["mlm_train"].variants
     assert "mb-sdpa+chunked" in anchors["gpt_train"].variants
-    assert "mb-sdpa+chunked+fusedqkv" in anchors["t5_train"].variants
+    assert {"mb-sdpa+chunked", "mb-sdpa+chunked+fusedqkv"} <= set(anchors["t5_train"].variants)
     assert all(BASELINE in c.variants for c in anchors.values())
 
 

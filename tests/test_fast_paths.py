@@ -176,3 +176,22 @@ def test_position_buckets_are_kept_per_shape_and_the_table_read_each_time():
     for T in range(6, 30):  # batches of many lengths: only the latest few shapes are kept
         attention.position_bias(T, T, "cpu")
     assert len(attention._buckets) == t5.BUCKET_SHAPES_KEPT and (29, 29, "cpu") in attention._buckets
+
+
+def test_fine_tunings_unpad_switch_reaches_gpt_and_t5_bodies():
+    """train.finetune's --unpad (a BERT config field) is given to GPT-2's and T5's configs too, and their
+    classifiers' token states at real tokens are the padded ones."""
+    from train import families
+
+    overrides = {"unpad": True, "unpad_attention": "rows", "hidden_dropout_prob": 0.0}
+    assert families.config_overrides("gpt2", overrides) == {"unpad": True, "resid_pdrop": 0.0, "embd_pdrop": 0.0}
+    assert families.config_overrides("t5", overrides) == {"unpad": True, "dropout_rate": 0.0}
+    ids, mask, _ = inputs(8)
+    real = mask.bool()
+    for config in (GPT, T5):
+        torch.manual_seed(0)
+        padded = families.classifier_model(config, ["neg", "pos"]).eval()
+        unpadded = families.classifier_model(dataclasses.replace(config, **families.config_overrides(
+            families.family(config), {"unpad": True})), ["neg", "pos"]).eval()
+        unpadded.load_state_dict(padded.state_dict())
+        torch.testing.assert_close(unpadded.token_states(ids, mask)[real], padded.token_states(ids, mask)[real])

@@ -142,7 +142,8 @@ def test_config_from_maps_a_preset_onto_t5_and_adds_the_sentinels():
     assert (config.num_layers, config.num_decoder_layers) == (4, 4)
     assert config.vocab_size == 1200 + 100 and config.attn_impl == "math"
     assert (config.pad_token_id, config.decoder_start_token_id, config.eos_token_id) == (PAD, PAD, SEP)
-    assert config.chunked_loss and config.fused_qkv and not config.unpad  # training's fast paths
+    assert config.chunked_loss and not config.fused_qkv and not config.unpad  # training's fast path
+    assert objective.config_from({**PRESETS["small"], "fused_qkv": True}, 1200, 128).fused_qkv  # when asked for
     # an encoder block has BERT's matmul weights: 4C² (Q, K, V, O) + 2CI (the feed-forward)
     model = T5ForConditionalGeneration(config)
     block = model.encoder.block[1]

@@ -119,8 +119,8 @@ def copy_pretrained(model: nn.Module, pretrained: nn.Module, fresh: list[str]) -
 def config_overrides(kind: str, overrides: dict) -> dict:
     """train.finetune's switches, named as BERT's config fields, as the fields of a `kind` config: the dropouts
     (GPT-2: resid_pdrop and embd_pdrop from hidden_dropout_prob, attn_pdrop from attention_probs_dropout_prob;
-    T5: its one dropout_rate from hidden_dropout_prob). The classifier's own dropout is the body's hidden one; the
-    unpadded path (unpad, unpad_attention) is BERT's alone."""
+    T5: its one dropout_rate from hidden_dropout_prob). The classifier's own dropout is the body's hidden one.
+    unpad (the real tokens alone) reaches GPT-2's blocks and T5's encoder too; unpad_attention is BERT's alone."""
     if kind == "bert":
         return dict(overrides)
     out = {}
@@ -129,6 +129,8 @@ def config_overrides(kind: str, overrides: dict) -> dict:
         out.update({"resid_pdrop": p, "embd_pdrop": p} if kind == "gpt2" else {"dropout_rate": p})
     if kind == "gpt2" and "attention_probs_dropout_prob" in overrides:
         out["attn_pdrop"] = overrides["attention_probs_dropout_prob"]
+    if "unpad" in overrides:
+        out["unpad"] = overrides["unpad"]
     return out
 
 

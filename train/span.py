@@ -216,9 +216,9 @@ class SpanCorruption:
 
         vocab_size is the tokenizer's; the model gets vocab_size + n_sentinels rows. max_len is not needed: T5's
         relative positions have no length limit (offsets beyond 128 share a bucket). The special ids are the
-        tokenizer's ([PAD] starts the decoder, [SEP] ends the output). Training takes minibert's fast paths, each
-        equal to the readable one within float rounding: the chunked loss (no (B, U, V) logits) and the fused
-        projections (fused_qkv). Other keys of `preset_fields` that are T5Config fields (attn_impl,
+        tokenizer's ([PAD] starts the decoder, [SEP] ends the output). Training takes the chunked loss (the same loss
+        within float rounding, without the (B, U, V) logits); the fused projections (fused_qkv) measured level with
+        the separate ones on the CPU and stay off unless asked for. Other keys of `preset_fields` that are T5Config fields (attn_impl,
         num_decoder_layers, fused_qkv) are taken as they are; the rest (BERT's own) are ignored.
         """
         del max_len
@@ -232,7 +232,7 @@ class SpanCorruption:
             "d_ff": preset_fields["intermediate_size"], "num_layers": L, "num_decoder_layers": L,
             "dropout_rate": preset_fields.get("hidden_dropout_prob", 0.1),
             "pad_token_id": self.pad_token_id, "decoder_start_token_id": self.pad_token_id,
-            "eos_token_id": self.eos_token_id, "chunked_loss": True, "fused_qkv": True,
+            "eos_token_id": self.eos_token_id, "chunked_loss": True,
         }
         passed = {k: v for k, v in preset_fields.items() if k in own and k not in ("vocab_size", "pad_token_id")}
         return T5Config(**{**fields, **passed})
