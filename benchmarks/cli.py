@@ -16,13 +16,15 @@ import math
 import os
 import sys
 import warnings
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from minibert.config import PRESETS
 from minibert.errors import InputError
 from minibert.rundir import OutState, RunKind, check_usable, claim, inspect_out
-from tokenizer.command import command_main
+from tokenizer.command import build_parser as build_options_parser
+from tokenizer.command import command_main, opt, parse_options
 
 from .data import SPECIAL_TOKENS
 from .grid import GROUPS
@@ -48,76 +50,75 @@ def _csv(kind=str):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks",
-        description=(
-            "Benchmark minibert against Hugging Face transformers (BERT, GPT-2, T5) on the same weights and "
-            "inputs. Every case "
-            "checks that all variants agree (outputs; for training also loss and gradients) before timing them "
-            "alternately, then reports ms per step, real tokens/s, sequences/s, the ratio to transformers with "
-            "sdpa attention, peak memory and model FLOPs utilisation. Writes results.json, results.md and PNG plots."
-        ),
-        epilog=(
-            "Workloads: " + "; ".join(f"{w.name}: {w.description}" for w in WORKLOADS.values()) + ". "
-            "Variants: hf-eager, hf-sdpa (transformers, the baseline), mb-math, mb-sdpa (minibert), with the "
-            "minibert switches +unpad (or +unpad=rows|repad|nested, how attention meets the variable lengths), "
-            "+sparse, +fusedqkv and +compile (e.g. mb-sdpa+sparse+compile); GPT-2 and T5 take +compile alone. "
-            "Exit status: 0 done, 1 the correctness check failed (nothing further is timed), 2 bad options (one "
-            "line on stderr, nothing measured), 130 / 143 stopped by SIGINT / SIGTERM (what was measured is kept "
-            "in results.json; --report-only writes its report)."
-        ),
+DESCRIPTION = (
+    "Benchmark minibert against Hugging Face transformers (BERT, GPT-2, T5) on the same weights and inputs. Every "
+    "case checks that all variants agree (outputs; for training also loss and gradients) before timing them "
+    "alternately, then reports ms per step, real tokens/s, sequences/s, the ratio to transformers with sdpa "
+    "attention, peak memory and model FLOPs utilisation. Writes results.json, results.md and PNG plots."
+)
+
+
+def epilog() -> str:
+    return (
+        "Workloads: " + "; ".join(f"{w.name}: {w.description}" for w in WORKLOADS.values()) + ". "
+        "Variants: hf-eager, hf-sdpa (transformers, the baseline), mb-math, mb-sdpa (minibert), with the "
+        "minibert switches +unpad (or +unpad=rows|repad|nested, how attention meets the variable lengths), "
+        "+sparse, +fusedqkv and +compile (e.g. mb-sdpa+sparse+compile); GPT-2 and T5 take +compile alone. "
+        "Exit status: 0 done, 1 the correctness check failed (nothing further is timed), 2 bad options (one "
+        "line on stderr, nothing measured), 130 / 143 stopped by SIGINT / SIGTERM (what was measured is kept "
+        "in results.json; --report-only writes its report)."
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="where models run; auto picks CUDA when a GPU is visible, else the CPU (default: auto)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run of a few seconds: tiny model, 32 tokens, every workload and variant, 2 timed runs")
-    p.add_argument("--grid", choices=("auto", "quick", "cpu", "cuda"), default="auto",
-                   help="which set of cases: auto is the CUDA grid on a GPU and the reduced CPU grid otherwise; "
-                        "--quick means --grid quick (default: auto)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="output directory for results.json, results.md and the plots: a new or empty directory, "
-                        "or an earlier benchmark run's, whose files are replaced (default: a new "
-                        f"{RUNS_DIR}/bench-YYYYmmdd-HHMMSS under the working directory). The committed results are "
-                        "rewritten only when named: --out benchmarks/results/cpu")
-    p.add_argument("--workloads", type=_csv(), default=[], metavar="LIST",
-                   help=f"only these workloads, comma-separated, from {','.join(WORKLOADS)}")
-    p.add_argument("--sizes", type=_csv(), default=[], metavar="LIST", help="only these presets: tiny,small,base")
-    p.add_argument("--seq-lens", type=_csv(int), default=[], metavar="LIST",
-                   help="only cases at these sequence lengths (block length, or longest review), e.g. 128,512")
-    p.add_argument("--precisions", type=_csv(), default=[], metavar="LIST",
-                   help=f"only these precisions, from {','.join(PRECISIONS)} (bf16 = autocast to bfloat16)")
-    p.add_argument("--variants", type=_csv(), default=[], metavar="LIST",
-                   help="only these variants (the baseline hf-sdpa is always kept)")
-    p.add_argument("--groups", type=_csv(), default=[], metavar="LIST",
-                   help=f"only these case groups, from {','.join(GROUPS)} (sweep: the sequence-length sweep; "
-                        "unpad: the unpadded-attention comparison)")
-    compile_group = p.add_mutually_exclusive_group()
-    compile_group.add_argument("--compile", dest="compile", action="store_true", default=None,
-                               help="include the torch.compile variants: the CUDA grid's compile group (the default on a "
-                                    "GPU), or with --quick a tiny compile group that checks torch.compile works on "
-                                    "any device; the CPU grid has none")
-    compile_group.add_argument("--no-compile", dest="compile", action="store_false",
-                               help="leave out every torch.compile variant")
-    p.add_argument("--warmup", type=int, default=None, help="untimed runs per variant before timing (default: grid's)")
-    p.add_argument("--repeats", type=int, default=None, help="timed runs per variant (default: grid's)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads, also given to both tokenizers (default: torch's own choice); "
-                        "applies to every variant alike")
-    p.add_argument("--seed", type=int, default=0, help="seed of the weights, the review split and the batches")
-    p.add_argument("--vocab-size", type=int, default=21128,
-                   help="model vocabulary size (default: 21128, Chinese BERT's)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                   help="stop starting new cases after this many seconds; the rest are listed as skipped")
-    p.add_argument("--check-only", action="store_true",
-                   help="run only the correctness check of every case, no timing (a fast pre-flight)")
-    p.add_argument("--no-tokenizers", dest="tokenizers", action="store_false",
-                   help="skip the tokenizer throughput comparison")
-    p.add_argument("--no-plots", dest="plots", action="store_false", help="write no PNG figures")
-    p.add_argument("--report-only", action="store_true",
-                   help="measure nothing: rewrite results.md and the plots from the results.json in --out "
-                        "(e.g. after a run was cut short)")
-    return p
+
+
+@dataclass
+class BenchOptions:
+    """The options of `python -m benchmarks`."""
+
+    device: str = opt("auto", "where models run; auto picks CUDA when a GPU is visible, else the CPU",
+                      choices=("auto", "cpu", "cuda"))
+    quick: bool = opt(False, "smoke run of a few seconds: tiny model, 32 tokens, every workload and variant, 2 "
+                      "timed runs", action="store_true")
+    grid: str = opt("auto", "which set of cases: auto is the CUDA grid on a GPU and the reduced CPU grid otherwise; "
+                    "--quick means --grid quick", choices=("auto", "quick", "cpu", "cuda"))
+    out: Path | None = opt(None, "output directory for results.json, results.md and the plots: a new or empty "
+                           "directory, or an earlier benchmark run's, whose files are replaced; none: a new "
+                           f"{RUNS_DIR}/bench-YYYYmmdd-HHMMSS under the working directory. The committed results "
+                           "are rewritten only when named: --out benchmarks/results/cpu")
+    workloads: list[str] = opt((), f"only these workloads, comma-separated, from {','.join(WORKLOADS)}",
+                               type=_csv(), metavar="LIST")
+    sizes: list[str] = opt((), "only these presets: tiny,small,base", type=_csv(), metavar="LIST")
+    seq_lens: list[int] = opt((), "only cases at these sequence lengths (block length, or longest review), e.g. "
+                              "128,512", type=_csv(int), metavar="LIST")
+    precisions: list[str] = opt((), f"only these precisions, from {','.join(PRECISIONS)} (bf16 = autocast to "
+                                "bfloat16)", type=_csv(), metavar="LIST")
+    variants: list[str] = opt((), "only these variants (the baseline hf-sdpa is always kept)", type=_csv(),
+                              metavar="LIST")
+    groups: list[str] = opt((), f"only these case groups, from {','.join(GROUPS)} (sweep: the sequence-length "
+                            "sweep; unpad: the unpadded-attention comparison)", type=_csv(), metavar="LIST")
+    compile: bool | None = opt(None, "--compile: include the torch.compile variants: the CUDA grid's compile group "
+                               "(the default on a GPU), or with --quick a tiny compile group that checks "
+                               "torch.compile works on any device; the CPU grid has none. --no-compile: leave out "
+                               "every torch.compile variant. none: the grid's own choice")
+    warmup: int | None = opt(None, "untimed runs per variant before timing; none: the grid's")
+    repeats: int | None = opt(None, "timed runs per variant; none: the grid's")
+    threads: int | None = opt(None, "torch intra-op threads, also given to both tokenizers; none: torch's own "
+                              "choice. Applies to every variant alike")
+    seed: int = opt(0, "seed of the weights, the review split and the batches")
+    vocab_size: int = opt(21128, "model vocabulary size (the default is Chinese BERT's)")
+    time_budget: float | None = opt(None, "stop starting new cases after this many seconds; the rest are listed as "
+                                    "skipped", metavar="SECONDS")
+    check_only: bool = opt(False, "run only the correctness check of every case, no timing (a fast pre-flight)",
+                           action="store_true")
+    tokenizers: bool = opt(True, "skip the tokenizer throughput comparison", flags=["--no-tokenizers"],
+                           action="store_false")
+    plots: bool = opt(True, "write no PNG figures", flags=["--no-plots"], action="store_false")
+    report_only: bool = opt(False, "measure nothing: rewrite results.md and the plots from the results.json in --out "
+                            "(e.g. after a run was cut short)", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser generated from `BenchOptions` (`tokenizer.command.build_parser`)."""
+    return build_options_parser(BenchOptions, DESCRIPTION, "python -m benchmarks", epilog())
 
 
 def write_outputs(results: dict, out: Path, plots: bool) -> list[Path]:
@@ -138,7 +139,7 @@ def _one_of(option: str, given: list, valid) -> None:
         raise InputError(f"{option} {','.join(map(str, unknown))}: not one of {', '.join(map(str, valid))}")
 
 
-def check_options(args: argparse.Namespace) -> None:
+def check_options(args: BenchOptions) -> None:
     """Every option's range and every filter's names, before anything is imported or measured; InputError names
     the option and the valid choices."""
     from .variants import parse_variant
@@ -170,7 +171,7 @@ def check_options(args: argparse.Namespace) -> None:
             raise InputError(message)
 
 
-def check_selection(args: argparse.Namespace, grid_name: str, device_type: str) -> None:
+def check_selection(args: BenchOptions, grid_name: str, device_type: str) -> None:
     """InputError when a filter names something the chosen grid does not have, or the filters leave no case."""
     from .grid import filter_cases, select_grid
 
@@ -201,7 +202,7 @@ def default_out() -> Path:
     return Path(RUNS_DIR) / f"bench-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def report_only(args: argparse.Namespace) -> int:
+def report_only(args: BenchOptions) -> int:
     """Rewrite results.md and the plots from the results.json of an earlier run in --out."""
     if args.out is None:
         raise InputError("--report-only rewrites the report of an earlier run: give its directory with --out")
@@ -218,7 +219,7 @@ def report_only(args: argparse.Namespace) -> int:
 
 @command_main
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, _ = parse_options(BenchOptions, argv, DESCRIPTION, "python -m benchmarks", epilog())
     check_options(args)
     if args.report_only:
         return report_only(args)

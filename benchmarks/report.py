@@ -16,12 +16,12 @@ from .variants import BASELINE
 
 # (label, device, workload, size or None, seq_len or None, precision, variant, goal)
 TARGETS = (
-    ("CPU fp32, small, T=128: MLM training step", "cpu", "mlm_train", "small", 128, "fp32", "mb-sdpa+sparse", 1.5),
+    ("CPU fp32, small, T=128: MLM training step", "cpu", "mlm_train", "small", 128, "fp32", "mb-sdpa+sparse", 2.0),
     ("CPU fp32: inference on variable-length review batches", "cpu", "infer_var", None, None, "fp32", "mb-sdpa+unpad",
      2.0),
     ("CUDA bf16, BERT-base, T=128: MLM training step", "cuda", "mlm_train", "base", 128, "bf16", "mb-sdpa+sparse", 1.5),
-    ("CPU fp32: GPT-2 training step", "cpu", "gpt_train", None, None, "fp32", "mb-sdpa", 1.0),
-    ("CPU fp32: T5 training step", "cpu", "t5_train", None, None, "fp32", "mb-sdpa", 1.0),
+    ("CPU fp32: GPT-2 training step", "cpu", "gpt_train", None, None, "fp32", "mb-sdpa+chunked", 1.5),
+    ("CPU fp32: T5 training step", "cpu", "t5_train", None, None, "fp32", "mb-sdpa+chunked", 1.5),
 )
 
 

@@ -403,9 +403,10 @@ def test_pretrain_refuses_an_odd_rotary_head_before_any_work(tmp_path, capsys):
 
 def test_an_odd_head_is_fine_for_the_models_without_rotary_positions():
     from train import pretrain_options
-    from train.cli import parse_into
+    from tokenizer.command import parse_options
 
-    args = parse_into(pretrain_options.PretrainArgs, ["--objective", "causal", "--set", "hidden_size=130"], "", "p")
+    args, _ = parse_options(pretrain_options.PretrainArgs, ["--objective", "causal", "--set", "hidden_size=130"], "",
+                            "p")
     assert pretrain_options.model_config(args, 100).hidden_size == 130
 
 

@@ -21,7 +21,7 @@ from minibert.checkpoint import load_pretrained
 from minibert import InputError
 from train import pretrain, pretrain_data, pretrain_eval
 from train.checkpoints import latest_checkpoint
-from train.cli import parse_given
+from tokenizer.command import parse_options
 from train.device import Dist
 from train.packing import BlockStream
 from train.pretrain_options import PretrainArgs, resume_args
@@ -490,10 +490,10 @@ def test_builtin_corpus_pretrains_on_reviews_with_a_tokenizer_of_all_the_text(tm
 def test_max_grad_norm_on_resume_is_a_change_that_is_refused():
     """--max-grad-norm (Hugging Face's name) is the only name of the option; a resumed run keeps its own value, and
     giving another value on resume is refused as a change."""
-    new, given = parse_given(PretrainArgs, ["--max-grad-norm", "0.5"], "", "p")
+    new, given = parse_options(PretrainArgs, ["--max-grad-norm", "0.5"], "", "p")
     assert new.max_grad_norm == 0.5 and given == {"max_grad_norm"}
     with pytest.raises(SystemExit):
-        parse_given(PretrainArgs, ["--grad-clip", "0.5"], "", "p")
+        parse_options(PretrainArgs, ["--grad-clip", "0.5"], "", "p")
     stored = dataclasses.asdict(PretrainArgs())
     stored["max_grad_norm"] = 0.25
     args, changed = resume_args(stored, PretrainArgs(), set())

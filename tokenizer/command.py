@@ -7,16 +7,23 @@ SIGTERM unwind the command as an exception (`Stopped`), so its `finally` blocks 
 one line and status 128 + the signal's number (130, 143). Commands with a training loop catch the signal earlier,
 between two steps, and save first (`train.signals.StopSignals`).
 
+And the options: a command declares them as a dataclass of `opt` fields and reads them with `parse_options`,
+which builds the one kind of parser every command has (defaults shown in --help, options in any position).
+
 It lives in the tokenizer package, the lowest of the project, so that the tokenizer's own command uses it as the
 training commands, the benchmarks and the explain walk-through do.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import functools
 import signal
 import sys
 import threading
+import types
+import typing
 from collections.abc import Callable
 
 from .errors import InputError
@@ -81,3 +88,101 @@ def command_main(body: Callable[[list[str] | None], int | None]) -> Callable[[li
         return 0 if code is None else code
 
     return main
+
+
+# Options: one way for every command to declare, parse and show them. A command's options are a dataclass whose
+# fields are made by `opt`; `parse_options` builds the parser from the fields and returns an instance. Range checks
+# stay in each command's own check function, which raises InputError naming the option.
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every command's --help: each option's default shown, and the description printed as written (its examples
+    and tables keep their lines)."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse whose errors (an unknown option, a bad value, a missing argument) are one line, `error: ...`, and
+    exit status 2, as `command_main` reports bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def opt(default, help: str, **kw):
+    """A dataclass field that is a command-line option: its default, its help text and argparse's extras in `kw`:
+    metavar, choices, required, aliases (older names, also accepted), flags (the option strings, instead of
+    --field-name), type (a converter, instead of the field's annotation), nargs, const, action (e.g. "store_true"
+    or "append", instead of the generated one: --x/--no-x for a bool, a typed value otherwise, one or more for a
+    list), positional=True (an argument without a dash: RUN_DIR, TEXT...). A list or tuple default becomes a fresh
+    list per instance."""
+    if isinstance(default, (list, tuple)):
+        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help, **kw})
+    return dataclasses.field(default=default, metadata={"help": help, **kw})
+
+
+def _base_type(tp):
+    """int for `int`, `int | None`, `list[int]`...; returns (type, is_list)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0])
+    if origin is list:
+        return typing.get_args(tp)[0], True
+    return tp, False
+
+
+def _field_default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
+def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, hint) -> None:
+    """One dataclass field as one argparse argument."""
+    meta = f.metadata
+    kw = {"help": meta.get("help", ""), "default": _field_default(f)}
+    for key in ("metavar", "choices", "const", "required"):
+        if key in meta:
+            kw[key] = meta[key]
+    tp, is_list = _base_type(hint)
+    if meta.get("positional"):
+        flags = [f.name]
+    else:
+        flags = list(meta.get("flags", ["--" + f.name.replace("_", "-")])) + list(meta.get("aliases", ()))
+        kw["dest"] = f.name
+    action = meta.get("action")
+    if action is None and tp is bool:
+        action = argparse.BooleanOptionalAction
+    if action is not None:
+        kw["action"] = action
+    if action in (None, "append", "extend", "store"):
+        kw["type"] = meta.get("type", tp)
+        if "nargs" in meta:
+            kw["nargs"] = meta["nargs"]
+        elif is_list and action is None and "type" not in meta:
+            kw["nargs"] = "+"
+    parser.add_argument(*flags, **kw)
+
+
+def build_parser(cls, description: str, prog: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    """The argparse parser of the options dataclass `cls`: one argument per field (`opt`), defaults shown in
+    --help."""
+    parser = CommandParser(prog=prog, description=description, epilog=epilog, formatter_class=HelpFormatter)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        _add_field(parser, f, hints[f.name])
+    return parser
+
+
+def parse_options(cls, argv: list[str] | None, description: str, prog: str,
+                  epilog: str | None = None) -> tuple[object, set[str]]:
+    """The options of `argv` (sys.argv[1:] when None) as a `cls`, and the names of the fields given on the command
+    line (not left at their default). Options may come anywhere among the positional arguments; an unknown option,
+    a value of the wrong type or a missing argument exits 2 with one line (`CommandParser`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(cls, description, prog, epilog)
+    ns = parser.parse_intermixed_args(argv)
+    for action in parser._actions:  # parse again with no defaults: what remains was given
+        action.default = argparse.SUPPRESS
+    given = set(vars(parser.parse_intermixed_args(argv)))
+    return cls(**vars(ns)), given

@@ -43,7 +43,8 @@ import numpy as np
 from minibert.errors import InputError
 from minibert.rundir import OutDir, OutState, RunKind, check_usable, claim, inspect_out
 from train import metrics
-from train.cli import RUNS_DIR, TaskDraw, opt, parse_into, write_json
+from tokenizer.command import opt, parse_options
+from train.cli import RUNS_DIR, TaskDraw, write_json
 from train.finetune_data import Columns, Example, TaskData, label_counts, load_task, subsample_train, warn
 from tokenizer.command import command_main
 
@@ -299,7 +300,7 @@ def fit_and_report(o: BaselineOptions, task: TaskData) -> dict:
 
 @command_main
 def main(argv: list[str] | None = None) -> None:
-    run(parse_into(BaselineOptions, argv, __doc__.split("\n\n")[0], "python -m train.baseline"))
+    run(parse_options(BaselineOptions, argv, __doc__.split("\n\n")[0], "python -m train.baseline")[0])
 
 
 if __name__ == "__main__":

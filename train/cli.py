@@ -1,33 +1,21 @@
 """What the training commands share: options from dataclasses, and JSON written atomically.
 
-Options: each dataclass field is an option, its `help` metadata the text, its default shown. The directory a
+Options: each dataclass field is an option, its `help` metadata the text, its default shown; the machinery
+(`opt`, `build_parser`, `parse_options`) is `tokenizer.command`'s, shared by every command. The directory a
 command writes its results into, and what it may remove there, is `minibert.rundir`'s.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
-import sys
-import types
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 from minibert.files import atomic_write
+from tokenizer.command import opt
 
 
 RUNS_DIR = "runs"  # where every command writes its runs and looks for the latest one, unless told otherwise
-
-
-def opt(default, help: str, **kw):
-    """A dataclass field that is a command-line option: its default, its help text and argparse's extras (metavar,
-    choices; positional=True to leave it out of the generated parser). A list or tuple default becomes a fresh
-    list per instance."""
-    if isinstance(default, (list, tuple)):
-        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help, **kw})
-    return dataclasses.field(default=default, metadata={"help": help, **kw})
 
 
 @dataclass
@@ -59,51 +47,6 @@ class TaskDraw(TaskFiles):
     train_examples: int | None = opt(None, "train on only N of the training examples (stratified by label, drawn "
                                      "with --split-seed; validation and test unchanged), the same N for every "
                                      "command given the same --split-seed; none: all of them", metavar="N")
-
-
-def _base_type(tp):
-    """int for `int`, `int | None`, `list[int]`...; returns (type, is_list)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _base_type(args[0])
-    if origin is list:
-        return typing.get_args(tp)[0], True
-    return tp, False
-
-
-def build_parser(cls, description: str, prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.metadata.get("positional"):
-            continue
-        flags = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]  # aliases: older names
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = f.metadata.get("help", "")
-        tp, is_list = _base_type(hints[f.name])
-        if tp is bool:
-            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        else:
-            parser.add_argument(*flags, type=tp, nargs="+" if is_list else None, default=default, help=help_text,
-                                metavar=f.metadata.get("metavar"), choices=f.metadata.get("choices"))
-    return parser
-
-
-def parse_into(cls, argv: list[str] | None, description: str, prog: str):
-    return parse_given(cls, argv, description, prog)[0]
-
-
-def parse_given(cls, argv: list[str] | None, description: str, prog: str) -> tuple[object, set[str]]:
-    """The options as a `cls`, and the names of the fields given on the command line (not left at their default)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(cls, description, prog)
-    ns = parser.parse_args(argv)  # exits 2 with a message on unknown options
-    for action in parser._actions:  # parse again with no defaults: what remains was given
-        action.default = argparse.SUPPRESS
-    given = set(vars(parser.parse_args(argv)))
-    return cls(**vars(ns)), given
 
 
 def write_json(path: Path, obj) -> None:

@@ -57,7 +57,9 @@ from pathlib import Path
 from minibert.errors import InputError
 from minibert.rundir import OutDir, OutState, RunKind, check_usable, claim, inspect_out
 from train import metrics
-from train.cli import RUNS_DIR, TaskFiles, build_parser, opt, parse_into, write_json
+from tokenizer.command import build_parser, opt
+from tokenizer.command import parse_options as parse_command_options
+from train.cli import RUNS_DIR, TaskFiles, write_json
 from train.signals import StopSignals
 from tokenizer.command import command_main
 
@@ -88,9 +90,12 @@ class CurveOptions(TaskFiles):
                              "train.finetune --train-examples), 'all' for every one", metavar="N")
     seeds: list[int] = opt((0, 1, 2), "seeds: seed S draws its own training examples (--split-seed S) and seeds "
                            "the training (--seeds S), the same for every model", metavar="SEED")
-    # --init and --labels are added by hand (repeatable lists); "positional" keeps train.cli from adding them.
-    init: list[str] = opt((), "", positional=True)
-    labels: list[str] = opt((), "", positional=True)
+    # --init and --labels extend: repeat the option or list several after one
+    init: list[str] = opt((), "pretrained runs to fine-tune, each its own line (repeat the option or list several). "
+                          "none: the latest RUNS_DIR/pretrain-*/, as train.finetune chooses it", action="extend",
+                          nargs="+", metavar="DIR")
+    labels: list[str] = opt((), "a name for each --init, in order (letters, digits, . _ -). none: the run "
+                            "directories' names", action="extend", nargs="+", metavar="NAME")
     scratch: bool = opt(True, "the from-scratch control: the first --init's architecture and tokenizer, random "
                         "weights (train.finetune --from-scratch)")
     baseline: bool = opt(True, "the TF-IDF + logistic regression baseline (python -m train.baseline)")
@@ -107,20 +112,9 @@ class CurveOptions(TaskFiles):
                     "OMP_NUM_THREADS = CPU cores / jobs unless OMP_NUM_THREADS is set", metavar="N")
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults shown after each option, the description (this module's docstring) kept as written."""
-
-
 def parse_options(argv: list[str] | None = None) -> CurveOptions:
-    parser = build_parser(CurveOptions, __doc__, "python -m train.curve")
-    parser.formatter_class = HelpFormatter
-    parser.add_argument("--init", action="extend", nargs="+", default=[], metavar="DIR",
-                        help="pretrained runs to fine-tune, each its own line (repeat the option or list several). "
-                        "none: the latest RUNS_DIR/pretrain-*/, as train.finetune chooses it")
-    parser.add_argument("--labels", action="extend", nargs="+", default=[], metavar="NAME",
-                        help="a name for each --init, in order (letters, digits, . _ -). none: the run directories' "
-                        "names")
-    return CurveOptions(**vars(parser.parse_args(sys.argv[1:] if argv is None else argv)))
+    """The curve's options (the description: this module's docstring)."""
+    return parse_command_options(CurveOptions, argv, __doc__, "python -m train.curve")[0]
 
 
 # -- the plan -----------------------------------------------------------------------------------------------
@@ -229,8 +223,8 @@ def plan(o: CurveOptions, models: list[Model], budgets: list[str], n_train: int)
     bl_tokens, _ = split_args(o.baseline_args, build_parser(bl.BaselineOptions, "", "python -m train.baseline"),
                               "--baseline-args")
     # The cells' own range checks, here, before any cell runs (a cell that fails stops the curve).
-    ft_options = ft.parse_options(ft_tokens)
-    bl_options = parse_into(bl.BaselineOptions, bl_tokens, "", "python -m train.baseline")
+    ft_options = parse_command_options(ft.Options, ft_tokens, "", "python -m train.finetune")[0]
+    bl_options = parse_command_options(bl.BaselineOptions, bl_tokens, "", "python -m train.baseline")[0]
     for what, check, options in (("--finetune-args", ft.check_options, ft_options),
                                  ("--baseline-args", bl.check_options, bl_options)):
         try:

@@ -47,8 +47,9 @@ from minibert.config import UNPAD_ATTENTION
 from minibert.errors import InputError
 from minibert.rundir import OutDir, OutState, RunKind, check_usable, claim, inspect_out, recorded_entries
 from train import families, finetune_state, metrics, optim
-from train.cli import RUNS_DIR, TaskDraw, opt, parse_given, write_json
-from train.cli import build_parser as build_options_parser
+from tokenizer.command import build_parser as build_options_parser
+from tokenizer.command import opt, parse_options
+from train.cli import RUNS_DIR, TaskDraw, write_json
 from train.batches import EncodedSet, collate, encode_examples, length_bucketed_batches, load_tokenizer
 from train.finetune_data import Columns, TaskData, label_counts, load_task, subsample_train, warn
 from train.finetune_state import MODEL_ENTRIES
@@ -150,12 +151,8 @@ DESCRIPTION = ("Fine-tune a pretrained minibert for text classification: validat
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """argparse options generated from the fields of `Options` (`train.cli.build_parser`)."""
+    """argparse options generated from the fields of `Options` (`tokenizer.command.build_parser`)."""
     return build_options_parser(Options, DESCRIPTION, "python -m train.finetune")
-
-
-def parse_options(argv: list[str] | None = None) -> Options:
-    return Options(**vars(build_parser().parse_args(argv)))
 
 
 def check_options(o: Options) -> None:
@@ -675,7 +672,7 @@ def report(o: Options, pre: Pretrained, task: TaskData, data: Encoded, runs: dic
 
 @command_main
 def main(argv: list[str] | None = None) -> int:
-    options, given = parse_given(Options, argv, DESCRIPTION, "python -m train.finetune")
+    options, given = parse_options(Options, argv, DESCRIPTION, "python -m train.finetune")
     try:
         run(options, given)
     except Paused as stop:

@@ -39,46 +39,45 @@ from minibert.generate import GenerationConfig, answer_spans, fill_spans, genera
 from minibert.gpt import GPT2LMHeadModel
 from minibert.hf_gpt_t5 import MODELS, load_hf, load_pretrained
 from minibert.t5 import T5ForConditionalGeneration
-from tokenizer.command import command_main
+from tokenizer.command import build_parser as build_options_parser
+from tokenizer.command import command_main, opt, parse_options
 from train.device import resolve_device
 
 SENTINEL = re.compile(r"<extra_id_(\d+)>")
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse with its errors as one line and exit status 2 (argparse prints the usage first)."""
+DESCRIPTION = ("Continue a prompt with a GPT run (--objective causal), or fill the gaps of a prompt with a T5 run "
+               "(--objective span).")
+EPILOG = ("T5 gaps: write <extra_id_0>, <extra_id_1>, ... in the prompt, or use --mask-span. Exit status: 0 done, "
+          "2 bad input (one line on stderr).")
 
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see --help)\n")
+
+@dataclass
+class GenerateOptions:
+    """The options of `python -m train.generate`: RUN, then the prompts; options may come anywhere among them."""
+
+    run: str = opt(None, "run directory: config.json (model_type gpt2 or t5), model.safetensors and tokenizer/",
+                   positional=True, metavar="RUN")
+    prompts: list[str] = opt((), "one or more prompts, each generated on its own", positional=True, nargs="+",
+                             metavar="PROMPT")
+    max_new_tokens: int = opt(50, "write at most this many tokens (T5: sentinels and [SEP] included)")
+    temperature: float | None = opt(None, "sample from softmax(logits / T) instead of taking the argmax; none: "
+                                    "greedy")
+    top_k: int | None = opt(None, "sample among the K most likely tokens only; turns sampling on, at temperature 1 "
+                            "unless --temperature is given; none: every token")
+    seed: int | None = opt(None, "seed of the sampler, for the same output every time; greedy decoding draws "
+                           "nothing; none: a fresh draw each run")
+    mask_span: list[str] = opt((), "T5 only: replace the prompt's characters [START, END) (0-based) by a gap; "
+                               "repeatable, numbered in order of START", action="append", metavar="START:END")
+    json: bool = opt(False, "print one JSON object per prompt: prompt, input_ids, output_ids, text (T5: and spans)",
+                     action="store_true")
+    device: str = opt("auto", "where the model runs; auto is CUDA when a GPU is visible",
+                      choices=("auto", "cpu", "cuda"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="python -m train.generate",
-               description="Continue a prompt with a GPT run (--objective causal), or fill the gaps of a prompt "
-                           "with a T5 run (--objective span).",
-               epilog="T5 gaps: write <extra_id_0>, <extra_id_1>, ... in the prompt, or use --mask-span. "
-                      "Exit status: 0 done, 2 bad input (one line on stderr).")
-    p.add_argument("run", metavar="RUN", help="run directory: config.json (model_type gpt2 or t5), "
-                   "model.safetensors and tokenizer/")
-    p.add_argument("prompts", nargs="+", metavar="PROMPT", help="one or more prompts, each generated on its own")
-    p.add_argument("--max-new-tokens", type=int, default=50,
-                   help="write at most this many tokens (T5: sentinels and [SEP] included) (default: 50)")
-    p.add_argument("--temperature", type=float, default=None,
-                   help="sample from softmax(logits / T) instead of taking the argmax (default: greedy)")
-    p.add_argument("--top-k", type=int, default=None,
-                   help="sample among the K most likely tokens only; turns sampling on, at temperature 1 unless "
-                        "--temperature is given (default: every token)")
-    p.add_argument("--seed", type=int, default=None,
-                   help="seed of the sampler, for the same output every time; greedy decoding draws nothing "
-                        "(default: a fresh draw each run)")
-    p.add_argument("--mask-span", action="append", default=[], metavar="START:END",
-                   help="T5 only: replace the prompt's characters [START, END) (0-based) by a gap; repeatable, "
-                        "numbered in order of START")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object per prompt: prompt, input_ids, output_ids, text (T5: and spans)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="where the model runs; auto is CUDA when a GPU is visible (default: auto)")
-    return p
+    """The parser generated from `GenerateOptions` (`tokenizer.command.build_parser`)."""
+    return build_options_parser(GenerateOptions, DESCRIPTION, "python -m train.generate", EPILOG)
 
 
 # --- the run ---
@@ -266,7 +265,7 @@ def fill_prompt(run: Run, prompt: str, settings: GenerationConfig, device) -> di
 
 @command_main
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, _ = parse_options(GenerateOptions, argv, DESCRIPTION, "python -m train.generate", EPILOG)
     check_args(args)
     settings = settings_from(args)
     if any(not p.strip() for p in args.prompts):

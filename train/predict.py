@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,8 @@ from minibert.errors import InputError
 from minibert.hf_roformer import check_roformer, save_roformer
 from minibert.rundir import OutDir, RunKind, check_usable, claim, inspect_out
 from train import families
+from tokenizer.command import build_parser as build_options_parser
+from tokenizer.command import opt, parse_options
 from train.cli import write_json
 from train.corpus_files import iter_file_lines
 from train.device import autocast
@@ -321,39 +324,53 @@ def read_text_file(path: str | Path) -> list[str]:
     return [s for _, line in iter_file_lines(path) if (s := line.strip())]
 
 
+DESCRIPTION = ("Classify texts with a model fine-tuned by `python -m train.finetune`, or export it to Hugging Face "
+               "format.")
+
+
+@dataclass
+class PredictOptions:
+    """The options of `python -m train.predict`: RUN_DIR, then the texts; options may come anywhere among them."""
+
+    run_dir: str = opt(None, "a directory written by train.finetune (with finetune.json)", positional=True,
+                       metavar="RUN_DIR")
+    texts: list[str] = opt((), "texts to classify (for a sentence-pair model: 'a<TAB>b')", positional=True,
+                           nargs="*", metavar="TEXT")
+    file: str | None = opt(None, "read texts from this UTF-8 file, one per line (blank lines are skipped)")
+    json: bool = opt(False, "print a JSON list of {text, label, probability, probabilities} instead of a table",
+                     action="store_true")
+    batch_size: int = opt(64, "texts per forward pass")
+    export_hf: str | None = opt(None, "write the model for Hugging Face transformers into a new or empty directory, "
+                                "or an earlier export (whose own files alone are replaced): config.json and "
+                                "model.safetensors; the tokenizer for AutoTokenizer (tokenizer.json, "
+                                "tokenizer_config.json, special_tokens_map.json) and minibert's in DIR/tokenizer; "
+                                "--pooling pooler with learned positions as BertForSequenceClassification; --pooling "
+                                "cls, mean or last as BertModel (learned positions) or RoFormerModel (rotary "
+                                "positions) plus the head, classifier.safetensors and minibert_head.json, and the "
+                                "code that applies it is printed. Refused for layer fusion, pre-LN and sinusoidal "
+                                "models, and rotary with --pooling pooler", metavar="DIR")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m train.predict",
-        description="Classify texts with a model fine-tuned by `python -m train.finetune`, or export it to "
-        "Hugging Face format.",
-    )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by train.finetune (with finetune.json)")
-    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify (for a sentence-pair model: 'a<TAB>b')")
-    p.add_argument("--file", help="read texts from this UTF-8 file, one per line (blank lines are skipped)")
-    p.add_argument("--json", action="store_true", help="print a JSON list of {text, label, probability, "
-                   "probabilities} instead of a table")
-    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: 64)")
-    p.add_argument("--export-hf", metavar="DIR", help="write the model for Hugging Face transformers into a new or "
-                   "empty directory, or an earlier export (whose own files alone are replaced): config.json and "
-                   "model.safetensors; the tokenizer for AutoTokenizer (tokenizer.json, tokenizer_config.json, "
-                   "special_tokens_map.json) and minibert's in DIR/tokenizer; --pooling pooler with learned "
-                   "positions as BertForSequenceClassification; --pooling cls, mean or last as BertModel (learned "
-                   "positions) or RoFormerModel (rotary positions) plus the head, classifier.safetensors and "
-                   "minibert_head.json, and the code that applies it is printed. Refused for layer fusion, pre-LN "
-                   "and sinusoidal models, and rotary with --pooling pooler")
-    return p
+    """The parser generated from `PredictOptions` (`tokenizer.command.build_parser`)."""
+    return build_options_parser(PredictOptions, DESCRIPTION, "python -m train.predict")
+
+
+def check_options(args: PredictOptions) -> None:
+    """The options' ranges and the run directory's kind, before the model is loaded; InputError names them."""
+    if args.batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    if Path(args.run_dir).is_file():
+        raise InputError(f"{args.run_dir} is a file, not a run directory; give the directory train.finetune "
+                         "wrote (with finetune.json)")
 
 
 @command_main
 def main(argv: list[str] | None = None) -> int:
-    # Intermixed: options may come anywhere, `RUN_DIR --json "text"` as well as `--json RUN_DIR "text"`.
-    args = build_parser().parse_intermixed_args(argv)
+    # Options may come anywhere, `RUN_DIR --json "text"` as well as `--json RUN_DIR "text"`.
+    args, _ = parse_options(PredictOptions, argv, DESCRIPTION, "python -m train.predict")
     try:
-        if args.batch_size < 1:
-            raise InputError("--batch-size must be at least 1")
-        if Path(args.run_dir).is_file():
-            raise InputError(f"{args.run_dir} is a file, not a run directory; give the directory train.finetune "
-                             "wrote (with finetune.json)")
+        check_options(args)
         if args.export_hf:
             check_export_dir(Path(args.export_hf))
         texts = list(args.texts) + (read_text_file(args.file) if args.file else [])

@@ -56,7 +56,8 @@ from tokenizer.command import Stopped, command_main
 from train.checkpoints import (PRETRAIN_ENTRIES, PRETRAIN_RUN, Resumed, append_metrics, latest_checkpoint,
                                load_checkpoint, plan_out_dir, plot_losses, remove_save_leftovers, save_checkpoint,
                                set_aside_unreadable)
-from train.cli import parse_given, write_json
+from tokenizer.command import parse_options
+from train.cli import write_json
 from train.device import Dist, autocast, setup_distributed
 from train.optim import lr_at, set_lr
 from train.packing import block_batch
@@ -72,7 +73,7 @@ from train.signals import StopSignals
 
 @command_main
 def main(argv: list[str] | None = None) -> int:
-    args, given = parse_given(PretrainArgs, argv, __doc__.split("\n\n")[0], "python -m train.pretrain")
+    args, given = parse_options(PretrainArgs, argv, __doc__.split("\n\n")[0], "python -m train.pretrain")
     return run(args, given)
 
 

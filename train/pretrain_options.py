@@ -19,7 +19,7 @@ from minibert.config import PRESETS, TYPE_NAMES, field_types, read_fields
 from minibert.electra import DISCRIMINATOR_WEIGHT, GENERATOR_SIZE
 from tokenizer.config import VOCAB_SIZE
 from train.builtin_data import BUILTIN_PARTS
-from train.cli import opt
+from tokenizer.command import opt
 from train.device import Dist
 from train.families import NAMES as FAMILY_NAMES
 from train.families import POSITIONS_FIELD, max_positions

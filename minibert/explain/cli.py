@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
-from tokenizer.command import command_main
+from tokenizer.command import build_parser as build_options_parser
+from tokenizer.command import command_main, opt, parse_options
 
 from ..errors import InputError
 from .capture import explain
@@ -26,44 +28,49 @@ from .toy import DOCUMENT_IDS, toy_model
 DEFAULT_LR = 0.01  # --lr's default; the option itself defaults to None, so that --model gpt2|t5 can refuse it
 
 
+DESCRIPTION = ("Print, stage by stage, the formulas BERT applies to one sequence, with shapes and numbers: "
+               "embeddings, one layer's attention and feed-forward, the MLM prediction at a [MASK], its loss, and one "
+               "SGD step. Without --run: a toy model with random weights and the ids 1..10 (the example of "
+               "《预训练与微调的详细方法》); text without --run goes through the latest pretraining run, or, when there "
+               "is none, through the toy model with a tokenizer built on the spot.")
+EPILOG = "exit status: 0 on success, 1 if a value shown does not match the model, 2 on bad input"
+
+
+@dataclass
+class ExplainOptions:
+    """The options of `python -m minibert.explain`; the text may come before or after them."""
+
+    model: str = opt("bert", "which system to walk through; gpt2: a toy GPT-2 with random weights, its causal mask, "
+                     "shifted next-token loss and greedy next token; t5: a toy T5 with random weights, a "
+                     "span-corruption example, encoder, decoder and cross-attention masks, relative position buckets "
+                     "and the loss. Both take --ids, --layer, --head, --seed and --markdown, not --run",
+                     choices=("bert", "gpt2", "t5"))
+    text: str | None = opt(None, "text to explain, through the run's tokenizer (without --run: the latest "
+                           "RUNS_DIR/pretrain-*/, else a character tokenizer trained on the spot)", positional=True,
+                           nargs="?")
+    ids: list[int] | None = opt(None, "token ids instead of text; none: 1..10", metavar="ID")
+    run: str | None = opt(None, "a trained run directory (config.json, model.safetensors, tokenizer/) instead of the "
+                          "toy model", metavar="RUN_DIR")
+    runs_dir: str = opt("runs", "where the latest pretraining run is looked for when text is given without --run",
+                        metavar="DIR")
+    layer: int = opt(0, "encoder layer to explain, from 0")
+    head: int = opt(0, "attention head to explain, from 0")
+    mask_position: int | None = opt(None, "position replaced by [MASK], from 0; none: the middle")
+    mask_id: int | None = opt(None, "id of [MASK]; none: the tokenizer's, or 15 for the toy model")
+    label: int | None = opt(None, "the id the loss asks for at the masked position; none: the original id there")
+    lr: float | None = opt(None, f"learning rate of the SGD step; none: {DEFAULT_LR}")
+    seed: int = opt(0, "seed of the toy model's weights")
+    plot: str | None = opt(None, "also write one attention heatmap PNG per head of the layer", metavar="DIR")
+    markdown: str | None = opt(None, "print the worked example of docs/MATH.md (ignores the other options); with "
+                               "FILE, rewrite that section of FILE in place", nargs="?", const="-", metavar="FILE")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m minibert.explain",
-        description="Print, stage by stage, the formulas BERT applies to one sequence, with shapes and numbers: "
-        "embeddings, one layer's attention and feed-forward, the MLM prediction at a [MASK], its loss, and one "
-        "SGD step. Without --run: a toy model with random weights and the ids 1..10 (the example of "
-        "《预训练与微调的详细方法》); text without --run goes through the latest pretraining run, or, when there is "
-        "none, through the toy model with a tokenizer built on the spot.",
-        epilog="exit status: 0 on success, 1 if a value shown does not match the model, 2 on bad input",
-    )
-    p.add_argument("--model", choices=("bert", "gpt2", "t5"), default="bert",
-                   help="which system to walk through (default bert); gpt2: a toy GPT-2 with random weights, its "
-                   "causal mask, shifted next-token loss and greedy next token; t5: a toy T5 with random weights, a "
-                   "span-corruption example, encoder, decoder and cross-attention masks, relative position buckets "
-                   "and the loss. Both take --ids, --layer, --head, --seed and --markdown, not --run")
-    p.add_argument("text", nargs="?", help="text to explain, through the run's tokenizer (without --run: the "
-                   "latest RUNS_DIR/pretrain-*/, else a character tokenizer trained on the spot)")
-    p.add_argument("--ids", type=int, nargs="+", metavar="ID", help="token ids instead of text (default 1..10)")
-    p.add_argument("--run", metavar="RUN_DIR", help="a trained run directory (config.json, model.safetensors, "
-                   "tokenizer/) instead of the toy model")
-    p.add_argument("--runs-dir", default="runs", metavar="DIR", help="where the latest pretraining run is looked "
-                   "for when text is given without --run (default: runs)")
-    p.add_argument("--layer", type=int, default=0, help="encoder layer to explain, from 0 (default 0)")
-    p.add_argument("--head", type=int, default=0, help="attention head to explain, from 0 (default 0)")
-    p.add_argument("--mask-position", type=int, help="position replaced by [MASK], from 0 (default: the middle)")
-    p.add_argument("--mask-id", type=int, help="id of [MASK] (default: the tokenizer's, or 15 for the toy model)")
-    p.add_argument("--label", type=int, help="the id the loss asks for at the masked position (default: the "
-                   "original id there)")
-    p.add_argument("--lr", type=float, help="learning rate of the SGD step (default 0.01)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the toy model's weights (default 0)")
-    p.add_argument("--plot", metavar="DIR", help="also write one attention heatmap PNG per head of the layer")
-    p.add_argument("--markdown", nargs="?", const="-", metavar="FILE",
-                   help="print the worked example of docs/MATH.md (ignores the other options); with FILE, "
-                   "rewrite that section of FILE in place")
-    return p
+    """The parser generated from `ExplainOptions` (`tokenizer.command.build_parser`)."""
+    return build_options_parser(ExplainOptions, DESCRIPTION, "python -m minibert.explain", EPILOG)
 
 
-def choose_model(args: argparse.Namespace):
+def choose_model(args: ExplainOptions):
     """(model, tokenizer or None, the run directory or None) for the options, saying on stderr what was chosen
     when the options left it open."""
     if args.run is not None:
@@ -85,7 +92,7 @@ def choose_model(args: argparse.Namespace):
 
 @command_main
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args, _ = parse_options(ExplainOptions, argv, DESCRIPTION, "python -m minibert.explain", EPILOG)
     if args.model != "bert":
         from .model_walks import main_model
 

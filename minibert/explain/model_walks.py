@@ -10,7 +10,6 @@ own options (--mask-position, --mask-id, --label, --lr, --plot) are refused with
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from ..errors import InputError
@@ -23,7 +22,7 @@ BERT_ONLY = {"mask_position": "--mask-position", "mask_id": "--mask-id", "label"
              "plot": "--plot"}
 
 
-def refuse_bert_options(args: argparse.Namespace) -> None:
+def refuse_bert_options(args) -> None:  # args: minibert.explain.cli.ExplainOptions
     """InputError for what only the BERT walk-through takes."""
     name = NAMES[args.model]
     if args.run is not None:
@@ -37,7 +36,7 @@ def refuse_bert_options(args: argparse.Namespace) -> None:
                          f"to --model {args.model}")
 
 
-def main_model(args: argparse.Namespace) -> int:
+def main_model(args) -> int:  # args: minibert.explain.cli.ExplainOptions
     """Run the walk-through `args.model` names; 0 on success, 1 if a value shown does not match the model."""
     refuse_bert_options(args)
     walk = gpt_walk if args.model == "gpt2" else t5_walk
