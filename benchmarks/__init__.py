@@ -9,7 +9,7 @@ Results go to a new runs/bench-YYYYmmdd-HHMMSS under the working directory unles
 committed results in benchmarks/results/ are rewritten only when --out names them (`cli`).
 
 Every comparison builds one `transformers` model, copies its weights into each minibert variant through
-`minibert.hf.from_hf_model` (GPT-2 and T5: `minibert.hf_gpt_t5.from_hf_model`), checks that all variants agree on
+`minibert.hf.from_hf_model` (GPT-2 and T5: `minibert.gpt_t5_checkpoint.from_hf_model`), checks that all variants agree on
 outputs (and, for training steps, on the loss and the gradients of named parameters) before anything is timed, then
 times the variants alternately (A B A B ...).
 

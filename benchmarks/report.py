@@ -189,7 +189,7 @@ def method_notes(results: dict) -> list[str]:
         "||a-b||/||b|| against hf-sdpa in fp32 must be at most 1e-4 for fp32 variants; a bf16 variant's error may "
         "be at most 3x hf-sdpa's own bf16 error (or 5e-2), since bf16 rounding alone moves small gradients by "
         "percents (the fp32 cases carry the exact check). Any failure stops the run before timing. GPT-2 and T5 "
-        "(`minibert.hf_gpt_t5.from_hf_model`): the loss, the logits (T5: at the target's labelled positions) and "
+        "(`minibert.gpt_t5_checkpoint.from_hf_model`): the loss, the logits (T5: at the target's labelled positions) and "
         "the gradients of the tied embedding, the first and last block (T5: also both relative-position tables "
         "and the last cross-attention).",
         "GPT-2 and T5 have a minibert preset's size, as `train.causal` and `train.span` map it (T5: as many "

@@ -17,14 +17,14 @@ A variant is named by its family and switches:
     ...+compile                  the same model wrapped in torch.compile (`minibert.compiled.compile_model`, which
                                  only widens what dynamo traces in one graph; transformers' models get it too)
 
-The model kinds: BERT's encoder, MLM model and classifier (`minibert.hf`), GPT-2 and T5 (`minibert.hf_gpt_t5`, which
+The model kinds: BERT's encoder, MLM model and classifier (`minibert.hf`), GPT-2 and T5 (`minibert.gpt_t5_checkpoint`, which
 take attn_impl, chunked and, for T5, unpad and fusedqkv). GPT-2 and T5 are sized from a minibert preset as the
 causal and span objectives size them (`train.causal`, `train.span`: T5 with as many encoder and as many decoder
 blocks as the preset has).
 
 `ModelSet` holds the models of one model kind and size. Its reference is a freshly initialised transformers model
 (hf-sdpa); every other transformers variant loads its state dict, and every minibert variant is made from it by
-`minibert.hf.from_hf_model` (or `minibert.hf_gpt_t5.from_hf_model`). `prepare` puts the reference weights back into
+`minibert.hf.from_hf_model` (or `minibert.gpt_t5_checkpoint.from_hf_model`). `prepare` puts the reference weights back into
 every model before each comparison, so a training case never starts from weights another case has updated.
 """
 
@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 import minibert
-from minibert import hf_gpt_t5
+from minibert import gpt_t5_checkpoint
 from minibert.compiled import compile_model
 from minibert.config import PRESETS
 from minibert.hf import from_hf_model, load_state_dict_checked
@@ -280,7 +280,7 @@ class ModelSet:
         reference = self.models[BASELINE].module  # holds the reference weights: prepare() reset it first
         if self.kind not in BERT_KINDS:
             with torch.device(self.device):
-                model = hf_gpt_t5.from_hf_model(reference, **variant.decoder_switches(self.kind))
+                model = gpt_t5_checkpoint.from_hf_model(reference, **variant.decoder_switches(self.kind))
             return model.to(self.device)
         with torch.device(self.device):
             model, dropped = minibert_from_hf(reference, self.minibert_class, variant.minibert_switches())
@@ -301,7 +301,7 @@ class ModelSet:
             elif self.kind in BERT_KINDS:
                 load_state_dict_checked(built.module, self.reference_state)
             else:
-                hf_gpt_t5.load_checked(built.module, self.reference_state)
+                gpt_t5_checkpoint.load_checked(built.module, self.reference_state)
             built.module.zero_grad(set_to_none=True)
         out = {}
         for name in names:

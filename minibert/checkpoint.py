@@ -1,9 +1,9 @@
 """minibert's own checkpoint directory: `config.json` (every config field, minibert's too) + `model.safetensors`.
 
-Keys are Hugging Face's, so the same weights also load through `minibert.hf` (BERT) and `minibert.hf_gpt_t5`; the
+Keys are Hugging Face's, so the same weights also load through `minibert.hf` (BERT) and `minibert.gpt_t5_checkpoint`; the
 files themselves (names, atomic writes, reading the weights) are `minibert.files`, below both.
 One directory format for every model family: a BERT model's `config.json` holds its BertConfig fields alone (as it
-always has); a GPT-2 or T5 model's adds its `model_type`, "gpt2" or "t5" (`minibert.hf_gpt_t5.save_pretrained`).
+always has); a GPT-2 or T5 model's adds its `model_type`, "gpt2" or "t5" (`minibert.gpt_t5_checkpoint.save_pretrained`).
 `read_config` and `load_checked` choose the family by that field, so a training loop saves, resumes and loads
 any model through the same three calls. Saving is atomic: files are written
 to a temporary name beside their destination and renamed into place, so a process killed mid-save leaves the
@@ -24,15 +24,15 @@ from .errors import InputError
 from .files import (  # noqa: F401  (the file layer, importable from here as before)
     CONFIG_NAME, TMP_MARK, WEIGHTS_NAME, atomic_write, read_weights, remove_leftovers, unwrap, weights_step,
     write_model)
-from .hf_gpt_t5 import MODELS, config_type
-from .hf_gpt_t5 import load_checked as load_gpt_t5
-from .hf_gpt_t5 import read_config as read_gpt_t5_config
-from .hf_gpt_t5 import save_pretrained as save_gpt_t5
+from .gpt_t5_checkpoint import MODELS, config_type
+from .gpt_t5_checkpoint import load_checked as load_gpt_t5
+from .gpt_t5_checkpoint import read_config as read_gpt_t5_config
+from .gpt_t5_checkpoint import save_pretrained as save_gpt_t5
 from .state_dict import TIED_KEYS, LoadReport, load_state_dict_checked
 
 def save_pretrained(model: nn.Module, directory: str | Path, step: int | None = None) -> None:
     """config.json + model.safetensors; `step`, when given, is recorded in the weights' metadata. A GPT-2 or T5
-    model (its config a GPT2Config or T5Config) is written by `minibert.hf_gpt_t5.save_pretrained`."""
+    model (its config a GPT2Config or T5Config) is written by `minibert.gpt_t5_checkpoint.save_pretrained`."""
     model = unwrap(model)
     if not isinstance(model.config, BertConfig):
         return save_gpt_t5(model, directory, step=step)
@@ -74,7 +74,7 @@ def read_config(path: str | Path, **overrides):
 
 def load_checked(model: nn.Module, state: dict[str, torch.Tensor]) -> LoadReport:
     """Copy `state` into `model` with the check of its family (`minibert.hf.load_state_dict_checked` for BERT,
-    whose task heads may start fresh; `minibert.hf_gpt_t5.load_checked` for GPT-2 and T5, which takes every key)."""
+    whose task heads may start fresh; `minibert.gpt_t5_checkpoint.load_checked` for GPT-2 and T5, which takes every key)."""
     if isinstance(unwrap(model).config, BertConfig):
         return load_state_dict_checked(model, state)
     load_gpt_t5(unwrap(model), state)

@@ -1,7 +1,7 @@
 """The files of a model directory, written and read safely: `config.json` and `model.safetensors`.
 
 The lowest layer of checkpointing, below every model family's rules (`minibert.checkpoint` for the directory
-format, `minibert.hf` and `minibert.hf_gpt_t5` for Hugging Face's): what the names are, how a file is written so
+format, `minibert.hf` and `minibert.gpt_t5_checkpoint` for Hugging Face's): what the names are, how a file is written so
 that a killed process never leaves half of one (`atomic_write`: a temporary name beside the destination, then a
 rename), how the leftovers of a killed save are cleaned (`remove_leftovers`), and how the weights are read with a
 clear error for a truncated or garbled file (`read_weights`).

@@ -545,7 +545,7 @@ def make_lm_run(runs_dir: Path, kind: str) -> Path:
     from test_finetune_helpers import VOCAB
 
     from minibert import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
-    from minibert.hf_gpt_t5 import save_pretrained
+    from minibert.gpt_t5_checkpoint import save_pretrained
 
     run = Path(runs_dir) / f"pretrain-{kind}"
     torch.manual_seed(0)
@@ -604,7 +604,7 @@ def test_gpt_and_t5_runs_fine_tune_end_to_end_and_predict(lm_run, pooling, tmp_p
 
 
 def test_a_gpt_or_t5_classifier_starts_from_the_runs_body(lm_run):
-    from minibert.hf_gpt_t5 import load_pretrained as load_lm
+    from minibert.gpt_t5_checkpoint import load_pretrained as load_lm
 
     kind, run = lm_run
     pre = ft.load_pretrained_encoder(run, {"hidden_dropout_prob": 0.2, "attention_probs_dropout_prob": 0.3,

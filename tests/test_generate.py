@@ -7,7 +7,7 @@ import torch
 from minibert import InputError
 from minibert.generate import GenerationConfig, choose_next, fill_spans, generate
 from minibert.gpt import GPT2Config, GPT2LMHeadModel
-from minibert.hf_gpt_t5 import from_hf_model
+from minibert.gpt_t5_checkpoint import from_hf_model
 from minibert.t5 import T5Config, T5ForConditionalGeneration
 
 transformers = pytest.importorskip("transformers")

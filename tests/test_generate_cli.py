@@ -13,7 +13,7 @@ import torch
 from minibert import BertConfig
 from minibert.generate import GenerationConfig, generate
 from minibert.gpt import GPT2Config, GPT2LMHeadModel
-from minibert.hf_gpt_t5 import save_hf, save_pretrained
+from minibert.gpt_t5_checkpoint import save_hf, save_pretrained
 from minibert.t5 import T5Config, T5ForConditionalGeneration
 from train import generate as cli
 from train.builtin_data import people_daily_lines

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from minibert import InputError
 from minibert.attention import causal_mask
 from minibert.gpt import GPT2Config, GPT2LMHeadModel, next_token_loss
-from minibert.hf_gpt_t5 import from_hf_model, load_hf, load_pretrained, save_hf, save_pretrained
+from minibert.gpt_t5_checkpoint import from_hf_model, load_hf, load_pretrained, save_hf, save_pretrained
 
 transformers = pytest.importorskip("transformers")
 
@@ -226,7 +226,7 @@ def test_importing_the_new_models_does_not_import_transformers():
     import subprocess
     import sys
 
-    code = "import sys, minibert, minibert.gpt, minibert.t5, minibert.hf_gpt_t5, minibert.generate; " \
+    code = "import sys, minibert, minibert.gpt, minibert.t5, minibert.gpt_t5_checkpoint, minibert.generate; " \
            "print('transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

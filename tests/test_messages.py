@@ -236,7 +236,7 @@ def gpt_run(tmp_path_factory) -> Path:
     """A tiny GPT run that reads at most 16 positions."""
     import tokenizer
     from minibert.gpt import GPT2Config, GPT2LMHeadModel
-    from minibert.hf_gpt_t5 import save_pretrained
+    from minibert.gpt_t5_checkpoint import save_pretrained
 
     root = tmp_path_factory.mktemp("gpt")
     tok = tokenizer.train(people_daily_lines()[:100], 1000, root / "run" / "tokenizer", model_type="char",

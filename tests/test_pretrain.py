@@ -354,7 +354,7 @@ def gpt_t5_run(request, corpus, tmp_path_factory):
 
 
 def lm_weights(path):
-    from minibert.hf_gpt_t5 import load_pretrained as load_gpt_t5
+    from minibert.gpt_t5_checkpoint import load_pretrained as load_gpt_t5
 
     return load_gpt_t5(path).state_dict()
 

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minibert import InputError
-from minibert.hf_gpt_t5 import from_hf_model, load_hf, load_pretrained, save_hf, save_pretrained
+from minibert.gpt_t5_checkpoint import from_hf_model, load_hf, load_pretrained, save_hf, save_pretrained
 from minibert.t5 import T5Config, T5ForConditionalGeneration, relative_position_bucket, rms_norm, shift_right
 
 transformers = pytest.importorskip("transformers")
@@ -161,7 +161,7 @@ def test_an_untied_or_mismatched_checkpoint_is_refused(tmp_path):
     state = mb.state_dict()
     state["lm_head.weight"] = state["lm_head.weight"] + 1.0
     with pytest.raises(InputError, match="untied"):
-        from minibert.hf_gpt_t5 import load_checked
+        from minibert.gpt_t5_checkpoint import load_checked
 
         load_checked(tiny(), state)
     save_pretrained(mb, tmp_path)

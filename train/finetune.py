@@ -220,7 +220,7 @@ def load_pretrained_encoder(path: Path, overrides: dict) -> Pretrained:
     (`train.families.config_overrides`)."""
     from minibert.checkpoint import load_pretrained, stored_model_type
     from minibert.hf import load_hf, load_hf_tokenizer
-    from minibert.hf_gpt_t5 import load_pretrained as load_gpt_t5
+    from minibert.gpt_t5_checkpoint import load_pretrained as load_gpt_t5
 
     if not path.is_dir():
         raise InputError(f"{path}: no such directory (--init)")

@@ -5,7 +5,7 @@
     python -m train.generate runs/t5 "今天<extra_id_0>很好"               # what goes in the gap
     python -m train.generate runs/t5 "今天天气很好" --mask-span 2:4        # the same gap, by character offsets
 
-RUN is a directory holding `config.json` (with `model_type` "gpt2" or "t5", as `minibert.hf_gpt_t5.save_pretrained`
+RUN is a directory holding `config.json` (with `model_type` "gpt2" or "t5", as `minibert.gpt_t5_checkpoint.save_pretrained`
 writes it, or a Hugging Face GPT-2 / T5 export), `model.safetensors`, and `tokenizer/` (minibert's tokenizer).
 
 What the model reads is what it was trained on (`train.causal`, `train.span`): a packed block starts with [CLS] and
@@ -37,7 +37,7 @@ import torch
 from minibert.errors import InputError
 from minibert.generate import GenerationConfig, answer_spans, fill_spans, generate
 from minibert.gpt import GPT2LMHeadModel
-from minibert.hf_gpt_t5 import MODELS, load_hf, load_pretrained
+from minibert.gpt_t5_checkpoint import MODELS, load_hf, load_pretrained
 from minibert.t5 import T5ForConditionalGeneration
 from tokenizer.command import build_parser as build_options_parser
 from tokenizer.command import command_main, opt, parse_options
