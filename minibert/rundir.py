@@ -313,10 +313,3 @@ def claim(out: OutDir, kind: RunKind, entries: Iterable[str] = (), *, clear: boo
             os.rmdir(path)
         raise
     return run
-
-
-def claim_new(path: Path, kind: RunKind, entries: Iterable[str], option: str = "--out") -> RunDir:
-    """Inspect and claim in one call, for a command that may replace an earlier run of its kind without being
-    asked (an export, a folder of plots, a benchmark run): new, empty or this kind's directory, else refused."""
-    out = inspect_out(Path(path), kind, option)
-    return claim(out, kind, entries)

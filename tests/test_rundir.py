@@ -19,11 +19,16 @@ from pathlib import Path
 import pytest
 
 from minibert.errors import InputError
-from minibert.rundir import (LOCK_NAME, RUN_MARKER, OutState, RunKind, check_usable, claim, claim_new, holder,
-                             inspect_out, read_marker)
+from minibert.rundir import (LOCK_NAME, RUN_MARKER, OutState, RunKind, check_usable, claim, holder, inspect_out,
+                             read_marker)
 from test_finetune_helpers import REPO, cli_env, news_corpus
 
 KIND = RunKind("demo", "demo run")
+
+
+def claim_new(path: Path, kind: RunKind, entries: list[str]):
+    """Look, then claim: what every command does with its output directory."""
+    return claim(inspect_out(Path(path), kind), kind, entries)
 
 
 def tree(path: Path) -> dict[str, bytes]:
@@ -119,8 +124,9 @@ def test_an_unwritable_place_is_named(tmp_path):
 HOLD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from minibert.rundir import RunKind, claim_new
-    run = claim_new(Path(sys.argv[1]), RunKind("demo", "demo run"), ["a"])
+    from minibert.rundir import RunKind, claim, inspect_out
+    kind = RunKind("demo", "demo run")
+    run = claim(inspect_out(Path(sys.argv[1]), kind), kind, ["a"])
     print("claimed", flush=True)
     time.sleep(600)
 """)
