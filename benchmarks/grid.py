@@ -2,7 +2,8 @@
 
 A case is one workload at one size, sequence length, batch size and precision, with the variants compared in it.
 For packed workloads `seq_len` is the block length; for review workloads it is the longest a review may be (each
-batch is padded to its own longest row). Every case includes the baseline, transformers with sdpa attention.
+batch is padded to its own longest row), and for `ner_infer` the longest a People's Daily line may be, alike. Every
+case includes the baseline, transformers with sdpa attention.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ INFER_FIXED = ATTENTION + ("mb-sdpa+fusedqkv",)
 INFER_VAR = ATTENTION + ("mb-sdpa+unpad",)
 MLM_TRAIN = ATTENTION + ("mb-sdpa+sparse", "mb-sdpa+sparse+fusedqkv")
 CLS_TRAIN = ATTENTION + ("mb-sdpa+unpad",)
+NER_INFER = ATTENTION + ("mb-sdpa+unpad",)
 # GPT-2 and T5: minibert's two attention paths against transformers' two, and minibert's fast paths
 GPT_TRAIN = ATTENTION + ("mb-sdpa+chunked",)
 T5_TRAIN = ATTENTION + ("mb-sdpa+chunked", "mb-sdpa+chunked+fusedqkv")
 GPT_COMPILE = ("hf-sdpa", "hf-sdpa+compile", "mb-sdpa+chunked", "mb-sdpa+chunked+compile")
 T5_COMPILE = ("hf-sdpa", "hf-sdpa+compile", "mb-sdpa+chunked+fusedqkv", "mb-sdpa+chunked+fusedqkv+compile")
 VARIANTS = {"infer_fixed": INFER_FIXED, "infer_var": INFER_VAR, "mlm_train": MLM_TRAIN, "cls_train": CLS_TRAIN,
-            "gpt_train": GPT_TRAIN, "t5_train": T5_TRAIN}
+            "ner_infer": NER_INFER, "gpt_train": GPT_TRAIN, "t5_train": T5_TRAIN}
 PACKED = ("infer_fixed", "mlm_train", "gpt_train", "t5_train")  # one batch of full blocks per run
 # Which way of attending over unpadded rows wins: one sequence at a time, rows put back for one fused kernel, or a
 # jagged nested tensor (one variable-length kernel on CUDA). minibert's unpad_attention="auto" follows the CPU result.
@@ -32,6 +34,7 @@ UNPAD = ("hf-sdpa", "mb-sdpa", "mb-sdpa+unpad=rows", "mb-sdpa+unpad=repad", "mb-
 # against transformers (and, for inference, ONNX Runtime) on the same weights and batches.
 ANCHORS = (("mlm_train", ("hf-sdpa", "mb-sdpa+sparse")),
            ("infer_var", ("hf-sdpa", "mb-sdpa+unpad", "ort-sdpa")),
+           ("ner_infer", ("hf-sdpa", "mb-sdpa+unpad")),
            ("gpt_train", ("hf-sdpa", "mb-sdpa", "mb-sdpa+chunked")),
            ("t5_train", ("hf-sdpa", "mb-sdpa", "mb-sdpa+chunked", "mb-sdpa+chunked+fusedqkv")))
 GROUPS = ("main", "sweep", "compile", "unpad", "anchor")
@@ -124,7 +127,7 @@ def cuda_grid(compile: bool = True) -> Grid:
     cut: BERT-base (where the CUDA target is), GPT-2's and T5's training step at 128 tokens in bf16, then the
     comparisons that decide defaults, the rest of GPT-2's and T5's, and the small models last.
     """
-    bert = ("mlm_train", "infer_fixed", "infer_var", "cls_train")
+    bert = ("mlm_train", "infer_fixed", "infer_var", "cls_train", "ner_infer")
     gen = ("gpt_train", "t5_train")
 
     def main(size: str, tokens: int, workloads=bert + gen) -> list[Case]:

@@ -17,8 +17,8 @@ import torch
 import minibert
 
 from . import flops
-from .data import (CharVocab, for_next_token, load_reviews, mask_for_mlm, packed_blocks, review_batches,
-                   span_corrupt, token_stream)
+from .data import (CharVocab, for_next_token, line_batches, load_reviews, load_tagged_lines, mask_for_mlm,
+                   packed_blocks, review_batches, span_corrupt, token_stream)
 from .device import describe, resolve_device
 from .gate import CorrectnessError, check_case
 from .grid import Case, Grid, filter_cases, select_grid
@@ -59,12 +59,23 @@ class Settings:
 
 
 class Data:
-    """The reviews, their character vocabulary and the packed token stream."""
+    """The reviews, their character vocabulary and the packed token stream; the People's Daily lines of the token
+    classification cases and their own vocabulary, read when a case first needs them."""
 
     def __init__(self, seed: int, vocab_size: int):
+        self.seed = seed
         self.reviews, self.source = load_reviews(seed)
         self.vocab = CharVocab([r.text for r in self.reviews], vocab_size)
         self.stream = token_stream(self.vocab, self.reviews)
+        self._lines: tuple[list[str], CharVocab, str] | None = None
+
+    @property
+    def lines(self) -> tuple[list[str], CharVocab, str]:
+        """People's Daily lines (`load_tagged_lines`), a CharVocab of their characters, and their source."""
+        if self._lines is None:
+            texts, source = load_tagged_lines(self.seed)
+            self._lines = texts, CharVocab(texts, self.vocab.vocab_size), source
+        return self._lines
 
     def batches(self, case: Case, seed: int) -> list:
         """The case's batches; the same for every variant, and the same in every run with this seed."""
@@ -79,6 +90,9 @@ class Data:
             elif workload.model_kind == "t5":
                 batch = span_corrupt(batch, self.vocab.vocab_size, generator, N_SENTINELS)
             return [batch]
+        if workload.model_kind == "tagger":
+            texts, vocab, _ = self.lines
+            return line_batches(vocab, texts, case.n_batches, case.batch_size, case.seq_len, generator)
         return review_batches(self.vocab, self.reviews, case.n_batches, case.batch_size, case.seq_len, generator)
 
 
@@ -166,6 +180,8 @@ def run_case(case: Case, grid: Grid, settings: Settings, device, data: Data, cac
         "sequences_per_run": sum(b.sequences for b in batches),
     }
     record["padding_fraction"] = 1 - record["real_tokens_per_run"] / record["padded_tokens_per_run"]
+    if workload.model_kind == "tagger":
+        record["data_source"] = data.lines[2]  # not the reviews of results["data"]
     unavailable: dict[str, str] = {}
     checks = check_case(case.id, models, BASELINE, workload, batches[0], device, case.precision,
                         num_layers(config), unavailable)

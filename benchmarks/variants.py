@@ -17,10 +17,10 @@ A variant is named by its family and switches:
     ...+compile                  the same model wrapped in torch.compile (`minibert.compiled.compile_model`, which
                                  only widens what dynamo traces in one graph; transformers' models get it too)
 
-The model kinds: BERT's encoder, MLM model and classifier (`minibert.hf`), GPT-2 and T5 (`minibert.gpt_t5_checkpoint`, which
-take attn_impl, chunked and, for T5, unpad and fusedqkv). GPT-2 and T5 are sized from a minibert preset as the
-causal and span objectives size them (`train.causal`, `train.span`: T5 with as many encoder and as many decoder
-blocks as the preset has).
+The model kinds: BERT's encoder, MLM model, classifier and token classifier ("tagger") (`minibert.hf`), GPT-2 and
+T5 (`minibert.gpt_t5_checkpoint`, which take attn_impl, chunked and, for T5, unpad and fusedqkv). GPT-2 and T5 are
+sized from a minibert preset as the causal and span objectives size them (`train.causal`, `train.span`: T5 with as
+many encoder and as many decoder blocks as the preset has).
 
 `ModelSet` holds the models of one model kind and size. Its reference is a freshly initialised transformers model
 (hf-sdpa); every other transformers variant loads its state dict, and every minibert variant is made from it by
@@ -53,10 +53,12 @@ MODEL_KINDS = {
     "encoder": (minibert.BertModel, "AutoModel", "BertConfig"),
     "mlm": (minibert.BertForMaskedLM, "AutoModelForMaskedLM", "BertConfig"),
     "classifier": (minibert.BertForSequenceClassification, "AutoModelForSequenceClassification", "BertConfig"),
+    "tagger": (minibert.BertForTokenClassification, "AutoModelForTokenClassification", "BertConfig"),
     "gpt": (minibert.GPT2LMHeadModel, "AutoModelForCausalLM", "GPT2Config"),
     "t5": (minibert.T5ForConditionalGeneration, "AutoModelForSeq2SeqLM", "T5Config"),
 }
-BERT_KINDS = ("encoder", "mlm", "classifier")
+BERT_KINDS = ("encoder", "mlm", "classifier", "tagger")
+TAGGER_LABELS = 9  # the token classifier's outputs: O and B-/I- of four entity types, as CoNLL-2003's tag set
 GPT_POSITIONS = 1024  # GPT-2's position table: longer than any block of the grids
 N_SENTINELS = 100  # T5's sentinel ids, after the vocabulary (train.span)
 SPECIAL_IDS = (0, 1, 2, 3, 4)  # [PAD] [UNK] [CLS] [SEP] [MASK], as in benchmarks.data
@@ -65,6 +67,8 @@ SPECIAL_IDS = (0, 1, 2, 3, 4)  # [PAD] [UNK] [CLS] [SEP] [MASK], as in benchmark
 def model_config(kind: str, size: str, vocab_size: int):
     """The minibert config of one kind at a preset's size: a BertConfig, or the GPT2Config / T5Config that the
     causal and span objectives map the preset onto (T5's vocabulary gets the sentinels)."""
+    if kind == "tagger":
+        return minibert.preset(size, vocab_size=vocab_size, num_labels=TAGGER_LABELS)
     if kind in BERT_KINDS:
         return minibert.preset(size, vocab_size=vocab_size)
     if size not in PRESETS:

@@ -2,6 +2,8 @@
 
     infer_fixed  inference (BertModel) on packed full-length batches: no padding
     infer_var    inference (BertModel) on random review batches padded to their longest row
+    ner_infer    token classification inference (BertForTokenClassification, 9 labels) on random People's Daily
+                 lines (the named-entity task's validation text) padded to their longest row
     mlm_train    one MLM training step per batch: forward, backward, AdamW step; packed full blocks, 15% masked
     cls_train    one classification fine-tuning step per batch on random padded review batches
     gpt_train    one GPT-2 training step per batch: the next-token loss at every position of packed full blocks
@@ -43,6 +45,8 @@ WORKLOADS = {
         Workload("infer_var", "encoder", False, False, "inference, variable-length review batches (padded)"),
         Workload("mlm_train", "mlm", True, True, "MLM training step (fwd+bwd+AdamW), packed blocks, 15% masked"),
         Workload("cls_train", "classifier", True, False, "classification fine-tuning step, padded review batches"),
+        Workload("ner_infer", "tagger", False, False,
+                 "token classification inference, 9 labels, People's Daily lines (padded)"),
         Workload("gpt_train", "gpt", True, True, "GPT-2 training step (fwd+bwd+AdamW), next token, packed blocks"),
         Workload("t5_train", "t5", True, True,
                  "T5 training step (fwd+bwd+AdamW), span corruption (15%, spans of 3) of packed blocks"),
@@ -132,9 +136,9 @@ def gate_outputs(
     """The quantities the gate compares, as fp32 tensors, computed in eval mode (no dropout).
 
     encoder: the last hidden state at real tokens (padding positions are undefined and differ with unpadding) and
-    the pooled output. mlm: the loss, the logits at labelled positions, named gradients. classifier: the loss,
-    the logits, named gradients. gpt: the loss, the logits, named gradients. t5: the loss, the logits at the
-    target's labelled positions, named gradients.
+    the pooled output. tagger: the logits at real tokens (zeros at the pads when unpadded). mlm: the loss, the logits
+    at labelled positions, named gradients. classifier: the loss, the logits, named gradients. gpt: the loss, the
+    logits, named gradients. t5: the loss, the logits at the target's labelled positions, named gradients.
     """
     model = built.module
     model.eval()
@@ -142,6 +146,8 @@ def gate_outputs(
         with torch.inference_mode(), precision_context(device, precision):
             out = built.call(**batch.inputs(with_labels=False))
         real = batch.attention_mask.bool()
+        if workload.model_kind == "tagger":
+            return {"logits[real]": out.logits[real].float()}
         return {"last_hidden_state[real]": out.last_hidden_state[real].float(), "pooler_output": out.pooler_output.float()}
     model.zero_grad(set_to_none=True)
     with precision_context(device, precision):

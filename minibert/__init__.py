@@ -7,7 +7,14 @@ from .config import PRESETS, BertConfig, preset
 from .errors import InputError
 from .generate import GenerationConfig, generate
 from .gpt import CausalLMOutput, GPT2Config, GPT2LMHeadModel
-from .heads import BertForMaskedLM, BertForSequenceClassification, MaskedLMOutput, SequenceClassifierOutput
+from .heads import (
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    MaskedLMOutput,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
 from .model import BertModel, BertModelOutput
 from .t5 import Seq2SeqLMOutput, T5Config, T5ForConditionalGeneration
 
@@ -15,6 +22,7 @@ __all__ = [
     "BertConfig",
     "BertForMaskedLM",
     "BertForSequenceClassification",
+    "BertForTokenClassification",
     "BertModel",
     "BertModelOutput",
     "CausalLMOutput",
@@ -28,6 +36,7 @@ __all__ = [
     "SequenceClassifierOutput",
     "T5Config",
     "T5ForConditionalGeneration",
+    "TokenClassifierOutput",
     "generate",
     "preset",
 ]

@@ -1,6 +1,7 @@
-"""Task heads on top of BertModel: the masked-language-model head and the sequence classifier.
+"""Task heads on top of BertModel: the masked-language-model head, the sequence classifier and the token classifier.
 
-Shapes: B batch, T tokens, C hidden size, V vocabulary size, M labelled (masked) positions, K classes.
+Shapes: B batch, T tokens, C hidden size, V vocabulary size, M labelled (masked) positions, K classes, N real
+(non-padding) tokens of a batch.
 
 The sequence classifier's head and loss (`SequenceClassificationHead`, `sequence_classification_loss`) are the
 ones fine-tuning runs, whatever the body and the pooling (`minibert.pooling`).
@@ -35,6 +36,15 @@ class MaskedLMOutput:
 class SequenceClassifierOutput:
     loss: torch.Tensor | None  # cross-entropy (K >= 2) or mean squared error (K == 1)
     logits: torch.Tensor  # (B, K)
+    hidden_states: list[torch.Tensor] | None = None
+    attentions: list[torch.Tensor] | None = None
+    trace: BertTrace | None = None  # with output_trace=True (minibert/trace.py)
+
+
+@dataclass
+class TokenClassifierOutput:
+    loss: torch.Tensor | None  # scalar mean cross-entropy over labelled positions
+    logits: torch.Tensor  # (B, T, K); unpadded (config.unpad with a mask): zeros at the pads
     hidden_states: list[torch.Tensor] | None = None
     attentions: list[torch.Tensor] | None = None
     trace: BertTrace | None = None  # with output_trace=True (minibert/trace.py)
@@ -283,3 +293,63 @@ class BertForSequenceClassification(nn.Module):
         logits = self.classifier(out.pooler_output)  # (B, C) -> (B, K)
         loss = sequence_classification_loss(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions, out.trace)
+
+
+def token_classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """loss = -(1/M) Σ_{(b, t): y_bt != -100} log softmax(logits_bt)[y_bt]
+
+    The mean cross-entropy over the M positions that carry a tag; a position labelled -100 (a special token, a
+    [PAD], a word's second piece) contributes nothing, so its logits cannot change the loss. logits (B, T, K) with
+    labels (B, T), or the N real tokens' (N, K) with (N,). As Hugging Face's BertForTokenClassification computes it;
+    a batch with no tag at all gives NaN, as there.
+    """
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+class BertForTokenClassification(nn.Module):
+    """BertModel without its pooler, and one classifier applied to every token (named-entity tagging):
+
+        logits_t = Dropout(h_t) W_c + b_c          (B, T, K): a tag score vector per token, `classifier`
+        loss     = token_classification_loss       cross-entropy over the tagged positions
+
+    The fast path (`config.unpad` with an attention mask): the blocks run on the N real tokens alone
+    (minibert/unpad.py), and the classifier and the loss take their (N, C) rows straight from the last block, so
+    nothing per-token ever touches a [PAD] and the (B, T, C) scatter back is never made; only the (N, K) logits are
+    put back in place, with zeros at the pads. (Gathering the rows again from a padded (B, T, C) output would cost
+    more than classifying the pads: with K = 9 the head is about one read of its input.) The loss then scores real
+    tokens only: a pad must be labelled -100 (as any data loader labels it) for the two paths to agree, since the
+    padded path would score it.
+    """
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=False)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)  # W_c (K, C), b_c (K,)
+        init_bert_weights(self.classifier, config.initializer_range)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        output_trace: bool = False,
+    ) -> TokenClassifierOutput:
+        """input_ids, attention_mask, token_type_ids, labels: (B, T); labels hold tag ids, -100 where untagged."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
+                        output_trace, keep_unpadded=True)
+        unpadding = out.unpadding  # None on the readable path
+        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, C) -> (B, T, K), or (N, C) -> (N, K)
+        loss = None
+        if labels is not None:
+            labels = labels if unpadding is None else unpadding.unpad(labels)  # (B, T), or (B, T) -> (N,)
+            loss = token_classification_loss(logits, labels)
+        if unpadding is not None:
+            logits = unpadding.pad(logits)  # (N, K) -> (B, T, K), zeros at the pads
+        return TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions, out.trace)

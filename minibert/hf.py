@@ -21,7 +21,7 @@ from torch import nn
 
 from .config import BertConfig
 from .errors import InputError
-from .heads import BertForMaskedLM, BertForSequenceClassification
+from .heads import BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification
 from .model import BertModel
 from .state_dict import (  # noqa: F401  (HEAD_PREFIXES, LEGACY_SUFFIXES, LoadReport: still importable from here)
     HEAD_PREFIXES,
@@ -31,7 +31,8 @@ from .state_dict import (  # noqa: F401  (HEAD_PREFIXES, LEGACY_SUFFIXES, LoadRe
     load_state_dict_checked,
 )
 
-MODEL_CLASSES = {c.__name__: c for c in (BertModel, BertForMaskedLM, BertForSequenceClassification)}
+MODEL_CLASSES = {c.__name__: c for c in (BertModel, BertForMaskedLM, BertForSequenceClassification,
+                                         BertForTokenClassification)}
 
 
 def from_hf_model(hf_model, cls: type[nn.Module] = BertModel, **config_overrides) -> nn.Module:
@@ -65,8 +66,8 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 def load_hf(path: str | Path, cls: type[nn.Module] = BertModel, **config_overrides) -> nn.Module:
     """Read a local Hugging Face BERT directory into a minibert `cls` (BertModel, BertForMaskedLM,
-    BertForSequenceClassification). `config_overrides` set fields such as `num_labels`, `attn_impl` or `unpad`.
-    Head weights the directory lacks start fresh, as `load_state_dict_checked` allows."""
+    BertForSequenceClassification, BertForTokenClassification). `config_overrides` set fields such as `num_labels`,
+    `attn_impl` or `unpad`. Head weights the directory lacks start fresh, as `load_state_dict_checked` allows."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise InputError(f"{path}: no config.json; point at a directory saved by save_hf or transformers' save_pretrained")
@@ -90,12 +91,13 @@ def load_hf_tokenizer(path: str | Path):
 
 def save_hf(model: nn.Module, path: str | Path) -> None:
     """Write `config.json` + `model.safetensors` that `transformers`' `from_pretrained` loads with no missing or
-    unexpected keys. The tied decoder weight is left out, as Hugging Face does; loading re-ties it."""
+    unexpected keys. The tied decoder weight is left out, as Hugging Face does; loading re-ties it. A classifier's
+    label names go into the config as `id2label` and `label2id` (`BertConfig.to_hf_config`)."""
     from safetensors.torch import save_file
 
     name = type(model).__name__
     if name not in MODEL_CLASSES:
-        raise InputError(f"save_hf writes BertModel, BertForMaskedLM or BertForSequenceClassification, not {name}")
+        raise InputError(f"save_hf writes one of {', '.join(MODEL_CLASSES)}, not {name}")
     hf_config = model.config.to_hf_config()
     hf_config["architectures"] = [name]
     state = {

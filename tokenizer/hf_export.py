@@ -46,13 +46,13 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from .base import Tokenizer
 from .config import SPECIAL_TOKENS
 from .errors import InputError
+from .spm_proto import fields
 from .spm_tokenizer import WORD_BOUNDARY, SentencePieceTokenizer
 from .wordpiece import CONTINUATION, WordPieceTokenizer
 
@@ -67,45 +67,12 @@ PLACEHOLDER_FILES = (TOKENIZER_CONFIG,)
 # what they become in the exported tokenizer: their full-width forms, which NFKC maps back to them.
 RENAMED = {"[": "\uff3b", "<": "\uff1c"}
 
-# sentencepiece_model.proto: ModelProto.pieces = 1, trainer_spec = 2, normalizer_spec = 3; SentencePiece.piece = 1,
-# score = 2, type = 3; TrainerSpec.model_type = 3, treat_whitespace_as_suffix = 24, byte_fallback = 35;
-# NormalizerSpec.name = 1, precompiled_charsmap = 2, add_dummy_prefix = 3, remove_extra_whitespaces = 4,
-# escape_whitespaces = 5.
+# The field numbers read below are listed in `tokenizer/spm_proto.py`.
 MODEL_TYPES = {1: "unigram", 2: "bpe", 3: "word", 4: "char"}
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 
 
 # -- reading a SentencePiece model file --------------------------------------------------------------------------
-
-
-def _varint(data: bytes, i: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, i
-
-
-def _fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(field number, value) of a protobuf message: an int for varints, the bytes for the other wire types."""
-    i = 0
-    while i < len(data):
-        key, i = _varint(data, i)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _varint(data, i)
-        elif wire == 2:
-            size, i = _varint(data, i)
-            value, i = data[i:i + size], i + size
-        elif wire in (1, 5):
-            size = 8 if wire == 1 else 4
-            value, i = data[i:i + size], i + size
-        else:
-            raise ValueError(f"protobuf wire type {wire}")
-        yield number, value
 
 
 @dataclass(frozen=True)
@@ -124,14 +91,14 @@ class SentencePieceModel:
     @classmethod
     def parse(cls, proto: bytes) -> SentencePieceModel:
         pieces, trainer, normalizer = [], {}, {}
-        for number, value in _fields(proto):
+        for number, value in fields(proto):
             if number == 1:
-                piece = {1: b"", 2: b"\0\0\0\0", 3: NORMAL} | dict(_fields(value))
+                piece = {1: b"", 2: b"\0\0\0\0", 3: NORMAL} | dict(fields(value))
                 pieces.append((bytes(piece[1]).decode("utf-8"), struct.unpack("<f", piece[2])[0], piece[3]))
             elif number == 2:
-                trainer = dict(_fields(value))
+                trainer = dict(fields(value))
             elif number == 3:
-                normalizer = dict(_fields(value))
+                normalizer = dict(fields(value))
         return cls(
             pieces=pieces,
             model_type=MODEL_TYPES.get(trainer.get(3, 1), "unknown"),

@@ -15,6 +15,7 @@ from .base import Tokenizer
 from .chars import is_cjk, is_punctuation
 from .config import CONFIG_NAME, SPECIAL_TOKENS, VOCAB_SIZE, read_config, write_config
 from .errors import InputError
+from .spm_proto import without_dummy_prefix
 from .spm_training import TrainingStats, check_options, train_model
 
 MODEL_NAME = "spm.model"
@@ -55,6 +56,7 @@ class SentencePieceTokenizer(Tokenizer):
         self.num_threads = num_threads or _default_threads()
         self._pieces = [self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size())]
         self._word_start = np.array([self._starts_word(i) for i in range(len(self._pieces))], dtype=bool)
+        self._inside_words: spm.SentencePieceProcessor | None = None  # built on first use (`_encode_words`)
 
     @classmethod
     def from_file(cls, model_file: str | Path, num_threads: int | None = None) -> SentencePieceTokenizer:
@@ -196,6 +198,19 @@ class SentencePieceTokenizer(Tokenizer):
         if len(texts) < SMALL_BATCH:
             return [self._sp.encode(text, out_type=int) for text in texts]
         return self._sp.encode(texts, out_type=int, num_threads=self.num_threads)
+
+    def _encode_words(self, words: list[str], joiner: str) -> list[list[int]]:
+        """Words joined by a space are read as SentencePiece reads a text (its "▁" marks the space before each);
+        words joined by nothing, as the continuation of a text: the same model without its dummy prefix, so that
+        a Chinese character gets the piece it has inside running text ("京"), not a word-initial one ("▁京")."""
+        if joiner.strip():
+            raise ValueError(f"words are joined by a space or by nothing, not {joiner!r}")
+        if joiner:
+            return self.encode_plain(words)
+        if self._inside_words is None:
+            self._inside_words = spm.SentencePieceProcessor()
+            self._inside_words.LoadFromSerializedProto(without_dummy_prefix(self._proto))
+        return self._inside_words.encode(words, out_type=int, num_threads=self.num_threads)
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         """The normalised text of `ids`; special tokens appear as "[CLS]" etc. unless skipped."""

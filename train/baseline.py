@@ -1,9 +1,12 @@
-"""python -m train.baseline: the baseline every fine-tuned model is compared with, TF-IDF character n-grams and a
-logistic regression (scikit-learn), its settings chosen on the validation split only.
+"""python -m train.baseline: the classic model every fine-tuned model is compared with, its settings chosen on the
+validation split only: for text classification, TF-IDF character n-grams and a logistic regression (scikit-learn);
+for named entities (--task ner), a linear-chain CRF on character features (python-crfsuite, `train.ner_crf`).
 
     python -m train.baseline                                   # the built-in review task, every training label
     python -m train.baseline --train-examples 1000 --split-seed 1
     python -m train.baseline --train data.csv --label-column sentiment
+    python -m train.baseline --task ner --train-examples 1000  # People's Daily entities, a CRF
+    python -m train.baseline --task ner --train train.conll --validation dev.conll --test test.conll
 
 It takes the data options of `train.finetune` and reads the data through the same functions
 (`train.finetune_data.load_task`, `subsample_train`), so the same options give the same split and the same
@@ -25,6 +28,13 @@ fit on the training split and score the validation split; 3. choose the setting 
 (ties go to the earlier setting: fewer n-grams, then plain tf, then smaller C); 4. score the test split once, with
 the chosen model. Outputs in --out: `results.json`, with the metrics of `train.finetune` (`train.metrics`) plus the
 chosen setting and the whole validation grid, and the same tables on stdout.
+
+--task ner reads the named-entity data through `train.ner_data.load_ner_task` (the built-in People's Daily task, or
+CoNLL-style / JSON lines files) and follows the same protocol over a grid of the CRF's L1 and L2 strengths (c1, c2),
+choosing by validation entity F1 (`train.ner_metrics`); every report in results.json has "f1" at its top level. Its
+--seeds are training draws: with --train-examples, seed s trains on the N sentences drawn with seed s
+(`train.ner_data.subsample_ner_train`); without --seeds, the one draw is --split-seed's, the draw of every command
+given that --split-seed. The CRF's fits are deterministic, so without --train-examples the draws are one fit.
 """
 
 from __future__ import annotations
@@ -42,7 +52,7 @@ import numpy as np
 
 from minibert.errors import InputError
 from minibert.rundir import OutDir, OutState, RunKind, check_usable, claim, inspect_out
-from train import metrics
+from train import metrics, ner_crf
 from tokenizer.command import opt, parse_options
 from train.cli import RUNS_DIR, TaskDraw, write_json
 from train.finetune_data import Columns, Example, TaskData, label_counts, load_task, subsample_train, warn
@@ -56,12 +66,17 @@ MAX_ITER = 2000  # lbfgs iterations; the largest C on 1-4-grams converges well w
 MODEL = "TF-IDF character n-grams + logistic regression (scikit-learn, lbfgs)"
 
 
+def _values(values) -> str:
+    return " ".join(f"{v:g}" for v in values)
+
+
 @dataclass
 class BaselineOptions(TaskDraw):
-    """train.baseline's options; the task's, the same as train.finetune's, come from `train.cli.TaskDraw`."""
+    """train.baseline's options; the task's (--task, the data, the draw), the same as train.finetune's, come from
+    `train.cli.TaskDraw`."""
 
     out: str | None = opt(None, "output directory (must not exist or be empty); none: "
-                          "RUNS_DIR/baseline-YYYYmmdd-HHMMSS", metavar="DIR")
+                          "RUNS_DIR/baseline-YYYYmmdd-HHMMSS (baseline-ner-... for --task ner)", metavar="DIR")
     runs_dir: str = opt(RUNS_DIR, "where the default --out goes", metavar="DIR")
     # -- the grid, searched on the validation split
     ngram_max: list[int] = opt((2, 3, 4), "character n-gram ranges tried: (1, n) for each n given",
@@ -72,7 +87,24 @@ class BaselineOptions(TaskDraw):
                       choices=METRICS)
     seeds: list[int] = opt((0,), "one run per seed (the solver's random_state). The lbfgs fit is deterministic, "
                            "so every seed gives the same result; accepted so that the baseline takes "
-                           "train.finetune's command line", metavar="SEED")
+                           "train.finetune's command line. With --task ner each seed is a draw: with "
+                           "--train-examples, seed S trains on the sentences drawn with seed S (none given: the "
+                           "--split-seed draw), and results.json has the mean and std over draws", metavar="SEED")
+    # -- the CRF's grid (--task ner), searched on the validation split
+    c1_values: list[float] | None = opt(None, "--task ner: L1 strengths c1 tried (larger: fewer features kept). "
+                                        f"none: {_values(ner_crf.C1_VALUES)}, or {_values(ner_crf.LARGE_C1_VALUES)} "
+                                        f"above {ner_crf.LARGE_TRAIN:,} training sentences (each fit takes minutes "
+                                        "there)", metavar="C1")
+    c2_values: list[float] | None = opt(None, f"--task ner: L2 strengths c2 tried. none: "
+                                        f"{_values(ner_crf.C2_VALUES)}, or {_values(ner_crf.LARGE_C2_VALUES)} above "
+                                        f"{ner_crf.LARGE_TRAIN:,} training sentences", metavar="C2")
+    max_iterations: int = opt(ner_crf.MAX_ITERATIONS, "--task ner: L-BFGS iterations per fit at most (each costs "
+                              "a pass over the training sentences; 0: until converged)", metavar="N")
+
+
+# The options of one task only: refused with the other task, rather than silently ignored.
+CLASSIFICATION_ONLY = ("text_column", "text_pair_column", "label_column", "ngram_max", "c_values", "metric")
+NER_ONLY = ("c1_values", "c2_values", "max_iterations")
 
 
 # -- features -----------------------------------------------------------------------------------------------
@@ -204,13 +236,32 @@ def run_one_seed(o: BaselineOptions, seed: int, task: TaskData, log=print) -> di
 # -- the command --------------------------------------------------------------------------------------------
 
 
-def check_options(o: BaselineOptions) -> None:
-    """Every option's range, before any work is done; InputError names the option."""
+def given_options(o: BaselineOptions) -> set[str]:
+    """The options whose value is not their default: what was given, when the command line is not at hand."""
+    defaults = BaselineOptions()
+    return {f.name for f in dataclasses.fields(o) if getattr(o, f.name) != getattr(defaults, f.name)}
+
+
+def check_options(o: BaselineOptions, given: set[str] | None = None) -> None:
+    """Every option's range, and no option of the other task among those `given` (default: those not at their
+    default), before any work is done; InputError names the option."""
+    given = given_options(o) if given is None else given
+    foreign = NER_ONLY if o.task == "classification" else CLASSIFICATION_ONLY
+    for name in (n for n in foreign if n in given):
+        flag, other = "--" + name.replace("_", "-"), "ner" if o.task == "classification" else "classification"
+        raise InputError(f"{flag} does not apply to --task {o.task} (it is an option of --task {other}); leave it "
+                         "out")
     checks = [
         (all(n >= 1 for n in o.ngram_max), "--ngram-max values must be at least 1"),
         (all(math.isfinite(c) for c in o.c_values), "--c-values must be finite numbers"),
         (all(c > 0 for c in o.c_values), "--c-values must be positive"),
-        # the solver's random_state: scikit-learn takes 0 to 2**32 - 1
+        (all(math.isfinite(c) and c >= 0 for c in o.c1_values or ()), "--c1-values must be finite numbers, 0 or "
+                                                                         "more"),
+        (all(math.isfinite(c) and c >= 0 for c in o.c2_values or ()), "--c2-values must be finite numbers, 0 or "
+                                                                         "more"),
+        (0 <= o.max_iterations < ner_crf.NO_LIMIT, f"--max-iterations must be between 0 (until converged) and "
+                                                   f"{ner_crf.NO_LIMIT - 1}"),
+        # the solver's random_state: scikit-learn takes 0 to 2**32 - 1 (and the draws of --task ner, the same)
         (all(0 <= s < 2**32 for s in o.seeds), "--seeds must be between 0 and 2**32 - 1"),
         (len(set(o.seeds)) == len(o.seeds), "--seeds must be distinct"),
     ]
@@ -230,8 +281,8 @@ def load_data(o: BaselineOptions) -> TaskData:
 
 def prepare_out(o: BaselineOptions) -> OutDir:
     """--out, checked before any work (the grid takes minutes): a new or empty directory that can be written."""
-    out = inspect_out(Path(o.out) if o.out else Path(o.runs_dir) / f"baseline-{datetime.now():%Y%m%d-%H%M%S}",
-                      BASELINE_RUN)
+    name = f"baseline{'-ner' if o.task == 'ner' else ''}-{datetime.now():%Y%m%d-%H%M%S}"
+    out = inspect_out(Path(o.out) if o.out else Path(o.runs_dir) / name, BASELINE_RUN)
     if out.state is OutState.RUN:
         raise InputError(f"--out {out.path} already holds a baseline run; choose another --out (nothing in it was "
                          "changed)")
@@ -257,22 +308,30 @@ def describe(chosen: dict) -> str:
     return f"char {lo}-{hi}-grams, C = {chosen['C']:g}, sublinear tf {'on' if chosen['sublinear_tf'] else 'off'}"
 
 
-def run(o: BaselineOptions) -> dict:
-    """Everything `main` does, returning what it writes to results.json."""
-    check_options(o)
+def require(module: str, package: str) -> None:
     try:
-        import sklearn  # noqa: F401
+        __import__(module)
     except ImportError:
-        raise InputError("the baseline needs scikit-learn: pip install -e \".[baseline]\"") from None
+        raise InputError(f"the baseline needs {package}: pip install -e \".[baseline]\"") from None
+
+
+def run(o: BaselineOptions, given: set[str] | None = None) -> dict:
+    """Everything `main` does, returning what it writes to results.json; `given`: the options on the command line
+    (default: those not at their default)."""
+    given = given_options(o) if given is None else given
+    check_options(o, given)
+    if o.task == "ner" and "seeds" not in given:
+        o = dataclasses.replace(o, seeds=[o.split_seed])  # one draw, --split-seed's
+    require(*(("sklearn", "scikit-learn") if o.task == "classification" else ("pycrfsuite", "python-crfsuite")))
     out = prepare_out(o)
-    task = load_data(o)
-    for note in task.notes:
+    data = load_data(o) if o.task == "classification" else load_ner_draws(o)
+    for note in data.notes:
         warn(note)
     # Claimed (created, locked) once the data is known good; released on any failure or signal, so that nothing of
     # the run is left, nor the directory if it made it. results.json is written atomically, at the end.
     run_dir = claim(out, BASELINE_RUN, ENTRIES)
     try:
-        results = fit_and_report(o, task)
+        results = fit_and_report(o, data) if o.task == "classification" else fit_and_report_ner(o, data)
         write_json(out.path / "results.json", results)
     except BaseException:
         run_dir.release()
@@ -298,9 +357,32 @@ def fit_and_report(o: BaselineOptions, task: TaskData) -> dict:
     return results
 
 
+# -- --task ner: the CRF of train.ner_crf --------------------------------------------------------------------
+
+
+def load_ner_draws(o: BaselineOptions) -> ner_crf.NerDraws:
+    """The task as every NER command reads it, and seed S's draw of --train-examples sentences, made with seed S."""
+    from train.ner_data import load_ner_task, subsample_ner_train
+
+    task = load_ner_task(o.train, o.validation, o.test, o.split_seed)
+    if o.train_examples is None:
+        return ner_crf.NerDraws(task, {s: task for s in o.seeds})
+    return ner_crf.NerDraws(task, {s: subsample_ner_train(task, o.train_examples, s) for s in o.seeds})
+
+
+def fit_and_report_ner(o: BaselineOptions, data: ner_crf.NerDraws) -> dict:
+    """Every draw's grid and test score (printed as they come), and the tables; returns what results.json holds."""
+    settings = ner_crf.grid_settings(o.c1_values, o.c2_values, len(next(iter(data.draws.values())).train))
+    runs = ner_crf.fit_draws(data, settings, o.max_iterations or None)
+    results = {**ner_crf.results_header(data), "options": dataclasses.asdict(o)}
+    ner_crf.report_draws(results, runs)
+    return results
+
+
 @command_main
 def main(argv: list[str] | None = None) -> None:
-    run(parse_options(BaselineOptions, argv, __doc__.split("\n\n")[0], "python -m train.baseline")[0])
+    o, given = parse_options(BaselineOptions, argv, __doc__.split("\n\n")[0], "python -m train.baseline")
+    run(o, given)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from minibert.heads import IGNORE_INDEX
 from train.finetune_data import Example
 
 
@@ -101,7 +102,8 @@ def collate(
     rng: random.Random | None = None,
 ) -> dict[str, torch.Tensor]:
     """Pad the chosen examples to the longest: LongTensors input_ids, token_type_ids, attention_mask (B, T) and
-    labels (B,)."""
+    labels: (B,) class ids, or for a token classifier's windows (labels one array per example) (B, T), padded
+    with IGNORE_INDEX."""
     rows = [(data.input_ids[i], data.token_type_ids[i]) for i in indices]
     if token_dropout > 0:
         rows = [drop_tokens(ids, types, token_dropout, special_ids, rng) for ids, types in rows]
@@ -113,6 +115,11 @@ def collate(
         input_ids[r, : len(ids)] = torch.tensor(ids)
         token_type_ids[r, : len(ids)] = torch.tensor(types)
         attention_mask[r, : len(ids)] = 1
-    labels = torch.from_numpy(data.labels[np.asarray(indices, dtype=np.int64)])
+    if isinstance(data.labels, np.ndarray):
+        labels = torch.from_numpy(data.labels[np.asarray(indices, dtype=np.int64)])  # (B,)
+    else:  # one label per token (train.ner_encoding); token dropout is not offered for them
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+        for r, i in enumerate(indices):
+            labels[r, : len(data.labels[i])] = torch.from_numpy(data.labels[i])
     return {"input_ids": input_ids, "token_type_ids": token_type_ids, "attention_mask": attention_mask,
             "labels": labels}

