@@ -40,7 +40,8 @@ import minibert
 from minibert import gpt_t5_checkpoint
 from minibert.compiled import compile_model
 from minibert.config import PRESETS
-from minibert.hf import from_hf_model, load_state_dict_checked
+from minibert.hf import from_hf_model
+from minibert.state_dict import load_state_dict_checked
 
 FAMILIES = {"hf": "transformers", "mb": "minibert", "ort": "onnxruntime"}
 ATTENTION = {"hf": ("eager", "sdpa"), "mb": ("math", "sdpa"), "ort": ("sdpa",)}

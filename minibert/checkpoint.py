@@ -21,9 +21,7 @@ from torch import nn
 
 from .config import BertConfig
 from .errors import InputError
-from .files import (  # noqa: F401  (the file layer, importable from here as before)
-    CONFIG_NAME, TMP_MARK, WEIGHTS_NAME, atomic_write, read_weights, remove_leftovers, unwrap, weights_step,
-    write_model)
+from .files import CONFIG_NAME, WEIGHTS_NAME, read_weights, remove_leftovers, unwrap, weights_step, write_model
 from .gpt_t5_checkpoint import MODELS, config_type
 from .gpt_t5_checkpoint import load_checked as load_gpt_t5
 from .gpt_t5_checkpoint import read_config as read_gpt_t5_config

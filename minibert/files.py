@@ -112,3 +112,21 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise InputError(f"{path}: not a readable safetensors file ({detail}); it may be truncated or corrupt: "
                          "restore it, or write it again") from None
+
+
+def read_checkpoint_weights(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint directory: its model.safetensors, or a Hugging Face pytorch_model.bin;
+    InputError naming the file when it cannot be read (cut short, garbled, not weights), or the directory when it
+    has neither."""
+    directory = Path(directory)
+    if (directory / WEIGHTS_NAME).is_file():
+        return read_weights(directory / WEIGHTS_NAME)
+    legacy = directory / "pytorch_model.bin"
+    if legacy.is_file():
+        try:
+            return torch.load(legacy, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated zip, a failed unpickle, or a file that holds no tensors
+            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise InputError(f"{legacy}: not a readable PyTorch checkpoint ({detail}); it may be truncated or "
+                             "corrupt") from None
+    raise InputError(f"{directory}: no {WEIGHTS_NAME} or pytorch_model.bin; is this a checkpoint directory?")

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .files import CONFIG_NAME, WEIGHTS_NAME, read_weights, unwrap, write_model
+from .files import CONFIG_NAME, read_checkpoint_weights, unwrap, write_model
 from .errors import InputError
 from .gpt import GPT2Config, GPT2LMHeadModel
 from .t5 import T5Config, T5ForConditionalGeneration
@@ -131,14 +131,6 @@ def from_hf_model(hf_model, **config_overrides) -> nn.Module:
     return model
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    if (path / WEIGHTS_NAME).is_file():
-        return read_weights(path / WEIGHTS_NAME)  # names the file if it is cut short or garbled
-    if (path / "pytorch_model.bin").is_file():
-        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise InputError(f"{path}: no {WEIGHTS_NAME} or pytorch_model.bin")
-
-
 def _read_config(path: Path) -> dict:
     return _read_config_file(path / CONFIG_NAME)
 
@@ -187,7 +179,7 @@ def load_hf(path: str | Path, **config_overrides) -> nn.Module:
     path = Path(path)
     hf_config = _read_config(path)
     model = _build(hf_config["model_type"], hf_config, config_overrides)
-    load_checked(model, _read_weights(path))
+    load_checked(model, read_checkpoint_weights(path))
     return model
 
 
@@ -204,5 +196,5 @@ def load_pretrained(directory: str | Path, **config_overrides) -> nn.Module:
     directory = Path(directory)
     config = read_config(directory / CONFIG_NAME, **config_overrides)
     model = MODELS[config_type(config)][1](config)
-    load_checked(model, _read_weights(directory))
+    load_checked(model, read_checkpoint_weights(directory))
     return model

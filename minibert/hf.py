@@ -4,8 +4,7 @@ minibert's module names produce Hugging Face BERT's state_dict keys, so converti
 prefix, drop the weights of a head the target does not have, and refuse anything that does not fit. A key the
 encoder needs that the checkpoint lacks, or a tensor of the wrong shape, is an error that lists them all; the
 only weights that may start fresh are those of a task head (pooler, classifier, MLM head), and they are reported.
-Those rules are `minibert.state_dict`'s, shared with minibert's own run directories; their names are importable
-from here too.
+Those rules are `minibert.state_dict`'s, shared with minibert's own run directories.
 
 Nothing here imports `transformers`: checkpoints are plain files (`config.json`, `model.safetensors` or
 `pytorch_model.bin`), and in-memory models are read through their `config` and `state_dict()`.
@@ -16,20 +15,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from .config import BertConfig
 from .errors import InputError
 from .heads import BertForMaskedLM, BertForSequenceClassification, BertForTokenClassification
 from .model import BertModel
-from .state_dict import (  # noqa: F401  (HEAD_PREFIXES, LEGACY_SUFFIXES, LoadReport: still importable from here)
-    HEAD_PREFIXES,
-    LEGACY_SUFFIXES,
-    TIED_KEYS,
-    LoadReport,
-    load_state_dict_checked,
-)
+from .files import read_checkpoint_weights
+from .state_dict import TIED_KEYS, load_state_dict_checked
 
 MODEL_CLASSES = {c.__name__: c for c in (BertModel, BertForMaskedLM, BertForSequenceClassification,
                                          BertForTokenClassification)}
@@ -48,22 +41,6 @@ def _with_overrides(config: BertConfig, overrides: dict) -> BertConfig:
     return BertConfig.from_dict({**config.to_dict(), **overrides}) if overrides else config
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    """The checkpoint's tensors; InputError naming the file when it cannot be read (cut short, garbled, not weights)."""
-    from .files import read_weights
-
-    if (path / "model.safetensors").is_file():
-        return read_weights(path / "model.safetensors")
-    if (path / "pytorch_model.bin").is_file():
-        try:
-            return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        except Exception as e:  # a truncated zip, a failed unpickle, or a file that holds no tensors
-            detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise InputError(f"{path / 'pytorch_model.bin'}: not a readable PyTorch checkpoint ({detail}); it may be "
-                             "truncated or corrupt") from None
-    raise InputError(f"{path}: no model.safetensors or pytorch_model.bin; is this a Hugging Face BERT directory?")
-
-
 def load_hf(path: str | Path, cls: type[nn.Module] = BertModel, **config_overrides) -> nn.Module:
     """Read a local Hugging Face BERT directory into a minibert `cls` (BertModel, BertForMaskedLM,
     BertForSequenceClassification, BertForTokenClassification). `config_overrides` set fields such as `num_labels`,
@@ -76,7 +53,7 @@ def load_hf(path: str | Path, cls: type[nn.Module] = BertModel, **config_overrid
         raise InputError(f"{path}: model_type is {hf_config['model_type']!r}, not 'bert'")
     config = _with_overrides(BertConfig.from_hf_config(hf_config), config_overrides)
     model = cls(config)
-    load_state_dict_checked(model, _read_weights(path))
+    load_state_dict_checked(model, read_checkpoint_weights(path))
     return model
 
 

@@ -150,7 +150,7 @@ def test_the_run_directory_is_a_bert_checkpoint_of_the_discriminator(tmp_path, s
     assert any(k.startswith("generator.") for k in report.unused)
     # And it loads back whole (resume), the tied decoder re-tied to the shared word embeddings.
     back = ElectraForPreTraining(tiny(), generator_size=0.5, share_embeddings=share)
-    from minibert.hf import load_state_dict_checked
+    from minibert.state_dict import load_state_dict_checked
     from safetensors.torch import load_file
 
     report = load_state_dict_checked(back, load_file(str(tmp_path / "model.safetensors")))

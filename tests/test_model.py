@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from minibert import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel, InputError, preset
-from minibert.checkpoint import load_pretrained, save_pretrained, unwrap
+from minibert.checkpoint import load_pretrained, save_pretrained
+from minibert.files import unwrap
 from minibert.embeddings import sinusoidal_table
 from minibert.heads import mlm_loss
 

@@ -70,7 +70,9 @@ def test_same_logits_and_loss_as_transformers_on_padded_batches(config, seed, im
     with torch.no_grad():
         a = hf(input_ids=ids, attention_mask=mask, labels=labels)
         b = mb(ids, mask, labels=labels)
-    torch.testing.assert_close(b.logits, a.logits, atol=1e-5, rtol=0)
+    # The logits sum d_model products more than the hidden states do, in another order than transformers': a few
+    # float32 roundings apart, so their tolerance has a relative part too (1e-5 + 1e-4 |logit|).
+    torch.testing.assert_close(b.logits, a.logits, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(b.loss, a.loss, atol=1e-5, rtol=0)
     torch.testing.assert_close(b.encoder_last_hidden_state, a.encoder_last_hidden_state, atol=1e-5, rtol=0)
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from minibert import BertConfig, GPT2Config, T5Config
-from minibert.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_config, read_weights, remove_leftovers,
-                                 save_pretrained, weights_step)
+from minibert.checkpoint import read_config, save_pretrained
+from minibert.files import CONFIG_NAME, WEIGHTS_NAME, atomic_write, read_weights, remove_leftovers, weights_step
 from minibert.errors import InputError
 from minibert.rundir import RUN_MARKER, OutDir, OutState, RunKind, check_usable, inspect_out, recorded_entries
 from train.cli import RUNS_DIR

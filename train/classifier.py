@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from minibert.checkpoint import atomic_write, family, save_pretrained
+from minibert.checkpoint import family, save_pretrained
+from minibert.files import atomic_write
 from minibert.errors import InputError
 from minibert.heads import sequence_classification_loss, token_classification_loss
 from minibert.pooling import POOLINGS, ScalarMix, pool

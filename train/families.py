@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from minibert import BertConfig, BertForSequenceClassification, BertForTokenClassification, GPT2Config, T5Config
-from minibert.checkpoint import (CONFIG_NAME, WEIGHTS_NAME, family, load_checked, load_pretrained, read_config,
-                                 read_weights)
+from minibert.checkpoint import family, load_checked, load_pretrained, read_config
+from minibert.files import CONFIG_NAME, WEIGHTS_NAME, read_weights
 from minibert.errors import InputError
 from minibert.gpt import GPT2Model, init_gpt2_weights
 from minibert.heads import SequenceClassificationHead

@@ -254,9 +254,9 @@ def load_pretrained_encoder(path: Path, overrides: dict) -> Pretrained:
 
 
 def _hf_has_pooler(path: Path) -> bool:
-    from minibert.hf import _read_weights
+    from minibert.files import read_checkpoint_weights
 
-    return any(k.endswith("pooler.dense.weight") for k in _read_weights(path))
+    return any(k.endswith("pooler.dense.weight") for k in read_checkpoint_weights(path))
 
 
 def build_classifier(pre: Pretrained, o: Options, label_names: list[str]) -> FineTuned:
