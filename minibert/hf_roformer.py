@@ -30,7 +30,9 @@ t theta_i (about 2e-5 at t = 511 for D = 64); with minibert's own the rotation i
 
 transformers' RoFormerForSequenceClassification is not the target of a fine-tuned classifier: its head,
 out_proj(act(dense(h[:, 0]))), applies the encoder's hidden_act where BERT's pooler applies tanh, and minibert's
-other poolings have no dense layer. A classifier exports as RoFormerModel plus its head (`train/predict.py`).
+other poolings have no dense layer. A classifier exports as RoFormerModel plus its head (`train/predict.py`). A
+token classifier (BertForTokenClassification) is RoFormerForTokenClassification exactly: Dropout(h) W + b on every
+token, its body under `roformer.` and its `classifier` as it is.
 
 Nothing here imports `transformers`: the export is `config.json` + `model.safetensors`.
 """
@@ -104,12 +106,17 @@ def to_roformer_state_dict(state: dict[str, torch.Tensor], config: BertConfig) -
 def save_roformer(model: nn.Module, path: str | Path) -> None:
     """Write `config.json` + `model.safetensors` that `transformers.RoFormerModel.from_pretrained` loads with no
     missing or unexpected keys. `model`: a minibert BertModel or BertForSequenceClassification with rotary
-    positions (its pooler and classifier are not written)."""
+    positions (its pooler and classifier are not written); or a BertForTokenClassification, written whole as
+    RoFormerForTokenClassification (which `AutoModelForTokenClassification` loads)."""
     from safetensors.torch import save_file
 
     d = to_roformer_config(model.config)
-    d["architectures"] = ["RoFormerModel"]
+    token_classifier = type(model).__name__ == "BertForTokenClassification"
+    d["architectures"] = ["RoFormerForTokenClassification" if token_classifier else "RoFormerModel"]
     state = to_roformer_state_dict(model.state_dict(), model.config)
+    if token_classifier:
+        state = {f"roformer.{k}": v for k, v in state.items()}
+        state.update({k: v.detach().contiguous().cpu() for k, v in model.classifier.state_dict(prefix="classifier.").items()})
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(d, indent=2) + "\n", encoding="utf-8")

@@ -196,3 +196,27 @@ def test_ner_curve_scores_entity_f1_with_the_crf_baseline(setup, capsys):
 
 def test_entities_of_predicted_tags_follow_the_conll_rule():
     assert entities(["O", "I-PER", "I-PER", "B-LOC", "I-PER"]) == [("PER", 1, 3), ("LOC", 3, 4), ("PER", 4, 5)]
+
+
+def test_a_rotary_token_classifier_exports_as_roformer_for_token_classification(setup, tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    run = make_pretrain_run(tmp_path / "runs", position_embedding_type="rotary")
+    out = tmp_path / "ner"
+    assert ft.main(["--task", "ner", "--init", str(run), "--train", str(setup["data"]), "--out", str(out),
+                    "--epochs", "1", "--batch-size", "16"]) == 0
+    capsys.readouterr()
+    assert predict.main([str(out), "--export-hf", str(tmp_path / "hf")]) == 0
+    assert "RoFormerForTokenClassification" in capsys.readouterr().err
+    hf = transformers.AutoModelForTokenClassification.from_pretrained(tmp_path / "hf").eval()
+    assert type(hf).__name__ == "RoFormerForTokenClassification"
+    mine = predict.Predictor(out)
+    rows = [list("的是好很了我便宜"), list("满意喜这个")]
+    ids = [[mine.tok.cls_token_id, *sum(mine.tok.encode_words(r), []), mine.tok.sep_token_id] for r in rows]
+    width = max(map(len, ids))
+    input_ids = torch.tensor([r + [0] * (width - len(r)) for r in ids])
+    mask = (torch.arange(width)[None] < torch.tensor([len(r) for r in ids])[:, None]).long()
+    with torch.no_grad():
+        expected = mine.classifier(input_ids, mask)
+        got = hf(input_ids=input_ids, attention_mask=mask).logits
+    real = mask.bool()
+    torch.testing.assert_close(got[real], expected[real], atol=1e-5, rtol=1e-5)

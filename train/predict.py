@@ -180,7 +180,7 @@ class Predictor:
         out = check_export_dir(directory)
         target = export_target(self.classifier, self.run_dir)
         no_tokenizer = unsupported_reason(self.tok)  # None: AutoTokenizer gives minibert's ids
-        if target == "BertForTokenClassification":
+        if target in TOKEN_CLASSIFIERS:
             no_tokenizer = NER_TOKENIZER_NOTE
         run = claim(out, HF_EXPORT, export_entries(target, no_tokenizer is None))
         try:
@@ -189,9 +189,9 @@ class Predictor:
             run.release()
             raise
         run.close()
-        if target == "BertForTokenClassification":
-            return (f"exported to {directory}: transformers' AutoModelForTokenClassification.from_pretrained (or "
-                    f"BertForTokenClassification); {NER_TOKENIZER_NOTE}: tokenizer.load('{directory / TOKENIZER_DIR}')"
+        if target in TOKEN_CLASSIFIERS:
+            return (f"exported to {directory}: transformers' AutoModelForTokenClassification.from_pretrained (a "
+                    f"{target}); {NER_TOKENIZER_NOTE}: tokenizer.load('{directory / TOKENIZER_DIR}')"
                     f".encode_words(list(text)) gives each character's ids, to be put between [CLS] and [SEP], "
                     f"and a character's tag is read at its first id")
         return export_message(directory, target, self.classifier.pooling, self.text_pair, self.max_length,
@@ -202,6 +202,8 @@ class Predictor:
 
         if target in ("BertForSequenceClassification", "BertForTokenClassification"):
             save_hf(self.classifier.model, directory)
+        elif target == "RoFormerForTokenClassification":
+            save_roformer(self.classifier.model, directory)
         else:
             (save_hf if target == "BertModel" else save_roformer)(self.classifier.model.bert, directory)
             save_head(self.classifier, directory, target, {"text_pair": self.text_pair,
@@ -219,6 +221,7 @@ class Predictor:
 HF_EXPORT = RunKind("hf-export", "Hugging Face export")
 # A token classifier reads each character (word) tokenized on its own, which a transformers tokenizer of the whole
 # text does not reproduce, so its export carries minibert's tokenizer alone.
+TOKEN_CLASSIFIERS = ("BertForTokenClassification", "RoFormerForTokenClassification")  # learned or rotary positions
 NER_TOKENIZER_NOTE = ("no transformers tokenizer was written: this model reads each character tokenized on its own "
                       "(minibert's Tokenizer.encode_words)")
 MODEL_FILES = ("config.json", "model.safetensors")
@@ -229,7 +232,7 @@ EXPORT_FILES = (*MODEL_FILES, *HEAD_FILES, TOKENIZER_DIR, *TRANSFORMERS_FILES)
 
 def export_entries(target: str, tokenizer_exported: bool) -> list[str]:
     """The top-level names an export to `target` writes (the module doc)."""
-    head = [] if target in ("BertForSequenceClassification", "BertForTokenClassification") else list(HEAD_FILES)
+    head = [] if target in ("BertForSequenceClassification", *TOKEN_CLASSIFIERS) else list(HEAD_FILES)
     tokenizer = TRANSFORMERS_FILES if tokenizer_exported else PLACEHOLDER_FILES
     return [*MODEL_FILES, *head, TOKENIZER_DIR, *tokenizer]
 
@@ -241,8 +244,8 @@ def export_target(classifier: SequenceClassifier, run_dir: Path) -> str:
     config = classifier.config
     if classifier.task == "ner":
         if config.position_embedding_type == "rotary":
-            raise InputError(f"{run_dir}: rotary positions have no Hugging Face BertForTokenClassification form; "
-                             "--export-hf needs a token classifier with learned absolute positions")
+            check_roformer(config)  # InputError for a pre-LN body (norm_first=True)
+            return "RoFormerForTokenClassification"
         config.to_hf_config()  # InputError for what Hugging Face's BERT cannot express (pre-LN, sinusoidal)
         return "BertForTokenClassification"
     if classifier.family != "bert":
