@@ -229,7 +229,8 @@ class BertForMaskedLM(nn.Module):
 
 
 class SequenceClassificationHead(nn.Linear):
-    """logits = Dropout(pooled) W_c + b_c: (B, C) -> (B, K), scored by `sequence_classification_loss`.
+    """logits = Dropout(pooled) W_c + b_c: (B, C) -> (B, K), scored by `sequence_classification_loss`; the token
+    classifier applies it to every token's vector, (B, T, C) -> (B, T, K).
 
     The layer W_c (K, C), b_c (K,) itself, with the dropout in front of it: registered as `classifier`, its weights
     keep Hugging Face's names `classifier.weight` and `classifier.bias` (dropout has no weights to name). Every
@@ -258,7 +259,21 @@ def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> 
     return F.cross_entropy(logits, labels)  # (B, K), (B,) -> scalar
 
 
-class BertForSequenceClassification(nn.Module):
+class _BertWithClassifier(nn.Module):
+    """BertModel (`bert`, with or without its pooler) and a classification head (`classifier`, dropout in front):
+    what the sequence and the token classifier share."""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool):
+        super().__init__()
+        self.config = config
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=add_pooling_layer)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.classifier = SequenceClassificationHead(config.hidden_size, config.num_labels, p)  # W_c (K, C), b_c (K,)
+        init_bert_weights(self.classifier, config.initializer_range)
+
+
+class BertForSequenceClassification(_BertWithClassifier):
     """BertModel, its pooler and the classification head:
 
         pooled = tanh(h[:, 0] W_p + b_p)          (B, C), `bert.pooler` (`minibert.pooling`'s "pooler")
@@ -270,13 +285,7 @@ class BertForSequenceClassification(nn.Module):
     """
 
     def __init__(self, config: BertConfig):
-        super().__init__()
-        self.config = config
-        self.num_labels = config.num_labels
-        self.bert = BertModel(config, add_pooling_layer=True)
-        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.classifier = SequenceClassificationHead(config.hidden_size, config.num_labels, p)
-        init_bert_weights(self.classifier, config.initializer_range)
+        super().__init__(config, add_pooling_layer=True)
 
     def forward(
         self,
@@ -306,7 +315,7 @@ def token_classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> tor
     return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
-class BertForTokenClassification(nn.Module):
+class BertForTokenClassification(_BertWithClassifier):
     """BertModel without its pooler, and one classifier applied to every token (named-entity tagging):
 
         logits_t = Dropout(h_t) W_c + b_c          (B, T, K): a tag score vector per token, `classifier`
@@ -322,14 +331,12 @@ class BertForTokenClassification(nn.Module):
     """
 
     def __init__(self, config: BertConfig):
-        super().__init__()
-        self.config = config
-        self.num_labels = config.num_labels
-        self.bert = BertModel(config, add_pooling_layer=False)
-        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-        self.dropout = nn.Dropout(p)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)  # W_c (K, C), b_c (K,)
-        init_bert_weights(self.classifier, config.initializer_range)
+        super().__init__(config, add_pooling_layer=False)
+
+    @property
+    def dropout(self) -> nn.Dropout:
+        """The dropout before the classifier (Hugging Face's `dropout`; it has no weights, so it lives in the head)."""
+        return self.classifier.dropout
 
     def forward(
         self,
@@ -345,7 +352,7 @@ class BertForTokenClassification(nn.Module):
         out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
                         output_trace, keep_unpadded=True)
         unpadding = out.unpadding  # None on the readable path
-        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, T, C) -> (B, T, K), or (N, C) -> (N, K)
+        logits = self.classifier(out.last_hidden_state)  # (B, T, C) -> (B, T, K), or (N, C) -> (N, K)
         loss = None
         if labels is not None:
             labels = labels if unpadding is None else unpadding.unpad(labels)  # (B, T), or (B, T) -> (N,)

@@ -23,7 +23,8 @@ PAIRS = {
 
 
 @st.composite
-def small_configs(draw):
+def small_configs(draw, max_labels: int = 4, activations=("gelu", "relu", "gelu_new")):
+    """A tiny random BERT config for the parity tests (also tests/test_token_classification.py's)."""
     H = draw(st.integers(1, 4))
     return dict(
         vocab_size=draw(st.integers(8, 64)),
@@ -33,8 +34,8 @@ def small_configs(draw):
         intermediate_size=draw(st.integers(4, 48)),
         max_position_embeddings=draw(st.integers(16, 40)),
         type_vocab_size=draw(st.integers(1, 3)),
-        hidden_act=draw(st.sampled_from(["gelu", "relu", "gelu_new"])),
-        num_labels=draw(st.integers(1, 4)),
+        hidden_act=draw(st.sampled_from(list(activations))),
+        num_labels=draw(st.integers(1, max_labels)),
         layer_norm_eps=draw(st.sampled_from([1e-12, 1e-5])),
     )
 
