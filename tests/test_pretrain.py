@@ -478,12 +478,13 @@ def test_builtin_corpus_pretrains_on_reviews_with_a_tokenizer_of_all_the_text(tm
 
     monkeypatch.setattr(tokenizer.SentencePieceTokenizer, "train", lambda texts, *a, **k: trained_on.append(list(texts)))
     monkeypatch.setattr(tokenizer, "load", lambda path: path)
+    bad = pretrain_data.BadFiles()
     args = PretrainArgs()
-    assert (args.mlm_probability, pretrain_data.load_corpus(args)) == (0.3, ["评论"])
-    pretrain_data.get_tokenizer(args, tmp_path, pretrain_data.load_corpus(args), Dist(0, 1, 0), resumed=False)
+    assert (args.mlm_probability, pretrain_data.open_corpus(args).texts) == (0.3, ["评论"])
+    pretrain_data.get_tokenizer(args, tmp_path, pretrain_data.open_corpus(args), Dist(0, 1, 0), False, bad)
     args = PretrainArgs(builtin_corpus="news", tokenizer_corpus="reviews")
-    assert pretrain_data.load_corpus(args) == ["新闻"]
-    pretrain_data.get_tokenizer(args, tmp_path, pretrain_data.load_corpus(args), Dist(0, 1, 0), resumed=False)
+    assert pretrain_data.open_corpus(args).texts == ["新闻"]
+    pretrain_data.get_tokenizer(args, tmp_path, pretrain_data.open_corpus(args), Dist(0, 1, 0), False, bad)
     assert trained_on == [["新闻 和 评论"], ["评论"]]
 
 

@@ -165,9 +165,6 @@ def read_corpus(inputs, max_sentences: int, seed: int = 0, progress: bool | None
         source += " and the given sentences"
     total_bytes = sum(f.stat().st_size for f in files)
     show = progress if progress is not None else total_bytes >= PROGRESS_MIN_BYTES
-    rng = random.Random(seed)
-    kept: list[str] = []
-    n_sentences = n_chars = 0
     long = {"n": 0, "pieces": 0, "first": ""}
 
     def numbered() -> Iterator[tuple[str, str]]:  # (where, line) for messages
@@ -196,15 +193,54 @@ def read_corpus(inputs, max_sentences: int, seed: int = 0, progress: bool | None
             long["first"] = long["first"] or where
             yield from pieces
 
+    sample = Reservoir(max_sentences, seed)
     for line in lines():
-        n_sentences += 1
-        n_chars += len(line)
-        if len(kept) < max_sentences:
-            kept.append(line)
-        else:
-            j = rng.randrange(n_sentences)
-            if j < max_sentences:
-                kept[j] = line
-    if not kept:
+        sample.add(line)
+    if not sample.kept:
         raise InputError(f"no text to train on in {source}: every line is blank")
-    return Corpus(kept, n_sentences, n_chars, source, long["n"], long["pieces"], long["first"])
+    return Corpus(sample.kept, sample.seen, sample.chars, source, long["n"], long["pieces"], long["first"])
+
+
+class Reservoir:
+    """A uniform random sample of at most `size` of the lines added (reservoir sampling: line n replaces a random
+    kept one with probability size / n), drawn with `random.Random(seed)`; all of them, in order, when there are
+    no more than `size`. Memory stays bounded however many lines come.
+
+    `mark()` and `back_to(mark)` take back every line added in between, as if they had never come (the sample,
+    the counts and the generator as they were): lines of a file that turns out unreadable half-way are left out."""
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size, self.rng = size, random.Random(seed)
+        self.kept: list[str] = []
+        self.seen = 0  # lines added
+        self.chars = 0  # their characters
+        self._replaced: dict[int, str] | None = None  # since the mark: slot -> the line it held then
+
+    def add(self, line: str) -> None:
+        self.seen += 1
+        self.chars += len(line)
+        if len(self.kept) < self.size:
+            self.kept.append(line)
+            return
+        j = self.rng.randrange(self.seen)
+        if j < self.size:
+            if self._replaced is not None:  # only a slot's first replacement: at most `size` lines held back
+                self._replaced.setdefault(j, self.kept[j])
+            self.kept[j] = line
+
+    def add_text(self, text: str) -> None:
+        """A document as training lines: one, or the pieces of a line longer than MAX_LINE_CHARS."""
+        for line in split_long_line(text) if len(text) > MAX_LINE_CHARS else [text]:
+            self.add(line)
+
+    def mark(self) -> tuple:
+        self._replaced = {}
+        return self.seen, self.chars, len(self.kept), self.rng.getstate()
+
+    def back_to(self, mark: tuple) -> None:
+        seen, chars, n_kept, state = mark
+        for j, line in (self._replaced or {}).items():
+            self.kept[j] = line
+        del self.kept[n_kept:]  # the lines added since, and any that replaced them
+        self.seen, self.chars, self._replaced = seen, chars, {}
+        self.rng.setstate(state)

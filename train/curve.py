@@ -545,12 +545,23 @@ def check_curve_options(o: CurveOptions) -> None:
             raise InputError(message)
 
 
-def run(o: CurveOptions) -> dict:
-    """Everything `main` does; returns what it writes to curve.json. Raises CellFailed when a cell fails and
-    Interrupted on SIGINT or SIGTERM, the cells done recorded in either case."""
+def task_and_budgets(o: CurveOptions) -> tuple:
+    """The curve's task as its cells will read it, and --budgets (or the task's own) checked against it."""
     from train.finetune_data import Columns, load_task
     from train.ner_data import load_ner_task
 
+    if o.task == "ner":
+        task = load_ner_task(o.train, o.validation, o.test, 0)
+        smallest = 1
+    else:
+        task = load_task(o.train, o.validation, o.test, Columns(o.text_column, o.text_pair_column, o.label_column))
+        smallest = len(task.label_names)  # one example of each label
+    return task, check_budgets(list(o.budgets or DEFAULT_BUDGETS[o.task]), len(task.train), smallest)
+
+
+def run(o: CurveOptions) -> dict:
+    """Everything `main` does; returns what it writes to curve.json. Raises CellFailed when a cell fails and
+    Interrupted on SIGINT or SIGTERM, the cells done recorded in either case."""
     out = default_out(o)
     if o.plot_only:
         return plot_only(out)
@@ -558,13 +569,7 @@ def run(o: CurveOptions) -> dict:
     # 1. The directory, checked before any work: new, empty, or a curve no other process is running in.
     found = plan_out(out)
     # 2. The task, read once here to check the budgets (every cell reads it again, the same way).
-    if o.task == "ner":
-        task = load_ner_task(o.train, o.validation, o.test, 0)
-        smallest = 1
-    else:
-        task = load_task(o.train, o.validation, o.test, Columns(o.text_column, o.text_pair_column, o.label_column))
-        smallest = len(task.label_names)
-    budgets = check_budgets(list(o.budgets or DEFAULT_BUDGETS[o.task]), len(task.train), smallest)
+    task, budgets = task_and_budgets(o)
     # 3. The plan: every (model, budget, seed), and what is already done.
     models = models_of(o)
     cells = plan(o, models, budgets, len(task.train))

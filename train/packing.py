@@ -1,130 +1,29 @@
-"""Turn texts into fixed-length pretraining blocks: tokenize once into a cache, pack, hold out an eval slice.
+"""Fixed-length pretraining blocks over a tokenized corpus, a fixed share held out, and the order of the batches.
 
-Cache layout, in the directory `cache_path`:
-    ids.npy            all token ids of all documents, concatenated: shape (n_tokens,), uint16 or int32
-    offsets.npy        document boundaries: document i is ids[offsets[i]:offsets[i+1]]; shape (n_docs + 1,), int64
-    fingerprint.json   what the cache was built from: a hash of the texts and the tokenizer's fingerprint
-The offsets are the document separator: the flat id stream holds no separator token, so no id value is reserved.
-`BlockStream` then deals the training blocks out as batches, one epoch a permutation, resumable exactly.
+The corpus is a stream, its documents each followed by [SEP] (`train.shards.TokenStream`, memory-mapped shards).
+A block is [CLS] and the next T - 1 stream tokens, or T - 2 and a closing [SEP] (`pack_blocks` says exactly
+when), so the blocks are where each starts in the stream and whether it closes early: `write_layout` walks the
+stream once, part by part, and writes the two arrays to the cache (`blocks-<corpus>-<T>.starts`, int64, and
+`.closed`, uint8); `PackedBlocks` reads a batch of blocks from them, never the corpus whole. `pack_blocks`, on
+ids held in memory, is the definition the streamed layout is tested against, block for block.
+
+The held-out blocks are a seeded choice of round(fraction * N) block indices (`split_blocks`); the training
+blocks are the others, found by index arithmetic, never copied. `BlockStream` deals the training blocks out as
+batches, one epoch a permutation, its position two integers, so a resumed run draws the same batches.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import sys
-from collections.abc import Sequence
+from array import array
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from minibert.errors import InputError
 
-_FORMAT_VERSION = 1
-_ENCODE_BATCH = 2048  # texts per encode_plain call: big enough for the C++ batch path, small enough for memory
 _FILL_ROWS = 16384  # blocks filled per gather in pack_blocks
-
-
-class TokenizedCorpus(NamedTuple):
-    """A tokenized corpus: the flat id stream and the document offsets into it (see the module docstring)."""
-
-    ids: np.ndarray  # (n_tokens,)
-    offsets: np.ndarray  # (n_docs + 1,)
-
-
-def texts_fingerprint(texts: Sequence[str]) -> str:
-    """A hash of the exact texts, in order: BLAKE2b over (length, UTF-8 bytes) of each text."""
-    digest = hashlib.blake2b(digest_size=16)
-    for text in texts:
-        data = text.encode("utf-8")
-        # The length prefix makes ["ab", "c"] and ["a", "bc"] hash differently.
-        digest.update(len(data).to_bytes(8, "little"))
-        digest.update(data)
-    return digest.hexdigest()
-
-
-def _id_dtype(vocab_size: int) -> np.dtype:
-    """The smallest stored id type: uint16 holds ids below 65536, halving the cache against int32."""
-    return np.dtype(np.uint16) if vocab_size <= 2**16 else np.dtype(np.int32)
-
-
-def _save_atomic(path: Path, write) -> None:
-    """Write a file through a temporary name in the same directory, then rename it into place.
-
-    A crash mid-write leaves the old file (or none), never a truncated one.
-    """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _load_cache(cache_dir: Path, fingerprint: dict) -> TokenizedCorpus | None:
-    """The cached corpus if the cache was built from exactly this fingerprint, else None."""
-    try:
-        stored = json.loads((cache_dir / "fingerprint.json").read_text(encoding="utf-8"))
-        if stored != fingerprint:
-            return None
-        ids = np.load(cache_dir / "ids.npy", mmap_mode="r")
-        offsets = np.load(cache_dir / "offsets.npy", mmap_mode="r")
-    except (OSError, ValueError):
-        return None  # absent or unreadable: rebuild
-    if offsets.shape != (fingerprint["n_docs"] + 1,) or ids.shape != (int(offsets[-1]),):
-        return None
-    return TokenizedCorpus(ids, offsets)
-
-
-def tokenize_to_cache(
-    texts: Sequence[str], tokenizer, cache_path: str | Path, *, tokenizer_fingerprint: str
-) -> TokenizedCorpus:
-    """Tokenize texts (without special tokens) into a cache directory, or load it if already built.
-
-    The cache is reused only when it was built from the same texts (by hash) and the same tokenizer fingerprint;
-    otherwise it is rebuilt. Files are written atomically, the fingerprint last, so an interrupted build is
-    never mistaken for a finished one. The arrays come back memory-mapped read-only.
-    """
-    cache_dir = Path(cache_path)
-    dtype = _id_dtype(tokenizer.vocab_size)
-    fingerprint = {
-        "format": _FORMAT_VERSION,
-        "texts": texts_fingerprint(texts),
-        "n_docs": len(texts),
-        "tokenizer": tokenizer_fingerprint,
-        "dtype": dtype.name,
-    }
-    cached = _load_cache(cache_dir, fingerprint)
-    if cached is not None:
-        return cached
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    # Invalidate first: from here until the new fingerprint lands, the directory holds no valid cache.
-    (cache_dir / "fingerprint.json").unlink(missing_ok=True)
-
-    chunks: list[np.ndarray] = []
-    lengths = np.zeros(len(texts), dtype=np.int64)
-    show = len(texts) >= 100_000 and sys.stderr.isatty()
-    with tqdm(total=len(texts), unit="text", desc="tokenizing", disable=not show) as progress:
-        for start in range(0, len(texts), _ENCODE_BATCH):
-            batch = list(texts[start : start + _ENCODE_BATCH])
-            encoded = tokenizer.encode_plain(batch)
-            for i, doc in enumerate(encoded):
-                lengths[start + i] = len(doc)
-                chunks.append(np.asarray(doc, dtype=dtype))
-            progress.update(len(batch))
-    ids = np.concatenate(chunks) if chunks else np.zeros(0, dtype=dtype)  # (n_tokens,)
-    offsets = np.zeros(len(texts) + 1, dtype=np.int64)  # (n_docs + 1,)
-    np.cumsum(lengths, out=offsets[1:])
-
-    _save_atomic(cache_dir / "ids.npy", lambda f: np.save(f, ids))
-    _save_atomic(cache_dir / "offsets.npy", lambda f: np.save(f, offsets))
-    _save_atomic(cache_dir / "fingerprint.json", lambda f: f.write(json.dumps(fingerprint, indent=1).encode()))
-    return _load_cache(cache_dir, fingerprint) or TokenizedCorpus(ids, offsets)
 
 
 def pack_blocks(ids: np.ndarray, doc_offsets: np.ndarray, block_size: int, cls_id: int, sep_id: int) -> np.ndarray:
@@ -169,10 +68,7 @@ def pack_blocks(ids: np.ndarray, doc_offsets: np.ndarray, block_size: int, cls_i
         closed_early.append(not ends_on_doc)
         position += room if ends_on_doc else room - 1
     if not block_starts:
-        raise InputError(
-            f"corpus has {n_tokens} tokens, fewer than one block of {block_size}; "
-            "add text or lower --max-seq-length"
-        )
+        raise too_short(n_tokens, block_size)
     starts = np.asarray(block_starts, dtype=np.int64)  # (N,)
     blocks = np.empty((len(starts), block_size), dtype=dtype)  # (N, T)
     blocks[:, 0] = cls_id
@@ -185,25 +81,157 @@ def pack_blocks(ids: np.ndarray, doc_offsets: np.ndarray, block_size: int, cls_i
     return blocks
 
 
-def split_blocks(blocks: np.ndarray, eval_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hold out round(eval_fraction * N) blocks (at least one when eval_fraction > 0) chosen at random by seed.
+def too_short(n_ids: int, block_size: int) -> InputError:
+    return InputError(f"corpus has {n_ids} tokens, fewer than one block of {block_size}; "
+                      "add text or lower --max-seq-length")
 
-    The choice depends only on N, eval_fraction and seed, so a restarted run holds out the same blocks. Both
-    parts keep the blocks' original order. Returns (train_blocks, eval_blocks).
-    """
+
+def block_layout(parts, block_size: int):
+    """Where each block starts in the stream and whether it closes early, part by part: `parts` yields
+    (length, positions of the document [SEP]s) of each part of the stream in order; yields (starts, closed) arrays
+    of the blocks that start in each part. The greedy rule of `pack_blocks`: a block takes T - 1 stream tokens when
+    the last of them ends a document, else T - 2. The tail that fills no block is dropped."""
+    room = block_size - 1  # positions after [CLS]
+    position = window_start = 0  # the next block's start; where the window of document-end flags begins
+    window = bytearray()  # is_doc_end of stream positions window_start, window_start + 1, ...
+    for length, doc_ends in parts:
+        flags = np.zeros(length, dtype=np.uint8)
+        flags[doc_ends] = 1
+        window = window[position - window_start:] + flags.tobytes()  # the flags still ahead, then this part's
+        window_start = position
+        limit = window_start + len(window)
+        starts, closed = array("q"), bytearray()
+        # The cut points depend on the data, so they are found in a loop over blocks (not tokens).
+        while position + room <= limit:
+            ends_on_doc = window[position + room - 1 - window_start]
+            starts.append(position)
+            closed.append(not ends_on_doc)
+            position += room if ends_on_doc else room - 1
+        yield np.frombuffer(starts, dtype=np.int64), np.frombuffer(closed, dtype=np.uint8)
+
+
+def layout_paths(stream, block_size: int) -> tuple[Path, Path]:
+    stem = stream.directory / f"blocks-{stream.name}-{block_size}"
+    return stem.with_suffix(".starts"), stem.with_suffix(".closed")
+
+
+def write_layout(stream, block_size: int) -> None:
+    """The blocks of `stream` (a TokenStream) written to its cache, unless they are there: `.closed`, then
+    `.starts`, each under a temporary name renamed when complete. InputError when the corpus fills no block."""
+    if block_size < 3:
+        raise InputError(f"block size {block_size} is too small; a block needs [CLS], a token and [SEP] (3 or more)")
+    starts_path, closed_path = layout_paths(stream, block_size)
+    if _layout_size(stream, block_size) is not None:
+        return
+    tmp = {p: p.with_name(f".{p.name}.tmp-{os.getpid()}") for p in (starts_path, closed_path)}
+    try:
+        with open(tmp[starts_path], "wb") as starts_file, open(tmp[closed_path], "wb") as closed_file:
+            parts = ((int(stream.bounds[k + 1] - stream.bounds[k]), stream.ends(k)) for k in range(len(stream.files)))
+            for starts, closed in block_layout(parts, block_size):
+                starts.tofile(starts_file)
+                closed.tofile(closed_file)
+        if tmp[starts_path].stat().st_size == 0:
+            raise too_short(stream.n_ids, block_size)
+        os.replace(tmp[closed_path], closed_path)
+        os.replace(tmp[starts_path], starts_path)
+    finally:
+        for p in tmp.values():
+            p.unlink(missing_ok=True)
+
+
+def _layout_size(stream, block_size: int) -> int | None:
+    """The number of blocks of a complete layout in the cache, else None."""
+    starts_path, closed_path = layout_paths(stream, block_size)
+    try:
+        n, rest = divmod(starts_path.stat().st_size, 8)
+        return n if n and not rest and closed_path.stat().st_size == n else None
+    except OSError:
+        return None
+
+
+class PackedBlocks:
+    """The blocks of a TokenStream, read as they are indexed: `blocks[idx]` for an index array (B,) is the
+    (B, T) array `pack_blocks` would have made of the same rows (ids of the stream's type)."""
+
+    def __init__(self, stream, block_size: int, cls_id: int, sep_id: int):
+        n = _layout_size(stream, block_size)
+        if n is None:
+            raise InputError(f"{layout_paths(stream, block_size)[0]}: the block layout is missing or incomplete; "
+                             "run the command again")
+        self.stream, self.block_size, self.cls_id, self.sep_id, self.n = stream, block_size, cls_id, sep_id, n
+        self.starts_path, self.closed_path = layout_paths(stream, block_size)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, idx) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64)  # (B,)
+        starts = np.memmap(self.starts_path, dtype=np.int64, mode="r")[idx]  # (B,) fancy indexing copies
+        closed = np.memmap(self.closed_path, dtype=np.uint8, mode="r")[idx].astype(bool)  # (B,)
+        rows = np.empty((len(idx), self.block_size), dtype=self.stream.dtype)  # (B, T)
+        rows[:, 0] = self.cls_id
+        rows[:, 1:] = self.stream.rows(starts, self.block_size - 1)  # (B, T - 1)
+        rows[closed, -1] = self.sep_id  # a block that took T - 2 stream tokens closes with its own [SEP]
+        return rows
+
+
+class BlockSubset:
+    """The blocks of `blocks` at the sorted indices `rows`, in that order: the held-out blocks."""
+
+    def __init__(self, blocks, rows: np.ndarray):
+        self.blocks, self.rows = blocks, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        return self.blocks[self.rows[np.asarray(idx)]]
+
+
+class BlocksExcept:
+    """The blocks of `blocks` other than those at the sorted indices `rows`, in their order: the training blocks.
+    The k-th of them is block k + j, j the number of held-out indices h_i with h_i - i <= k (h_i - i counts
+    the training blocks before h_i, and never decreases), so no index array of the training blocks is kept."""
+
+    def __init__(self, blocks, rows: np.ndarray):
+        self.blocks, self.n = blocks, len(blocks) - len(rows)
+        self.shifted = rows - np.arange(len(rows))  # (H,) training blocks before each held-out one
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, idx) -> np.ndarray:
+        k = np.asarray(idx, dtype=np.int64)
+        return self.blocks[k + np.searchsorted(self.shifted, k, side="right")]
+
+
+def permutation(n: int, seed) -> np.ndarray:
+    """`np.random.default_rng(seed).permutation(n)`, the same numbers, as int32 when they fit: half the memory
+    for a corpus of millions of blocks (the shuffle draws do not depend on the element type)."""
+    order = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+    np.random.default_rng(seed).shuffle(order)
+    return order
+
+
+def held_out_rows(n: int, eval_fraction: float, seed: int) -> np.ndarray:
+    """The sorted indices of round(eval_fraction * n) blocks (at least one when eval_fraction > 0) chosen at random
+    by seed: the first ones of a seeded permutation, so they depend only on n, eval_fraction and seed."""
     if not 0.0 <= eval_fraction < 1.0:
         raise InputError(f"eval fraction {eval_fraction} must be at least 0 and below 1")
-    n = len(blocks)
     n_eval = max(1, round(eval_fraction * n)) if eval_fraction > 0 else 0
     if n - n_eval < 1:
         raise InputError(
             f"the corpus gives only {n} block(s), too few to hold out {n_eval} for evaluation; "
             "add text, lower --max-seq-length or lower the eval fraction"
         )
-    order = np.random.default_rng(seed).permutation(n)
-    eval_index = np.sort(order[:n_eval])
-    train_index = np.sort(order[n_eval:])
-    return blocks[train_index], blocks[eval_index]
+    return np.sort(permutation(n, seed)[:n_eval]).astype(np.int64)
+
+
+def split_blocks(blocks, eval_fraction: float, seed: int) -> tuple[BlocksExcept, BlockSubset]:
+    """(training blocks, held-out blocks) of `blocks` (PackedBlocks, or an array of rows), both in the blocks'
+    order, as views: `held_out_rows` are held out, a restarted run holds out the same ones."""
+    rows = held_out_rows(len(blocks), eval_fraction, seed)
+    return BlocksExcept(blocks, rows), BlockSubset(blocks, rows)
 
 
 class BlockStream:
@@ -215,7 +243,7 @@ class BlockStream:
         self._order = self._permutation()
 
     def _permutation(self) -> np.ndarray:
-        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        return permutation(self.n, [self.seed, self.epoch])
 
     def next_batch(self) -> np.ndarray:
         chunks, taken = [], 0  # a batch may straddle two epochs: the end of one order, the start of the next
@@ -236,5 +264,6 @@ class BlockStream:
         self._order = self._permutation()
 
 
-def block_batch(blocks: np.ndarray, idx: np.ndarray) -> torch.Tensor:
+def block_batch(blocks, idx: np.ndarray) -> torch.Tensor:
+    """Blocks (an array of rows, or a view of them) at `idx` (B,), as int64 token ids."""
     return torch.from_numpy(blocks[idx].astype(np.int64))  # (B, T)

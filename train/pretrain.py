@@ -13,15 +13,17 @@ run directories also feed `python -m train.generate`:
         config.json, model.safetensors   the latest weights (Hugging Face key names)
         tokenizer/                        the tokenizer the ids came from
         checkpoints/step_NNNNNN/          the last K full checkpoints (weights + optimiser, RNG and data state)
-        data/                             the tokenized corpus, cached so a restart does not re-tokenize
+        data/                             the token shards and block layout (train/shards.py), so a restart
+                                          does not tokenize again, and a stopped tokenization continues
         metrics.jsonl, loss.png, args.json
         .minibert-run, .minibert-lock     the marker listing what the run wrote, and the lock of the process that
                                           runs it (minibert.rundir)
 
 Where each part is: the options and their checks in `train/pretrain_options.py`, the corpus, tokenizer and blocks
-in `train/pretrain_data.py`, the state a checkpoint restores in `train/pretrain_state.py`, the held-out
-evaluation in `train/pretrain_eval.py`, the checkpoints and the run directory in `train/checkpoints.py`, what is
-printed in `train/pretrain_report.py`. This file holds the command, the loop and one step of it.
+in `train/pretrain_data.py` (the corpus streamed into token shards by `train/shards.py`, so memory is flat in its
+size), the state a checkpoint restores in `train/pretrain_state.py`, the held-out evaluation in
+`train/pretrain_eval.py`, the checkpoints and the run directory in `train/checkpoints.py`, what is printed in
+`train/pretrain_report.py`. This file holds the command, the loop and one step of it.
 
 Resume, force, faults: `--resume` continues the run with its own options (those given again may only be the
 budget and bookkeeping ones, `MAY_CHANGE_ON_RESUME`) from its latest readable checkpoint, and repairs a top-level
@@ -51,17 +53,15 @@ from tqdm import tqdm
 
 from minibert import InputError
 from minibert.compiled import compile_model
-from minibert.rundir import claim
 from tokenizer.command import Stopped, command_main
-from train.checkpoints import (PRETRAIN_ENTRIES, PRETRAIN_RUN, Resumed, append_metrics, latest_checkpoint,
-                               load_checkpoint, plan_out_dir, plot_losses, remove_save_leftovers, save_checkpoint,
-                               set_aside_unreadable)
+from train.checkpoints import (Resumed, append_metrics, latest_checkpoint, load_checkpoint, plan_out_dir,
+                               plot_losses, remove_save_leftovers, save_checkpoint, set_aside_unreadable)
 from tokenizer.command import parse_options
 from train.cli import write_json
 from train.device import Dist, autocast, setup_distributed
 from train.optim import lr_at, set_lr
 from train.packing import block_batch
-from train.pretrain_data import Data, load_corpus, prepare_data
+from train.pretrain_data import CorpusSource, Data, claim_run, give_up, open_corpus, prepare_data
 from train.pretrain_eval import describe_eval, evaluate
 from train.pretrain_options import (PretrainArgs, check_args, check_batch_split, check_init, model_config,
                                     resume_args)
@@ -81,24 +81,25 @@ def run(args: PretrainArgs, given: set[str] | None = None) -> int:
     """Check every option and the run directory without writing anything, then train. `given`: the options set on
     the command line (what --resume takes anew); without it, those that differ from their defaults.
 
-    A new run that fails before its first checkpoint removes what it wrote (and its directory, if it made it)."""
+    A new run that fails before its first checkpoint removes what it wrote (and its directory, if it made it),
+    but for the token shards of a tokenization stopped by a signal, which the same command continues from."""
     given = given_by_value(args) if given is None else set(given)
     check_args(args)
     d, device = setup_distributed(args.device)
     check_batch_split(args, d)
     out = plan_out_dir(args, d.main)
     args, resumed, changed = settle_options(args, given, d, out.path)
-    texts = load_corpus(args)
+    source = open_corpus(args)
     # The directory is this process's from here to the end (its lock), and lists what the run writes (its marker).
-    owned = claim(out, PRETRAIN_RUN, PRETRAIN_ENTRIES, clear=resumed is None) if d.main else None
+    owned = claim_run(out, args, resumed is not None) if d.main else None
     if d.world > 1:
         dist.barrier()
     try:
         with out_of_memory_hint(args, d):
-            code = train(args, d, device, out.path, texts, resumed, changed)
-    except BaseException:
+            code = train(args, d, device, out.path, source, resumed, changed)
+    except BaseException as err:
         if owned is not None and resumed is None and latest_checkpoint(out.path) is None:
-            owned.release()  # nothing worth keeping: leave the directory as it was
+            give_up(owned, interrupted=isinstance(err, (KeyboardInterrupt, Stopped)))  # keeps only token shards
         raise
     finally:
         if owned is not None:
@@ -272,21 +273,21 @@ class Loop:
         self.saved_step = self.s.step
 
 
-def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, texts: list[str], resumed: Resumed | None,
-          changed: list[str]) -> int:
+def train(args: PretrainArgs, d: Dist, device: torch.device, out: Path, source: CorpusSource,
+          resumed: Resumed | None, changed: list[str]) -> int:
     t_setup = time.perf_counter()
     if resumed is not None and d.main:
         set_aside_unreadable(resumed)
         remove_save_leftovers(out)
-    # 1. Corpus -> tokenizer -> cached ids -> packed blocks, a fixed slice held out; the objective.
-    data = prepare_data(args, out, texts, d, resumed is not None)
+    # 1. Corpus -> tokenizer -> token shards -> blocks (views of the shards), a fixed share held out; the objective.
+    data = prepare_data(args, out, source, d, resumed is not None)
     # 2. Model, optimiser and the rest of the state a checkpoint restores; the options the run was made with.
     s = build_state(args, d, device, out, data, resumed, changed)
     if d.main:
         write_json(out / "args.json", dataclasses.asdict(args))
     # 3. Speed: autocast, compile, DDP, micro-batches.
     r = runner_for(s.model, args, d, device)
-    print_header(args, d, device, out, texts, data, s.model, time.perf_counter() - t_setup)
+    print_header(args, d, device, out, data.n_texts, data, s.model, time.perf_counter() - t_setup)
     loop = Loop(args, d, device, out, s, r, data, s.step if resumed else None)
     with StopSignals() as stop:
         outcome = run_steps(loop, stop)  # 4. to 9.

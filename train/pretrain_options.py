@@ -19,6 +19,7 @@ from minibert.config import PRESETS, TYPE_NAMES, field_types, read_fields
 from minibert.electra import DISCRIMINATOR_WEIGHT, GENERATOR_SIZE
 from tokenizer.config import VOCAB_SIZE
 from train.builtin_data import BUILTIN_PARTS
+from train.corpus_files import BAD_FILE_POLICIES
 from tokenizer.command import opt
 from train.device import Dist
 from train.families import NAMES as FAMILY_NAMES
@@ -26,6 +27,10 @@ from train.families import POSITIONS_FIELD, max_positions
 from train.mlm import MLM_PROBABILITY
 from train.objectives import FAMILY, OBJECTIVES, Objective
 from train.resume import flag, options_on_resume
+
+# Lines a new tokenizer learns from at most: all of the built-in text (29,475 lines), and a sample of a larger
+# corpus small enough that a run's memory stays flat in the corpus's size (docs/RESULTS.md, the memory table).
+TOKENIZER_SAMPLE = 50_000
 
 # What the built-in corpus defaults to: pretraining on the in-domain reviews (measured best, docs/RESULTS.md), with
 # a tokenizer that learns its pieces from all the built-in text.
@@ -35,9 +40,19 @@ DEFAULT_BUILTIN_CORPUS, DEFAULT_TOKENIZER_CORPUS = "reviews", "all"
 @dataclass
 class PretrainArgs:
     # data
-    corpus: list[str] | None = opt(None, "text files, directories of them, or JSONL files with a 'text' field; "
-                                         "default: the built-in Chinese corpus (People's Daily 1998 + training-split reviews)",
-                                   metavar="PATH")
+    corpus: list[str] | None = opt(None, "text files (one document per line), JSONL files (one object with a "
+                                         "'text' field per line), either gzipped (.txt.gz, .jsonl.gz), directories "
+                                         "of them (searched recursively) and glob patterns (quoted: 'data/*.txt'); "
+                                         "read line by line, tokenized in parallel into shards on disk, so of any "
+                                         "size; default: the built-in Chinese corpus (People's Daily 1998 + "
+                                         "training-split reviews)", metavar="PATH")
+    workers: int | None = opt(None, "processes that tokenize --corpus in parallel; default: the number of cores")
+    bad_files: str = opt("stop", "a --corpus file that cannot be read as text (empty, binary, not UTF-8, a bad "
+                                 "JSONL line): stop names it and exits with status 2; skip leaves it out with a "
+                                 "warning and counts the files skipped", choices=BAD_FILE_POLICIES)
+    data_cache: str | None = opt(None, "directory for the token shards, shared by runs (a corpus and tokenizer "
+                                       "already tokenized there is not tokenized again); default: the run's data/",
+                                 metavar="DIR")
     builtin_corpus: str | None = opt(None, "without --corpus, which built-in text to pretrain on: reviews (the "
                                            "training-split reviews: in-domain text for the built-in sentiment task), "
                                            "news (People's Daily 1998) or all (both); default: reviews",
@@ -49,7 +64,8 @@ class PretrainArgs:
     out: str | None = opt(None, "run directory; default runs/pretrain-<date>-<time>")
     resume: bool = opt(False, "continue the run in --out exactly, from its latest checkpoint, with its own options; "
                               "only --max-steps, --max-time, --stop-at-step, the eval/log/save cadence, --keep-last, "
-                              "--device, --micro-batch-size, --compile and --progress may be given anew (a new "
+                              "--device, --micro-batch-size, --compile, --progress, --workers and --data-cache may "
+                              "be given anew (a new "
                               "--max-steps: the learning-rate schedule becomes that of a run of the new length)")
     force: bool = opt(False, "start over: remove the run in --out (only the files a run writes) first")
     tokenizer: str | None = opt(None, "an existing tokenizer directory; default: train one on the corpus")
@@ -59,6 +75,11 @@ class PretrainArgs:
                                  "schedule and data order start fresh. The run's model must be the one --objective "
                                  "trains (BERT for mlm and electra, GPT-2 for causal, T5 for span)", metavar="RUN")
     vocab_size: int = opt(VOCAB_SIZE, "vocabulary size of a newly trained tokenizer")
+    tokenizer_sample: int = opt(TOKENIZER_SAMPLE, "lines a newly trained tokenizer learns from: all of the corpus's, "
+                                                  "or a uniform sample of this many (SentencePiece's sentence "
+                                                  "sampling). Its training takes about 20 bytes of memory per byte "
+                                                  "of the sample, so this bounds the memory of a run on a large "
+                                                  "corpus", metavar="LINES")
     tokenizer_model: str = opt("unigram", "SentencePiece model type of a newly trained tokenizer. unigram learns "
                                           "word-like pieces (about 1.4 Chinese characters each on the built-in corpus), "
                                           "which fine-tune better than single characters at this scale; auto: char for "
@@ -130,6 +151,8 @@ def check_args(args: PretrainArgs) -> None:
          f"--max-seq-length must be between 8 and {MAX_SEQ_LENGTH} (attention memory grows with its square)"),
         (0 < args.eval_fraction < 1, "--eval-fraction must be above 0 and below 1 (the share of blocks held out)"),
         (args.vocab_size > 5, "--vocab-size must exceed the 5 special tokens"),
+        (args.tokenizer_sample >= 1, "--tokenizer-sample must be at least 1 (lines)"),
+        (args.workers is None or args.workers >= 1, "--workers must be at least 1"),
         (finite(args.lr) and args.lr > 0, "--lr must be a positive number"),
         (args.warmup_steps >= 0, "--warmup-steps must be >= 0"),
         (finite(args.weight_decay), "--weight-decay must be a finite number"),
@@ -278,7 +301,7 @@ def check_init(args: PretrainArgs, given: set[str]) -> None:
 # Options that may be given anew on --resume: the budget and the bookkeeping, which do not change what a step
 # computes. Every other option would make the run no longer the one it was, so a change to it is refused.
 MAY_CHANGE_ON_RESUME = ("max_steps", "max_time", "eval_every", "log_every", "save_every", "keep_last", "device",
-                        "progress", "compile", "micro_batch_size")
+                        "progress", "compile", "micro_batch_size", "workers", "data_cache")
 # Options that are about this command, not the run: never taken from the checkpoint.
 THIS_COMMAND_ONLY = ("out", "resume", "force", "stop_at_step")
 

@@ -25,7 +25,7 @@ class Outcome:
     exit_code: int = 0
 
 
-def print_header(args, d: Dist, device, out: Path, texts: list[str], data: Data, model, seconds: float) -> None:
+def print_header(args, d: Dist, device, out: Path, n_texts: int, data: Data, model, seconds: float) -> None:
     if not d.main:
         return
     # BERT's encoder (what fine-tuning keeps; not ELECTRA's generator nor the MLM head); GPT-2 and T5 whole,
@@ -34,7 +34,7 @@ def print_header(args, d: Dist, device, out: Path, texts: list[str], data: Data,
     counted = unwrap(model).bert if family_ == "bert" else unwrap(model)
     what = "encoder" if family_ == "bert" else FAMILY_NAMES[family_]
     n_params = sum(p.numel() for p in counted.parameters())
-    print(f"run {out} | {len(texts):,} texts -> {data.n_blocks:,} blocks of {args.max_seq_length} "
+    print(f"run {out} | {n_texts:,} texts -> {data.n_blocks:,} blocks of {args.max_seq_length} "
           f"({len(data.train_blocks):,} train, {len(data.eval_blocks):,} held out) | vocab {data.tok.vocab_size:,} | "
           f"{what} {n_params / 1e6:.2f}M parameters | {d.world} rank(s) on {device} | set-up {seconds:.0f}s",
           flush=True)
