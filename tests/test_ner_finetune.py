@@ -137,6 +137,8 @@ def test_finetune_ner_end_to_end_then_predict_and_export(setup, tmp_path, capsys
     results = json.loads((out / "results.json").read_text())
     assert results["label_names"] == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
     assert results["options"]["metric"] == "f1"
+    assert sum(results["sizes"].values()) == 120  # sentences; the windows a model reads counted beside them
+    assert results["windows"]["train"] >= results["sizes"]["train"]
     test = results["test"]
     assert set(test) >= {"loss", "precision", "recall", "f1", "per_type", "token_accuracy", "entities"}
     assert test["f1"] > 0.8  # names of fixed characters among neutral ones: easy to learn
@@ -188,7 +190,7 @@ def test_ner_curve_scores_entity_f1_with_the_crf_baseline(setup, capsys):
     assert set(record["cells"]) == {"tiny-n30-s0", "baseline-n30-s0"}
     for cell in record["cells"].values():
         assert 0 <= cell["f1"] <= 1 and "precision" in cell and "accuracy" not in cell
-        assert "--task" in cell["args"]
+        assert "--task" in cell["args"] and cell["train_examples"] == 30  # sentences, not windows
     table = (out / "curve.md").read_text()
     assert "Test entity F1 (%)" in table and "CRF" in table
     assert (out / "curve.png").is_file()

@@ -88,7 +88,7 @@ TWO_SEEDS = ["--epochs", "2", "--seeds", "0", "1"]
 #   saving-model-twice:      two signals once the last seed's model files are written, before its results.json
 SELF_SIGNAL = textwrap.dedent("""
     import os, sys
-    from train import finetune, finetune_state
+    from train import finetune, finetune_state, finetune_tasks
     when, signum = sys.argv[1], int(sys.argv[2])
 
     def kill(times=1):
@@ -111,7 +111,7 @@ SELF_SIGNAL = textwrap.dedent("""
     elif when == "first-step":
         wrap(finetune, "train_epoch", before=True)
     elif when == "reading-data":
-        wrap(finetune, "load_task", before=True)
+        wrap(finetune_tasks, "load_task", before=True)  # the classification task's reader
     elif when == "saving-model-twice":
         wrap(finetune, "save_classifier", times=2, only=lambda c, where, *a: where.name == "seed-1")
     sys.exit(finetune.main(sys.argv[3:]))

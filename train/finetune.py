@@ -493,7 +493,10 @@ def run_header(o: Options, pre: Pretrained, task: TaskData, data: Encoded) -> di
         "from_scratch": o.from_scratch,
         "task": task.source,
         "label_names": task.label_names,
-        "sizes": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test)},
+        # examples (texts, or sentences for ner); a tagger's model inputs are windows, counted beside them
+        "sizes": {split: len(getattr(task, split)) for split in ("train", "validation", "test")},
+        **({"windows": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test)}}
+           if o.task == "ner" else {}),
         "label_counts": TASKS[o.task].counts(task),
         "data_notes": task.notes,
         "options": dataclasses.asdict(o),
