@@ -93,7 +93,7 @@ def holder(path: Path) -> str | None:
         return None
     if fcntl is None:
         pid, what = _read_lock(lock)
-        return f"process {pid} ({what})" if pid and _alive(pid) else None
+        return f"process {pid} ({what})" if pid and process_alive(pid) else None
     try:
         fd = os.open(lock, os.O_RDONLY)
     except OSError:
@@ -116,7 +116,8 @@ def _read_lock(lock: Path) -> tuple[int | None, str]:
         return None, "unknown command"
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists (one of another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -253,7 +254,7 @@ def _lock(path: Path, option: str) -> int:
             if not same:
                 os.close(fd)
                 continue
-        elif left and left != os.getpid() and _alive(left):
+        elif left and left != os.getpid() and process_alive(left):
             os.close(fd)
             raise in_use_error(path, f"process {left}", option)
         break

@@ -39,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from minibert.errors import InputError
+from minibert.rundir import process_alive
 from tokenizer.command import Stopped
 from train.corpus_files import BLANK_FILE, EMPTY_FILE, BadFile, BadFiles
 from train.corpus_reader import is_gzip
@@ -155,18 +156,8 @@ def remove_dead_leftovers(directory: Path) -> None:
     of a run writing the same shared cache now."""
     for p in directory.glob(".*.tmp-*"):
         pid = p.name.rpartition(".tmp-")[2]
-        if not pid.isdigit() or not _alive(int(pid)):
+        if not pid.isdigit() or not process_alive(int(pid)):
             p.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ----------------------------------------------------------------------------------------------------------------
