@@ -30,7 +30,6 @@ from minibert.errors import InputError
 from train.corpus_files import iter_file_lines
 
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
-JSONL_SUFFIXES = (".jsonl",)
 VALIDATION_FRACTION = 0.1
 TEST_FRACTION = 0.1
 
@@ -79,22 +78,23 @@ class Columns:
 # -- reading files ------------------------------------------------------------------------------------------
 
 
-def _file_kind(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in TABLE_SUFFIXES:
-        return suffix[1:]
-    if suffix in JSONL_SUFFIXES:
-        return "jsonl"
-    raise InputError(f"{path}: unknown file type {path.suffix!r}; use a .csv, .tsv or .jsonl file")
+FILE_KINDS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}  # a labelled file's suffix -> how it is read
 
 
-def _check_exists(path: Path) -> None:
+def data_file_kind(path: Path, kinds: dict[str, str], described: str, needs: str) -> str:
+    """How to read a task's data file, by its suffix (`kinds`); InputError, in the words of `described` (the
+    files the task takes) and `needs` (what the file must hold), for a directory, a missing or empty file, or
+    another suffix. Shared by the classification and the named-entity tasks."""
     if path.is_dir():
-        raise InputError(f"{path} is a directory; give a .csv, .tsv or .jsonl file")
+        raise InputError(f"{path} is a directory; give a {described} file")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     if path.stat().st_size == 0:
-        raise InputError(f"{path}: file is empty; it needs a header line and labelled rows")
+        raise InputError(f"{path}: file is empty; it needs {needs}")
+    kind = kinds.get(path.suffix.lower())
+    if kind is None:
+        raise InputError(f"{path}: unknown file type {path.suffix!r}; use a {described} file")
+    return kind
 
 
 def _table_rows(path: Path, delimiter: str) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
@@ -156,8 +156,7 @@ def read_labelled_file(path: str | Path, columns: Columns) -> tuple[list[Row], i
     CSV/TSV files need a header line naming the columns. Labels may be any strings (or JSON integers).
     """
     path = Path(path)
-    _check_exists(path)
-    kind = _file_kind(path)
+    kind = data_file_kind(path, FILE_KINDS, ".csv, .tsv or .jsonl", "a header line and labelled rows")
     wanted = [("text", columns.text), ("label", columns.label)]
     if columns.text_pair:
         wanted.insert(1, ("text pair", columns.text_pair))

@@ -24,12 +24,12 @@ from pathlib import Path
 
 from minibert.errors import InputError
 from train.corpus_files import iter_file_lines
-from train.finetune_data import TEST_FRACTION, VALIDATION_FRACTION, rows_for_one_each
+from train.finetune_data import TEST_FRACTION, VALIDATION_FRACTION, data_file_kind, rows_for_one_each
 
 CONLL_SUFFIXES = (".conll", ".txt", ".bio", ".tsv")
-JSONL_SUFFIXES = (".jsonl",)
 DOCSTART = "-DOCSTART-"  # CoNLL-2003's document separator: not a sentence
 _FILE_KINDS = ".conll, .txt, .bio or .tsv (a token and its tag per line) or .jsonl"
+NER_FILE_KINDS = {**dict.fromkeys(CONLL_SUFFIXES, "conll"), ".jsonl": "jsonl"}
 _TAG = re.compile(r"(?:O|[BI]-\S+)\Z")
 
 
@@ -154,25 +154,6 @@ class _Read:
         return f"{line}, token {token + 1}" if self.jsonl else line
 
 
-def _ner_file_kind(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in CONLL_SUFFIXES:
-        return "conll"
-    if suffix in JSONL_SUFFIXES:
-        return "jsonl"
-    raise InputError(f"{path}: unknown file type {path.suffix!r}; use a {_FILE_KINDS} file")
-
-
-def _check_ner_file(path: Path) -> None:
-    # Not finetune_data._check_exists: its messages ask for CSV/TSV files with a header line.
-    if path.is_dir():
-        raise InputError(f"{path} is a directory; give a {_FILE_KINDS} file")
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: file is empty; it needs tagged sentences")
-
-
 def _columns(line: str) -> list[str]:
     """The columns of a CoNLL line: split at tabs when it has one (so a token may hold a space), else at runs of
     spaces. Only ASCII blanks separate, so a token may be another space character (U+3000 in Chinese text)."""
@@ -260,8 +241,7 @@ def _jsonl_sentences(path: Path) -> Iterator[_Read]:
 def _read_ner_file(path: str | Path) -> list[_Read]:
     """The sentences of a CoNLL-style or JSON lines file, in file order, each checked as BIO."""
     path = Path(path)
-    _check_ner_file(path)
-    kind = _ner_file_kind(path)
+    kind = data_file_kind(path, NER_FILE_KINDS, _FILE_KINDS, "tagged sentences")
     sentences = []
     for read in (_jsonl_sentences if kind == "jsonl" else _conll_sentences)(path):
         if errors := bio_errors(read.sentence.tags):
