@@ -81,6 +81,19 @@ class Columns:
 FILE_KINDS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl"}  # a labelled file's suffix -> how it is read
 
 
+def given_files(train: str | None, validation: str | None, test: str | None) -> bool:
+    """Whether a task comes from the user's files (else the built-in one); InputError for a combination that
+    names no task: --validation or --test without --train, or one of them without the other. Shared by both tasks."""
+    if train is None:
+        if validation or test:
+            raise InputError("--validation and --test need --train")
+        return False
+    if bool(validation) != bool(test):
+        raise InputError("give both --validation and --test, or neither (then --train is split 80/10/10 "
+                         "by --split-seed)")
+    return True
+
+
 def data_file_kind(path: Path, kinds: dict[str, str], described: str, needs: str) -> str:
     """How to read a task's data file, by its suffix (`kinds`); InputError, in the words of `described` (the
     files the task takes) and `needs` (what the file must hold), for a directory, a missing or empty file, or
@@ -376,13 +389,8 @@ def load_task(
 ) -> TaskData:
     """The built-in task if no file is given; else the user's files (three splits, or one split 80/10/10)."""
     columns = columns or Columns()
-    if train is None:
-        if validation or test:
-            raise InputError("--validation and --test need --train")
+    if not given_files(train, validation, test):
         return builtin_task()
-    if bool(validation) != bool(test):
-        raise InputError("give both --validation and --test, or neither (then --train is split 80/10/10 "
-                         "by --split-seed)")
     notes = []
     train_rows, skipped = read_labelled_file(train, columns)
     if skipped:

@@ -74,10 +74,8 @@ class NamedEntities:
 
     def encode(self, tok, task, sentences, max_length: int) -> TokenWindows:
         label_ids = {name: i for i, name in enumerate(task.label_names)}
-        windows = encode_sentences(tok, [s.tokens for s in sentences], [s.tags for s in sentences], label_ids,
-                                   max_length, task.joiner)
-        windows.gold = [list(s.tags) for s in sentences]  # what the sentences are scored against
-        return windows
+        return encode_sentences(tok, [s.tokens for s in sentences], [s.tags for s in sentences], label_ids,
+                                max_length, task.joiner)
 
     def build(self, model, o) -> TokenClassifier:
         return TokenClassifier(model)

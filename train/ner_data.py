@@ -24,7 +24,7 @@ from pathlib import Path
 
 from minibert.errors import InputError
 from train.corpus_files import iter_file_lines
-from train.finetune_data import TEST_FRACTION, VALIDATION_FRACTION, data_file_kind, rows_for_one_each
+from train.finetune_data import TEST_FRACTION, VALIDATION_FRACTION, data_file_kind, given_files, rows_for_one_each
 
 CONLL_SUFFIXES = (".conll", ".txt", ".bio", ".tsv")
 DOCSTART = "-DOCSTART-"  # CoNLL-2003's document separator: not a sentence
@@ -329,13 +329,8 @@ def _joiner(sentences: Sequence[_Read]) -> str:
 def load_ner_task(train: str | None, validation: str | None, test: str | None, split_seed: int) -> NerTask:
     """The built-in task if no file is given; else the user's files: three splits as given, or one training file
     split 80/10/10 by sentence with `split_seed`."""
-    if train is None:
-        if validation or test:
-            raise InputError("--validation and --test need --train")
+    if not given_files(train, validation, test):
         return builtin_ner_task()
-    if bool(validation) != bool(test):
-        raise InputError("give both --validation and --test, or neither (then --train is split 80/10/10 "
-                         "by --split-seed)")
     notes = []
     train_reads = _read_ner_file(train)
     if validation is None:

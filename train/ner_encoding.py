@@ -45,6 +45,7 @@ class TokenWindows:
     sentence: list[int]
     first_word: list[int]
     n_words: list[int]  # words per sentence, to join the windows back
+    gold: list[list[str]] | None = None  # each sentence's tags as given, what its predictions are scored against
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -86,7 +87,7 @@ def encode_sentences(tok, sentences: Sequence[Sequence[str]], tags: Sequence[Seq
     """Token windows for `sentences` (lists of words), with their tags as label ids (`tags` None: labels all
     IGNORE_INDEX, for prediction)."""
     budget = max_length - 2  # [CLS] and [SEP]
-    out = TokenWindows([], [], [], [], [], [], [])
+    out = TokenWindows([], [], [], [], [], [], [], [list(t) for t in tags] if tags is not None else None)
     flat = [w for words in sentences for w in words]
     pieces_flat = tok.encode_words(flat, joiner) if flat else []
     at = 0
